@@ -1,0 +1,207 @@
+"""Pipeline: one poll of one source, and one pass over the outbox.
+
+Rules:
+- A poll runs fetch -> parse -> normalize -> (drop known items) -> match -> store. Everything a
+  poll decides is written by one ``Store.commit_poll`` transaction; a failure at any stage is
+  logged with its reason, recorded on the source, and never affects another source.
+- An item is matched only when it is new and *fresh*: first seen with a published date within
+  ``alerts.max_age`` (items without a date count as fresh). Older items are stored silently.
+- Each matched fresh item opens its own story and one alert naming every watchlist it
+  matched; the alert gets one outbox row per enabled channel that wants one of them.
+- Delivery sends due outbox rows; success marks the row sent, failure schedules the next try
+  with exponential backoff (``delivery.retry_initial`` doubling up to ``delivery.retry_max``,
+  ±10 % jitter). Rows for channels no longer configured wait untouched.
+- Exactly one structured log line per poll: source, status, HTTP status, items, new, alerts,
+  duration (and the error when it failed).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from . import metrics
+from .config import Config, SourceConfig
+from .fetch import Fetcher
+from .logs import event
+from .matcher import Matcher
+from .model import FetchResult, Item, Notification
+from .normalize import normalize_entry
+from .notify import Notifier
+from .parse import FeedParseError, parse_feed
+from .store import NewItem, PendingDelivery, Store, utcnow
+
+log = logging.getLogger("monitor.pipeline")
+
+SNIPPET_CHARS = 400
+
+
+@dataclass(frozen=True)
+class PollReport:
+    source: str
+    status: str  # ok | not_modified | error
+    items: int = 0
+    new: int = 0
+    alerts: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int = 0
+    failed: int = 0
+
+
+def is_fresh(item: Item, now: datetime, max_age: timedelta) -> bool:
+    return item.published is None or item.published >= now - max_age
+
+
+def unique_items(items: list[Item]) -> list[Item]:
+    """Drop repeats inside one feed document (same guid or same canonical link)."""
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        keys = {"g:" + it.guid} | ({"l:" + it.canonical_link} if it.canonical_link else set())
+        if keys & seen:
+            continue
+        seen |= keys
+        out.append(it)
+    return out
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut + " …"
+
+
+def backoff(attempts: int, initial: timedelta, maximum: timedelta) -> timedelta:
+    """Delay before retry number ``attempts`` (1 = after the first failure)."""
+    base = min(initial.total_seconds() * (2 ** max(0, attempts - 1)), maximum.total_seconds())
+    return timedelta(seconds=base * random.uniform(0.9, 1.1))
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, store: Store, matcher: Matcher, fetcher: Fetcher, notifier: Notifier,
+                 on_alert: Callable[[], None] | None = None):
+        self.cfg = cfg
+        self.store = store
+        self.matcher = matcher
+        self.fetcher = fetcher
+        self.notifier = notifier
+        self.on_alert = on_alert
+        self._channels = [(c.name, c.wants) for c in cfg.enabled_channels]
+        self._channel_cfg = {c.name: c for c in cfg.enabled_channels}
+
+    # ------------------------------------------------------------ polling
+    async def poll(self, source: SourceConfig) -> PollReport:
+        started = time.monotonic()
+        result: FetchResult | None = None
+        try:
+            state = await asyncio.to_thread(self.store.source_state, source.name)
+            result = await self.fetcher.fetch(source.url, state.etag, state.last_modified)
+            report = await self._process(source, result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one source's bug must not stop the daemon
+            log.exception("poll of %s failed unexpectedly", source.name)
+            report = PollReport(source.name, "error", error=f"internal error: {e.__class__.__name__}: {e}")
+            await asyncio.to_thread(self.store.record_failure, source.name,
+                                    FetchResult(url=source.url, status="error", error=report.error))
+        duration = time.monotonic() - started
+        metrics.POLLS.labels(source.name, report.status).inc()
+        metrics.POLL_SECONDS.observe(duration)
+        metrics.SOURCE_FAILURES.labels(source.name).set(0 if report.status != "error" else 1)
+        if report.status != "error":
+            metrics.SOURCE_LAST_SUCCESS.labels(source.name).set(time.time())
+        event(log, "poll", logging.INFO if report.status != "error" else logging.WARNING,
+              source=source.name, status=report.status,
+              http=result.http_status if result else None, items=report.items, new=report.new,
+              alerts=report.alerts, duration_ms=round(duration * 1000), error=report.error)
+        if report.alerts and self.on_alert:
+            self.on_alert()
+        return report
+
+    async def _process(self, source: SourceConfig, result: FetchResult) -> PollReport:
+        if result.status == "error":
+            await asyncio.to_thread(self.store.record_failure, source.name, result)
+            return PollReport(source.name, "error", error=result.error)
+        if result.status == "not_modified":
+            await asyncio.to_thread(self.store.record_not_modified, source.name, result)
+            return PollReport(source.name, "not_modified")
+        try:
+            feed = await asyncio.to_thread(parse_feed, result.body or b"", result.url, result.content_type)
+        except FeedParseError as e:
+            failed = FetchResult(url=result.url, status="error", http_status=result.http_status, error=str(e))
+            await asyncio.to_thread(self.store.record_failure, source.name, failed)
+            return PollReport(source.name, "error", error=str(e))
+        if feed.warning:
+            event(log, "feed warning", logging.DEBUG, source=source.name, warning=feed.warning)
+        items = unique_items([normalize_entry(e) for e in feed.entries])
+        known = await asyncio.to_thread(self.store.known_keys, source.name, items)
+        now = utcnow()
+        new_items = []
+        for it in items:
+            if it.guid in known:
+                continue
+            fresh = is_fresh(it, now, self.cfg.alerts.max_age)
+            hits = tuple(self.matcher.match(it.title, it.text)) if fresh else ()
+            new_items.append(NewItem(it, fresh, hits))
+        outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
+                                          self._channels, now)
+        metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
+        metrics.ALERTS.inc(outcome.alerts)
+        hits_by_guid = {n.item.guid: n.hits for n in new_items}
+        for st in outcome.stored:
+            hits = hits_by_guid.get(st.item.guid) or ()
+            if st.fresh and hits:
+                event(log, "alert", source=source.name, story=st.story_id, title=st.item.title,
+                      link=st.item.link, watchlists=",".join(h.name for h in hits),
+                      terms=",".join(t for h in hits for t in h.terms))
+        return PollReport(source.name, "ok", items=len(items), new=len(outcome.stored), alerts=outcome.alerts)
+
+    # ------------------------------------------------------------ delivery
+    def notification_for(self, d: PendingDelivery) -> Notification:
+        chan = self._channel_cfg.get(d.channel)
+        hits = tuple(h for h in d.hits if chan is None or chan.wants(h.name)) or d.hits
+        return Notification(alert_id=d.alert_id, channel=d.channel, title=d.title, link=d.link, source=d.source,
+                            published=d.published, watchlists=hits, snippet=snippet(d.summary),
+                            outlets=(d.source,))
+
+    async def deliver(self, ignore_backoff: bool = False) -> DeliveryReport:
+        """Send every due outbox row once; return how many went and how many failed."""
+        if not self._channel_cfg:
+            return DeliveryReport()
+        due = await asyncio.to_thread(self.store.due_deliveries, utcnow(), ignore_backoff,
+                                      list(self._channel_cfg))
+        sem = asyncio.Semaphore(4)
+        sent = failed = 0
+
+        async def one(d: PendingDelivery) -> None:
+            nonlocal sent, failed
+            async with sem:
+                res = await self.notifier.send(self.notification_for(d))
+            if res.ok:
+                await asyncio.to_thread(self.store.mark_sent, d.id)
+                sent += 1
+                metrics.DELIVERIES.labels(d.channel, "sent").inc()
+                event(log, "sent", alert=d.alert_id, channel=d.channel, attempt=d.attempts + 1, title=d.title)
+            else:
+                delay = backoff(d.attempts + 1, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
+                await asyncio.to_thread(self.store.mark_failed, d.id, res.error or "unknown error",
+                                        utcnow() + delay)
+                failed += 1
+                metrics.DELIVERIES.labels(d.channel, "failed").inc()
+                event(log, "send failed", logging.WARNING, alert=d.alert_id, channel=d.channel,
+                      attempt=d.attempts + 1, error=res.error, retry_in=f"{delay.total_seconds():.0f}s")
+
+        await asyncio.gather(*(one(d) for d in due))
+        counts = await asyncio.to_thread(self.store.counts)
+        metrics.OUTBOX_PENDING.set(counts["pending"])
+        return DeliveryReport(sent, failed)

@@ -1,0 +1,143 @@
+"""The store against real SQLite and PostgreSQL: migrations, exact-duplicate dropping, the
+atomic poll commit and the outbox's at-most-once bookkeeping."""
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import inspect, text
+
+from monitor.model import FetchResult, Item, WatchlistHit
+from monitor.store import NewItem, Store
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+OK = FetchResult(url="http://127.0.0.1/feed.xml", status="ok", http_status=200, etag='"v1"',
+                 last_modified="Mon, 23 Nov 2026 11:00:00 GMT")
+HIT = (WatchlistHit("missile-tests", 2.0, ("launched", "ballistic missile")),)
+
+
+def item(n: int, link: str | None = None, published: datetime | None = NOW) -> Item:
+    link = link or f"https://example.org/{n}"
+    return Item(guid=f"g{n}", link=link, canonical_link=link, title=f"Title {n}", summary=f"Summary {n}",
+                content="", published=published)
+
+
+def wants_all(_name: str) -> bool:
+    return True
+
+
+def fresh_store(url: str) -> Store:
+    s = Store(url)
+    s.upgrade()
+    s.sync_sources([("wire", "http://127.0.0.1/wire.xml"), ("other", "http://127.0.0.1/other.xml")])
+    return s
+
+
+def test_migrations_create_schema_and_are_idempotent(db_url):
+    s = Store(db_url)
+    s.upgrade()
+    s.upgrade()
+    tables = set(inspect(s.engine).get_table_names())
+    assert {"sources", "stories", "items", "alerts", "deliveries", "alembic_version"} <= tables
+    with s.engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+    s.close()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    s = Store(f"sqlite:///{tmp_path}/sub/dir/m.db")  # parent directories are created
+    s.upgrade()
+    with s.engine.connect() as c:
+        assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    s.close()
+
+
+def test_commit_poll_stores_items_alerts_outbox_and_http_state(db_url):
+    s = fresh_store(db_url)
+    out = s.commit_poll("wire", OK, [NewItem(item(1), True, HIT), NewItem(item(2), True)],
+                        [("hook", wants_all), ("mail", lambda w: w == "strategic-deployments")], NOW)
+    assert [x.item.guid for x in out.stored] == ["g1", "g2"] and out.alerts == 1
+    assert s.counts() == {"sources": 2, "items": 2, "alerts": 1, "pending": 1, "sent": 0}
+    st = s.source_state("wire")
+    assert (st.etag, st.last_modified) == ('"v1"', OK.last_modified)
+    due = s.due_deliveries(NOW)
+    assert [(d.channel, d.title, d.source) for d in due] == [("hook", "Title 1", "wire")]
+    assert due[0].hits == HIT and due[0].published == NOW
+    s.close()
+
+
+def test_exact_duplicates_by_guid_per_source_and_by_link_across_sources(db_url):
+    s = fresh_store(db_url)
+    s.commit_poll("wire", OK, [NewItem(item(1), True)], now=NOW)
+    same_guid_other_link = Item("g1", "https://example.org/x", "https://example.org/x", "T", "", "", NOW)
+    same_link_other_guid = Item("zz", "https://example.org/1", "https://example.org/1", "T", "", "", NOW)
+    assert s.known_keys("wire", [same_guid_other_link, same_link_other_guid]) == {"g1", "zz"}
+    # another source may reuse a guid (guids are only trusted per source) but not a link
+    assert s.known_keys("other", [same_guid_other_link, same_link_other_guid]) == {"zz"}
+    # a duplicate that slips past known_keys (a concurrent poll) is dropped by the unique index
+    out = s.commit_poll("other", OK, [NewItem(same_link_other_guid, True, HIT)], [("hook", wants_all)], NOW)
+    assert out.stored == [] and out.alerts == 0
+    assert s.counts()["items"] == 1
+    s.close()
+
+
+def test_stale_items_are_stored_but_never_alert(db_url):
+    s = fresh_store(db_url)
+    out = s.commit_poll("wire", OK, [NewItem(item(1, published=NOW - timedelta(days=9)), False, HIT)],
+                        [("hook", wants_all)], NOW)
+    assert len(out.stored) == 1 and not out.stored[0].fresh and out.alerts == 0
+    assert s.counts()["pending"] == 0
+    s.close()
+
+
+def test_outbox_retry_bookkeeping(db_url):
+    s = fresh_store(db_url)
+    s.commit_poll("wire", OK, [NewItem(item(1), True, HIT)], [("hook", wants_all), ("mail", wants_all)], NOW)
+    hook, mail = sorted(s.due_deliveries(NOW), key=lambda d: d.channel)
+    s.mark_failed(hook.id, "HTTP 500", NOW + timedelta(minutes=5))
+    s.mark_sent(mail.id, NOW)
+    assert s.due_deliveries(NOW) == []  # hook waits for its backoff, mail is done
+    assert [d.channel for d in s.due_deliveries(NOW, ignore_backoff=True)] == ["hook"]
+    later = s.due_deliveries(NOW + timedelta(minutes=6))
+    assert [(d.channel, d.attempts) for d in later] == [("hook", 1)]
+    s.mark_sent(hook.id, NOW)
+    s.mark_failed(hook.id, "late failure report", NOW)  # must not resurrect a sent row
+    assert s.due_deliveries(NOW + timedelta(days=1), ignore_backoff=True) == []
+    assert s.counts()["sent"] == 2
+    s.close()
+
+
+def test_failure_then_success_tracks_source_health(db_url):
+    s = fresh_store(db_url)
+    s.record_failure("wire", FetchResult(url="u", status="error", error="HTTP 500"), NOW)
+    s.record_failure("wire", FetchResult(url="u", status="error", error="timed out"), NOW)
+    assert s.failing_sources() == [("wire", "timed out", 2)]
+    s.commit_poll("wire", OK, [], now=NOW)
+    assert s.failing_sources() == []
+    s.close()
+
+
+def test_changed_source_url_forgets_http_cache_state(db_url):
+    s = fresh_store(db_url)
+    s.commit_poll("wire", OK, [], now=NOW)
+    s.sync_sources([("wire", "http://127.0.0.1/moved.xml")])
+    assert s.source_state("wire").etag is None
+    s.close()
+
+
+def test_concurrent_commits_of_the_same_item_store_it_once(db_url):
+    stores = [fresh_store(db_url) for _ in range(2)]
+    results = []
+
+    def commit(st: Store) -> None:
+        results.append(st.commit_poll("wire", OK, [NewItem(item(7), True, HIT)], [("hook", wants_all)], NOW))
+
+    threads = [threading.Thread(target=commit, args=(st,)) for st in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(len(r.stored) for r in results) == 1
+    assert stores[0].counts()["pending"] == 1
+    for st in stores:
+        st.close()
