@@ -3,21 +3,40 @@
 Rules:
 - The main file may ``include:`` globs (relative to the including file, or absolute); each
   included file may add ``sources``, ``watchlists`` and ``channels`` (and include more files).
+  Matches are read in sorted order, each file once; a glob matching nothing is a warning, a
+  plain file name (no ``*?[``) that does not exist is an error, and an include cycle is an error.
 - ``${VAR}`` and ``${VAR:-default}`` are replaced in every string scalar before validation;
-  ``$$`` is a literal ``$``. An unset ``${VAR}`` without default is an error.
+  ``$$`` is a literal ``$``. An unset ``${VAR}`` without default is an error. (``:-`` also
+  applies the default when VAR is set but empty, as in the shell.)
 - Every error names file, line and key (``config/monitor.yaml:12: sources[0].interval: ...``);
   all errors found are reported together as one ConfigError.
+- After merging all files: source, watchlist and channel names are unique; a channel only names
+  known watchlists; every watchlist query parses; every non-empty channel URL is accepted by a
+  notification service.
 - A channel whose URL comes out empty is disabled (one warning), so the shipped config runs
   with no secrets set.
+- Top-level keys starting with ``x-`` are ignored in every file: a place for ``&anchors`` that
+  entries merge with ``<<: *anchor``.
+- ``MONITOR_DATABASE_URL`` (when set and non-empty) overrides ``database.url``; relative SQLite
+  paths stay relative to the working directory.
 """
 from __future__ import annotations
 
+import difflib
+import glob
+import logging
+import os
 import re
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .durations import parse_duration
 
@@ -107,6 +126,15 @@ class WatchlistConfig(Strict):
     query: str = Field(min_length=1)
     description: str | None = None
 
+    @field_validator("query")
+    @classmethod
+    def _strip_query(cls, v: str) -> str:
+        # A folded block (``query: >``) ends with a newline; keep error columns on the text itself.
+        v = v.strip()
+        if not v:
+            raise ValueError("query must not be empty")
+        return v
+
 
 class ChannelConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
@@ -146,6 +174,710 @@ class ConfigError(Exception):
         super().__init__("\n".join(messages))
 
 
-def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+
+log = logging.getLogger("monitor.config")
+
+Loc = tuple[str | int, ...]
+
+_LISTS: dict[str, tuple[str, type[BaseModel]]] = {
+    "sources": ("source", SourceConfig),
+    "watchlists": ("watchlist", WatchlistConfig),
+    "channels": ("channel", ChannelConfig),
+}
+_INCLUDE = "include"
+_INCLUDED_KEYS = (*_LISTS, _INCLUDE)
+# Keys a user may write at the top of the main file (``path`` is set by load_config).
+_MAIN_KEYS = tuple(k for k in Config.model_fields if k != "path") + (_INCLUDE,)
+_DATABASE_ENV = "MONITOR_DATABASE_URL"
+_EXTENSION_PREFIX = "x-"  # top-level keys ignored by design, to hold YAML anchors (as in Compose files)
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(order=True)
+class _Problem:
+    order: int  # which file (in reading order) the problem is in; sorts messages like a compiler
+    line: int
+    seq: int
+    text: str = field(compare=False)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[_Problem] = []
+
+    def add(self, order: int, line: int, text: str) -> None:
+        self.items.append(_Problem(order, line, len(self.items), text))
+
+    def messages(self) -> list[str]:
+        return [p.text for p in sorted(self.items)]
+
+
+def _fmt_loc(loc: Loc) -> str:
+    """('sources', 0, 'interval') -> 'sources[0].interval'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(value: Any) -> str:
+    """A short phrase for what the user wrote, for 'should be X, not Y' messages."""
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int | float):
+        return "a number"
+    return type(value).__name__
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# --------------------------------------------------------------------------- interpolation
+
+# ``$$``, a well-formed ``${NAME}`` / ``${NAME:-default}``, or anything else starting ``${``.
+_REF = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?P<default>:-[^}]*)?\}|(?P<bad>\{[^}]*\}?))")
+
+
+def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str], list[str]]:
+    """Replace ``${VAR}``, ``${VAR:-default}`` and ``$$`` in ``text``.
+
+    Returns (result, names of the variables referenced, problems)."""
+    names: list[str] = []
+    problems: list[str] = []
+
+    def replace(m: re.Match[str]) -> str:
+        if m.group("dollar"):
+            return "$"
+        name = m.group("name")
+        if name is None:
+            problems.append(
+                f"invalid reference '${m.group('bad')}': write ${{NAME}} or ${{NAME:-default}} "
+                "(and $$ for a literal $)"
+            )
+            return m.group(0)
+        names.append(name)
+        default = m.group("default")
+        value = env.get(name)
+        if default is not None:
+            default = default[2:]
+            if "${" in default:
+                problems.append(f"nested reference in the default of ${{{name}:-...}} is not supported")
+            return value if value else default
+        if value is None:
+            problems.append(
+                f"environment variable {name} is not set (use ${{{name}:-}} for an optional value)"
+            )
+            return ""
+        return value
+
+    return _REF.sub(replace, text), names, problems
+
+
+# --------------------------------------------------------------------------- YAML reading
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAGS = ("tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap", "tag:yaml.org,2002:pairs")
+_MAP_TAGS = (_MAP_TAG, "tag:yaml.org,2002:set")
+
+
+@dataclass
+class _Doc:
+    """One YAML file: its plain data, the line of every key / list element, and env references."""
+
+    name: str  # the path as shown in messages
+    order: int
+    data: dict[str, Any]
+    lines: dict[Loc, int]
+    env_refs: dict[Loc, list[str]]
+    bad_refs: set[Loc]  # strings whose interpolation failed: already reported, skip later checks
+
+    def line(self, loc: Loc) -> int:
+        """The line of the deepest key of ``loc`` that the file has (1 when none)."""
+        for n in range(len(loc), 0, -1):
+            line = self.lines.get(loc[:n])
+            if line is not None:
+                return line
+        return 1
+
+
+class _Builder:
+    """Nodes -> plain Python data, recording lines, interpolating strings, reporting problems."""
+
+    def __init__(self, loader: yaml.SafeLoader, name: str, order: int, env: Mapping[str, str],
+                 problems: _Problems):
+        self.loader = loader
+        self.name = name
+        self.order = order
+        self.env = env
+        self.problems = problems
+        self.lines: dict[Loc, int] = {}
+        self.env_refs: dict[Loc, list[str]] = {}
+        self.bad_refs: set[Loc] = set()
+        self._active: set[int] = set()
+
+    def error(self, node: Node, loc: Loc, text: str) -> None:
+        line = node.start_mark.line + 1
+        where = f"{_fmt_loc(loc)}: " if loc else ""
+        self.problems.add(self.order, line, f"{self.name}:{line}: {where}{text}")
+
+    def build(self, node: Node, loc: Loc) -> Any:
+        if isinstance(node, ScalarNode):
+            return self._scalar(node, loc)
+        if id(node) in self._active:
+            self.error(node, loc, "recursive YAML alias")
+            return None
+        self._active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return self._sequence(node, loc)
+            if isinstance(node, MappingNode):
+                return self._mapping(node, loc)
+            return None
+        finally:
+            self._active.discard(id(node))
+
+    def _scalar(self, node: ScalarNode, loc: Loc) -> Any:
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e)
+            if problem.startswith("could not determine a constructor for the tag"):
+                problem = f"unsupported YAML tag {node.tag!r}"
+            self.error(node, loc, problem)
+            return None
+        if isinstance(value, str):
+            value, names, problems = interpolate(value, self.env)
+            if names:
+                self.env_refs[loc] = names
+            for p in problems:
+                self.error(node, loc, p)
+            if problems:
+                self.bad_refs.add(loc)
+        return value
+
+    def _sequence(self, node: SequenceNode, loc: Loc) -> list[Any] | None:
+        if node.tag not in _SEQ_TAGS:
+            self.error(node, loc, f"unsupported YAML tag {node.tag!r}")
+            return None
+        out = []
+        for i, item in enumerate(node.value):
+            self.lines[(*loc, i)] = item.start_mark.line + 1
+            out.append(self.build(item, (*loc, i)))
+        return out
+
+    def _mapping(self, node: MappingNode, loc: Loc) -> dict[str, Any] | None:
+        if node.tag not in _MAP_TAGS:
+            self.error(node, loc, f"unsupported YAML tag {node.tag!r}")
+            return None
+        self._check_duplicate_keys(node, loc)
+        try:
+            self.loader.flatten_mapping(node)  # resolve ``<<: *anchor`` merge keys
+        except yaml.YAMLError as e:
+            self.error(node, loc, getattr(e, "problem", None) or str(e))
+            return None
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                self.error(key_node, loc, "a key must be a plain name, not a list or mapping")
+                continue
+            key = key_node.value  # the text as written: ``yes:`` stays 'yes', ``1:`` stays '1'
+            self.lines[(*loc, key)] = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, (*loc, key))
+        return out
+
+    def _check_duplicate_keys(self, node: MappingNode, loc: Loc) -> None:
+        seen: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key_node.start_mark.line + 1
+            if key_node.value in seen:
+                self.error(key_node, (*loc, key_node.value),
+                           f"duplicate key (also set at line {seen[key_node.value]}; the last one would win)")
+            else:
+                seen[key_node.value] = line
+
+
+def _syntax_error(name: str, text: str, e: yaml.YAMLError) -> tuple[int, str]:
+    mark = getattr(e, "problem_mark", None)
+    if isinstance(e, yaml.MarkedYAMLError) and mark is not None:
+        line = mark.line + 1
+        problem = e.problem or "invalid YAML"
+        ctx_mark = e.context_mark
+        if problem.startswith("but found another document"):
+            problem = "a config file holds one YAML document; remove the second '---'"
+        elif e.context and ctx_mark is not None and ctx_mark.line != mark.line:
+            problem += f" ({e.context} at line {ctx_mark.line + 1})"
+        return line, f"{name}:{line}: YAML syntax error: {problem}"
+    if isinstance(e, yaml.reader.ReaderError):
+        line = text.count("\n", 0, e.position) + 1
+        return line, (f"{name}:{line}: YAML syntax error: unacceptable character "
+                      f"#x{e.character if isinstance(e.character, int) else ord(e.character):04x}")
+    return 1, f"{name}:1: YAML syntax error: {e}"
+
+
+def _parse_yaml(name: str, text: str, order: int, env: Mapping[str, str], problems: _Problems) -> _Doc | None:
+    """Parse one file's text; None when it cannot be used at all (syntax error, not a mapping)."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as e:
+        problems.add(order, *_syntax_error(name, text, e))
+        return None
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as e:
+            problems.add(order, *_syntax_error(name, text, e))
+            return None
+        builder = _Builder(loader, name, order, env, problems)
+        data = builder.build(root, ()) if root is not None else None
+    finally:
+        loader.dispose()
+    if data is None:
+        data = {}
+    if isinstance(data, dict):
+        for key in [k for k in data if k.startswith(_EXTENSION_PREFIX)]:
+            del data[key]  # ``x-...: &anchor`` blocks exist only to be merged elsewhere
+    else:
+        line = root.start_mark.line + 1 if root is not None else 1
+        problems.add(order, line, f"{name}:{line}: the top level should be a mapping of keys "
+                                  f"(like 'sources:'), not {_describe(data)}")
+        return None
+    return _Doc(name, order, data, builder.lines, builder.env_refs, builder.bad_refs)
+
+
+def _read_text(path: str) -> tuple[str | None, str | None]:
+    """(text, None) or (None, reason)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read(), None
+    except FileNotFoundError:
+        return None, "no such file"
+    except IsADirectoryError:
+        return None, "is a directory, not a file"
+    except PermissionError:
+        return None, "cannot read: permission denied"
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 text (bad byte at offset {e.start})"
+    except OSError as e:
+        return None, f"cannot read: {e.strerror or e}"
+
+
+# --------------------------------------------------------------------------- pydantic errors
+
+
+def _model_at(root: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``loc`` (for 'did you mean' suggestions)."""
+    t: Any = root
+    for part in loc:
+        t = _strip_optional(t)
+        if isinstance(part, int):
+            if get_origin(t) is not list:
+                return None
+            t = get_args(t)[0]
+        elif isinstance(t, type) and issubclass(t, BaseModel):
+            info = t.model_fields.get(part)
+            if info is None:
+                return None
+            t = info.annotation
+        else:
+            return None
+    t = _strip_optional(t)
+    return t if isinstance(t, type) and issubclass(t, BaseModel) else None
+
+
+def _strip_optional(t: Any) -> Any:
+    if get_origin(t) in (Union, types.UnionType):
+        args = [a for a in get_args(t) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return t
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key (did you mean '{close[0]}'?)"
+    return f"unknown key (known keys: {', '.join(known)})"
+
+
+def _known_keys(model: type[BaseModel] | None, root: type[BaseModel]) -> list[str]:
+    if model is None:
+        return []
+    if model is root and model is Config:
+        return list(_MAIN_KEYS)
+    return list(model.model_fields)
+
+
+def _pydantic_message(err: Any, root: type[BaseModel], loc: Loc) -> str:
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = str(loc[-1]) if loc else ""
+        return _unknown_key(key, _known_keys(_model_at(root, loc[:-1]), root))
+    if kind == "missing":
+        return "required, but missing"
+    if kind == "value_error":
+        error = ctx.get("error")
+        return str(error) if error is not None else err["msg"].removeprefix("Value error, ")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"should be a mapping of keys, not {_describe(value)}"
+    if kind == "list_type":
+        return f"should be a list, not {_describe(value)}"
+    if kind == "string_type":
+        return f"should be a string, not {_describe(value)}"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == NAME_PATTERN:
+        return ("names may contain only letters, digits, '_', '.' and '-', and must start with a letter "
+                f"or digit (got {_shown(value)})")
+    if kind == "bool_parsing" or kind == "bool_type":
+        return f"should be true or false (got {_shown(value)})"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"should be a whole number (got {_shown(value)})"
+    msg = re.sub(r"\s*\[type=.*$|\s*For further information visit \S+", "", err["msg"])
+    msg = re.sub(r"^(Input|String|Value) should", "should", msg)
+    if not isinstance(value, dict | list):
+        msg += f" (got {_shown(value)})"
+    return msg
+
+
+def _validate(model: type[BaseModel], data: Any, doc: _Doc, prefix: Loc,
+              problems: _Problems) -> BaseModel | None:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        for err in e.errors():
+            rel: Loc = tuple(err["loc"])
+            loc = (*prefix, *rel)
+            line = doc.line(loc)
+            where = f"{_fmt_loc(loc)}: " if loc else ""
+            problems.add(doc.order, line, f"{doc.name}:{line}: {where}{_pydantic_message(err, model, rel)}")
+        return None
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class _Entry:
+    """One validated list entry and where it was written."""
+
+    model: Any
+    doc: _Doc
+    loc: Loc  # ('sources', 1)
+
+    def where(self, *sub: str | int) -> tuple[int, str]:
+        """(line, 'file:line: sources[1].name') for a key of this entry."""
+        loc = (*self.loc, *sub)
+        line = self.doc.line(loc)
+        return line, f"{self.doc.name}:{line}: {_fmt_loc(loc)}"
+
+
+class _Loader:
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems = _Problems()
+        self.docs: list[_Doc] = []
+        self.loaded: set[str] = set()  # real paths already read
+        self.order = 0
+
+    def _next_order(self) -> int:
+        self.order += 1
+        return self.order
+
+    # -- files and includes
+
+    def load_main(self, name: str) -> _Doc | None:
+        order = self._next_order()
+        text, reason = _read_text(name)
+        if text is None:
+            self.problems.add(order, 0, f"{name}: {reason}")
+            return None
+        return self._load(name, text, order, stack=(os.path.realpath(name),), included=False)
+
+    def _load(self, name: str, text: str, order: int, stack: tuple[str, ...], included: bool) -> _Doc | None:
+        self.loaded.add(stack[-1])
+        doc = _parse_yaml(name, text, order, self.env, self.problems)
+        if doc is None:
+            return None
+        self.docs.append(doc)
+        if included:
+            self._check_included_keys(doc)
+        includes = doc.data.pop(_INCLUDE, None)
+        for loc, pattern in self._include_patterns(doc, includes):
+            self._include(doc, loc, pattern, stack)
+        return doc
+
+    def _check_included_keys(self, doc: _Doc) -> None:
+        for key in list(doc.data):
+            if key in _INCLUDED_KEYS:
+                continue
+            line = doc.line((key,))
+            if key in _MAIN_KEYS:
+                why = "may only be set in the main file (an included file may only have sources, " \
+                      "watchlists, channels and include)"
+            else:
+                close = difflib.get_close_matches(key, _INCLUDED_KEYS, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                why = f"not allowed in an included file ({hint}only sources, watchlists, channels and include)"
+            self.problems.add(doc.order, line, f"{doc.name}:{line}: {key}: {why}")
+            del doc.data[key]
+
+    def _include_patterns(self, doc: _Doc, value: Any) -> list[tuple[Loc, str]]:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [((_INCLUDE,), value)]
+        if not isinstance(value, list):
+            line = doc.line((_INCLUDE,))
+            self.problems.add(doc.order, line, f"{doc.name}:{line}: include: should be a file name, a glob "
+                                               f"pattern or a list of them, not {_describe(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            loc: Loc = (_INCLUDE, i)
+            if isinstance(item, str) and item.strip():
+                out.append((loc, item))
+            else:
+                line = doc.line(loc)
+                self.problems.add(doc.order, line, f"{doc.name}:{line}: {_fmt_loc(loc)}: should be a file "
+                                                   f"name or glob pattern, not {_describe(item)}")
+        return out
+
+    def _include(self, doc: _Doc, loc: Loc, pattern: str, stack: tuple[str, ...]) -> None:
+        line = doc.line(loc)
+        here = f"{doc.name}:{line}: {_fmt_loc(loc)}"
+        base = os.path.dirname(doc.name)
+        expanded = os.path.expanduser(pattern.strip())
+        is_glob = glob.has_magic(expanded)
+        if is_glob:
+            # os.path.join keeps an absolute pattern as is; the base dir's own name is not a pattern
+            full = os.path.join(glob.escape(base), expanded)
+            matches = sorted(m for m in glob.glob(full, recursive=True) if not os.path.isdir(m))
+            if not matches:
+                log.warning("%s:%d: include pattern %r matches no files", doc.name, line, pattern)
+                return
+        else:
+            full = os.path.join(base, expanded)
+            if os.path.isdir(full):
+                self.problems.add(doc.order, line, f"{here}: '{pattern}' is a directory; include its files "
+                                                   f"with a glob like '{pattern.rstrip('/')}/*.yaml'")
+                return
+            matches = [full]
+        for path in matches:
+            real = os.path.realpath(path)
+            name = os.path.normpath(path)
+            if real in stack:
+                if not is_glob:  # a glob naturally matches the file it is written in: skip that
+                    chain = " -> ".join([*(d.name for d in self._chain(stack)), name])
+                    self.problems.add(doc.order, line, f"{here}: include cycle: {chain}")
+                continue
+            if real in self.loaded:
+                log.debug("%s: %s is already included; reading it once", here, name)
+                continue
+            text, reason = _read_text(path)
+            if text is None:
+                self.problems.add(doc.order, line, f"{here}: cannot include '{name}': {reason}")
+                continue
+            self._load(name, text, self._next_order(), (*stack, real), included=True)
+
+    def _chain(self, stack: tuple[str, ...]) -> list[_Doc]:
+        by_real = {os.path.realpath(d.name): d for d in self.docs}
+        return [by_real[r] for r in stack if r in by_real]
+
+    # -- validation
+
+    def validate(self, main: _Doc) -> tuple[Config | None, dict[str, list[_Entry]]]:
+        settings = self._validate_settings(main)
+        entries: dict[str, list[_Entry]] = {kind: [] for kind in _LISTS}
+        for doc in self.docs:
+            for kind, (_, model) in _LISTS.items():
+                entries[kind].extend(self._validate_list(doc, kind, model))
+        return settings, entries
+
+    def _validate_settings(self, doc: _Doc) -> Config | None:
+        top = {k: v for k, v in doc.data.items() if k not in _LISTS}
+        if "path" in top:  # a Config field, but set by load_config, not by the user
+            line = doc.line(("path",))
+            self.problems.add(doc.order, line, f"{doc.name}:{line}: path: {_unknown_key('path', list(_MAIN_KEYS))}")
+            del top["path"]
+        result = _validate(Config, top, doc, (), self.problems)
+        return result if isinstance(result, Config) else None
+
+    def _validate_list(self, doc: _Doc, kind: str, model: type[BaseModel]) -> list[_Entry]:
+        value = doc.data.get(kind)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            line = doc.line((kind,))
+            self.problems.add(doc.order, line, f"{doc.name}:{line}: {kind}: should be a list "
+                                               f"(lines starting with '- '), not {_describe(value)}")
+            return []
+        out = []
+        for i, item in enumerate(value):
+            loc: Loc = (kind, i)
+            validated = _validate(model, item, doc, loc, self.problems)
+            if validated is not None:
+                out.append(_Entry(validated, doc, loc))
+        return out
+
+    def raw_names(self, kind: str) -> set[str]:
+        """Names of every entry as written, valid or not (so one bad entry does not cascade)."""
+        names = set()
+        for doc in self.docs:
+            items = doc.data.get(kind)
+            if isinstance(items, list):
+                names.update(i["name"] for i in items if isinstance(i, dict) and isinstance(i.get("name"), str))
+        return names
+
+    # -- checks across files
+
+    def check(self, entries: dict[str, list[_Entry]]) -> None:
+        for kind, (label, _) in _LISTS.items():
+            self._check_unique(entries[kind], label)
+        self._check_channel_watchlists(entries["channels"])
+        self._check_queries(entries["watchlists"])
+        self._check_channel_urls(entries["channels"])
+
+    def _add(self, entry: _Entry, line: int, text: str) -> None:
+        self.problems.add(entry.doc.order, line, text)
+
+    def _check_unique(self, entries: list[_Entry], label: str) -> None:
+        first: dict[str, str] = {}
+        for e in entries:
+            line, where = e.where("name")
+            if e.model.name in first:
+                self._add(e, line, f"{where}: duplicate {label} name '{e.model.name}' "
+                                   f"(first defined at {first[e.model.name]})")
+            else:
+                first[e.model.name] = f"{e.doc.name}:{line}"
+
+    def _check_channel_watchlists(self, channels: list[_Entry]) -> None:
+        known = sorted(self.raw_names("watchlists"))
+        for e in channels:
+            for j, wl in enumerate(e.model.watchlists or []):
+                if wl in known:
+                    continue
+                line, where = e.where("watchlists", j)
+                close = difflib.get_close_matches(wl, known, n=1, cutoff=0.6)
+                if close:
+                    hint = f"did you mean '{close[0]}'?"
+                elif known:
+                    hint = f"known: {', '.join(known)}"
+                else:
+                    hint = "no watchlists are defined"
+                self._add(e, line, f"{where}: channel '{e.model.name}': unknown watchlist '{wl}' ({hint})")
+
+    def _check_queries(self, watchlists: list[_Entry]) -> None:
+        from .query import QuerySyntaxError, parse_query
+
+        for e in watchlists:
+            if (*e.loc, "query") in e.doc.bad_refs:
+                continue
+            try:
+                parse_query(e.model.query)
+            except QuerySyntaxError as err:
+                line, where = e.where("query")
+                self._add(e, line, f"{where}: watchlist '{e.model.name}': {_query_problem(err)}")
+
+    def _check_channel_urls(self, channels: list[_Entry]) -> None:
+        from .notify import validate_url
+
+        for e in channels:
+            url = e.model.url
+            if not url.strip() or (*e.loc, "url") in e.doc.bad_refs:
+                continue
+            reason = validate_url(url)
+            if reason is not None:
+                line, where = e.where("url")
+                self._add(e, line, f"{where}: channel '{e.model.name}': no notification service accepts "
+                                   f"'{url}' ({reason})")
+
+    def warn_disabled_channels(self, channels: list[_Entry]) -> None:
+        for e in channels:
+            if e.model.enabled:
+                continue
+            names = e.doc.env_refs.get((*e.loc, "url"), [])
+            hint = f" (set {' or '.join(dict.fromkeys(names))}?)" if names else ""
+            log.warning("channel '%s' has no URL%s and is disabled; alerts are still recorded",
+                        e.model.name, hint)
+
+
+def _query_problem(err: Any) -> str:
+    """'<message> at column N' and two more lines: the query and a caret under the column."""
+    query: str = err.query
+    if "\n" not in query:
+        return f"{err.message} at column {err.column}\n{err.caret()}"
+    offset = max(0, min(err.column - 1, len(query)))
+    start = query.rfind("\n", 0, offset) + 1
+    end = query.find("\n", offset)
+    text = query[start:] if end < 0 else query[start:end]
+    lineno = query.count("\n", 0, start) + 1
+    col = offset - start + 1
+    return f"{err.message} at line {lineno}, column {col} of the query\n{text}\n{' ' * (col - 1)}^"
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
     """Read, interpolate, include, validate. Raises ConfigError listing every problem."""
-    raise NotImplementedError
+    env = os.environ if env is None else env
+    name = os.fspath(path)
+    loader = _Loader(env)
+    main = loader.load_main(name)
+    if main is None:
+        raise ConfigError(loader.problems.messages())
+    settings, entries = loader.validate(main)
+    loader.check(entries)
+    if loader.problems.items or settings is None:
+        raise ConfigError(loader.problems.messages())
+    loader.warn_disabled_channels(entries["channels"])
+    update: dict[str, Any] = {kind: [e.model for e in entries[kind]] for kind in _LISTS}
+    update["path"] = Path(name)
+    db_url = env.get(_DATABASE_ENV)
+    if db_url and db_url.strip():
+        update["database"] = settings.database.model_copy(update={"url": db_url.strip()})
+    return settings.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summarize(cfg: Config) -> str:
+    """A short human summary of a loaded configuration (for ``monitor check``)."""
+    from .durations import format_duration
+    from .store import safe_url
+
+    lines = []
+    if cfg.path is not None:
+        lines.append(f"config: {cfg.path}")
+    lines.append(f"database: {safe_url(cfg.database.url)}")
+    enabled = sum(1 for s in cfg.sources if s.enabled)
+    lines.append(f"sources: {len(cfg.sources)} ({enabled} enabled)")
+    for s in cfg.sources:
+        state = "" if s.enabled else ", disabled"
+        lines.append(f"  - {s.name}: every {format_duration(s.interval)}{state}")
+    lines.append(f"watchlists: {len(cfg.watchlists)}")
+    for w in cfg.watchlists:
+        lines.append(f"  - {w.name}")
+    lines.append(f"channels: {len(cfg.channels)} ({len(cfg.enabled_channels)} enabled)")
+    for c in cfg.channels:
+        state = "enabled" if c.enabled else "disabled (no URL)"
+        wanted = "all watchlists" if c.watchlists is None else ", ".join(c.watchlists) or "no watchlists"
+        lines.append(f"  - {c.name}: {state}; {wanted}")
+    return "\n".join(lines)
