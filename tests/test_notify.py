@@ -1,0 +1,370 @@
+"""Notify: rendering per channel kind, and delivery through Apprise to real loopback sinks
+(aiosmtpd, an HTTP receiver, Slack's webhook client pointed at the receiver)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from apprise.plugins.slack import NotifySlack
+from sinks import SilentServer, SmtpSink, WebhookReceiver, free_port
+
+from monitor.config import ChannelConfig
+from monitor.model import Notification, WatchlistHit
+from monitor.notify import (
+    WORD_JOINER,
+    Notifier,
+    SendResult,
+    channel_kind,
+    failure_reason,
+    render_email,
+    render_slack,
+    render_text,
+    slack_escape,
+    validate_url,
+)
+
+SLACK_URL = "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+TITLE = "North Korea test-fires ICBM into Sea of Japan"
+LINK = "https://news.example.org/world/icbm-test?id=42&ref=rss"
+HOSTILE = "<!channel> Missile launch & <script>"
+BOUND = 10.0  # seconds: every failure must come back well within this
+
+
+def make(channel: str = "desk", **changes) -> Notification:
+    n = Notification(
+        alert_id=7,
+        channel=channel,
+        title=TITLE,
+        link=LINK,
+        source="Reuters World",
+        published=datetime(2026, 3, 4, 5, 6, tzinfo=UTC),
+        watchlists=(WatchlistHit("strategic-deployments", 4.5, ("icbm", "sea of japan")),),
+        snippet="The missile flew for 70 minutes before splashing down.",
+        outlets=(),
+    )
+    return replace(n, **changes)
+
+
+def send(notifier: Notifier, n: Notification) -> tuple[SendResult, float]:
+    start = time.monotonic()
+    result = asyncio.run(notifier.send(n))
+    return result, time.monotonic() - start
+
+
+@pytest.fixture
+def smtp():
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def receiver():
+    with WebhookReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def slack_receiver(receiver, monkeypatch):
+    """Slack's webhook client posting to the loopback receiver (restored after the test)."""
+    monkeypatch.setattr(NotifySlack, "webhook_url", f"{receiver.base_url}/services")
+    return receiver
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+@pytest.mark.parametrize("url", [
+    "mailto://127.0.0.1:2525?from=monitor@example.org&to=desk@example.org",
+    "mailtos://user:pass@smtp.example.org?to=desk@example.org",
+    "json://127.0.0.1:8080/hook",
+    SLACK_URL,
+    "https://hooks.slack.com/services/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ",
+])
+def test_validate_url_accepts_supported_services(url):
+    assert validate_url(url) is None
+
+
+def test_validate_url_rejects_unknown_scheme():
+    assert validate_url("notaservice://nowhere") == "unknown scheme 'notaservice'"
+
+
+def test_validate_url_explains_what_the_plugin_refused():
+    reason = validate_url("slack://not!a!token/B/C")
+    assert reason is not None and reason.startswith("Apprise rejected it")
+    assert validate_url("just words") is not None
+
+
+@pytest.mark.parametrize(("url", "kind"), [
+    ("mailto://h?to=a@example.org", "email"),
+    ("MAILTOS://h?to=a@example.org", "email"),
+    (SLACK_URL, "slack"),
+    ("https://hooks.slack.com/services/T1/B1/C1", "slack"),
+    ("json://127.0.0.1/hook", "other"),
+    ("https://example.org/hook", "other"),
+    ("discord://a/b", "other"),
+])
+def test_channel_kind_by_scheme(url, kind):
+    assert channel_kind(url) == kind
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_email_subject_lists_watchlists_in_order_and_is_one_line():
+    n = make(title="Missile\r\nBcc: attacker@example.org\x00\tX-Injected: yes\u2028end",
+             watchlists=(WatchlistHit("wl-b", 1, ()), WatchlistHit("wl-a", 2, ())))
+    subject = render_email(n).title
+    assert subject == "[wl-b, wl-a] Missile Bcc: attacker@example.org X-Injected: yes end"
+    assert len(render_email(make(title="x" * 5000)).title) <= 200
+
+
+def test_email_html_escapes_everything_user_controlled():
+    n = make(title="<script>alert(1)</script>", source="<b>Src</b>", snippet="a <img src=x> & b",
+             watchlists=(WatchlistHit("wl", 1, ("<i>term</i>",)),), outlets=("A<1>", "B&2"))
+    body = render_email(n).body
+    for raw in ("<script>", "<b>Src", "<img", "<i>term", "A<1>"):
+        assert raw not in body
+    for escaped in ("&lt;script&gt;", "&lt;b&gt;Src", "&lt;img src=x&gt; &amp; b", "&lt;i&gt;term", "B&amp;2"):
+        assert escaped in body
+
+
+def test_email_only_links_http_urls():
+    body = render_email(make(link="javascript:alert(1)")).body
+    assert "href" not in body and "javascript:alert(1)" in body  # shown as text, never a link
+    body = render_email(make(link='https://example.org/"onmouseover="x')).body
+    assert 'href="https://example.org/&quot;onmouseover=&quot;x"' in body
+
+
+def test_email_lists_source_outlets_published_watchlists_snippet():
+    n = make(outlets=("Reuters", "AP", "AFP"), published=datetime(2026, 3, 4, 7, 6, tzinfo=timezone(timedelta(hours=2))),
+             watchlists=(WatchlistHit("strategic-deployments", 4.5, ("icbm",)), WatchlistHit("missile-tests", 1.0 / 3, ())))
+    body = render_email(n).body
+    assert "Source: Reuters World" in body
+    assert "Outlets: Reuters, AP, AFP" in body
+    assert "Published: 2026-03-04 05:06 UTC" in body
+    assert "strategic-deployments</strong> (score 4.5): icbm" in body
+    assert "missile-tests</strong> (score 0.33): no terms recorded" in body
+    assert "The missile flew for 70 minutes" in body
+    assert "Outlets" not in render_email(make(outlets=("Reuters",))).body  # one outlet: nothing to add
+
+
+def test_slack_escape_makes_control_sequences_inert():
+    out = slack_escape("<!channel> <!here|here> <@U123ABC> <#C999> a & b @everyone")
+    assert "<" not in out and ">" not in out
+    assert "&amp;" in out and "&lt;!" + WORD_JOINER + "channel&gt;" in out
+    assert "@" + WORD_JOINER + "everyone" in out
+
+
+def test_slack_renders_mrkdwn_headline_with_link():
+    body = render_slack(make(watchlists=(WatchlistHit("a", 1, ("x",)), WatchlistHit("b", 2, ("y", "z"))))).body
+    first, *rest = body.split("\n")
+    assert first == f"*[a, b] <{LINK}|{TITLE}>*"
+    assert "Source: Reuters World" in rest and "Published: 2026-03-04 05:06 UTC" in rest
+    assert "• *b* (score 2): y, z" in rest
+    assert rest[-1] == "> The missile flew for 70 minutes before splashing down."
+
+
+def test_slack_link_cannot_break_out_of_its_brackets():
+    body = render_slack(make(link="https://example.org/a|b>c<d")).body
+    assert "<https://example.org/a%7Cb%3Ec%3Cd|" in body
+    assert "<javascript" not in render_slack(make(link="javascript:alert(1)|x")).body
+
+
+def test_slack_text_stays_under_the_section_limit():
+    many = tuple(WatchlistHit(f"wl-{i}", i, tuple(f"term-{j}" for j in range(20))) for i in range(40))
+    body = render_slack(make(watchlists=many, snippet="s" * 5000)).body
+    assert len(body) < 3000 and body.endswith("…")
+
+
+def test_text_rendering_for_other_channels():
+    msg = render_text(make(title="Line one\nline two", outlets=("Reuters", "AP")))
+    assert msg.title == "[strategic-deployments] Line one line two"
+    assert msg.body_format == "text"
+    lines = msg.body.split("\n")
+    assert lines[:4] == [f"Link: {LINK}", "Source: Reuters World", "Outlets: Reuters, AP",
+                         "Published: 2026-03-04 05:06 UTC"]
+    assert "- strategic-deployments (score 4.5): icbm, sea of japan" in lines
+    assert render_text(make(published=None)).body.count("Published: unknown") == 1
+
+
+def test_failure_reason_wording():
+    assert failure_reason([("DEBUG", "JSON POST URL: http://10.0.0.5:8080/x (cert_verify=True)"),
+                           ("WARNING", "Failed to send JSON POST notification: Bad gateway., error=502."),
+                           ("DEBUG", "Response Details:\r\nb'upstream'")], "json") \
+        == "HTTP 502 from 10.0.0.5:8080 (Bad gateway)"
+    assert failure_reason([("WARNING", 'Connection error while submitting email to "mx"'),
+                           ("DEBUG", "Socket Exception: [Errno 111] Connection refused")], "mx:25") \
+        == "connection refused by mx:25"
+    assert failure_reason([("WARNING", "Something odd happened.")], "x") == "Something odd happened."
+    assert "no reason" in failure_reason([], "x")
+
+
+# --------------------------------------------------------------------------- delivery: email
+
+
+def test_email_arrives_as_multipart_with_plain_and_html(smtp):
+    notifier = Notifier([ChannelConfig(name="desk", url=smtp.url())], timeout=10)
+    result, _ = send(notifier, make())
+    assert result == SendResult(True)
+    (msg,) = smtp.wait_for(1)
+    assert len(smtp.envelopes) == 1 and smtp.envelopes[0].rcpt_tos == ("desk@example.org",)
+    assert msg["Subject"] == f"[strategic-deployments] {TITLE}"
+    assert msg.get_content_type() == "multipart/alternative"
+    plain = msg.get_body(("plain",))
+    rich = msg.get_body(("html",))
+    assert plain is not None and rich is not None
+    text = plain.get_content()
+    for expected in (TITLE, LINK, "Reuters World", "strategic-deployments", "icbm", "sea of japan"):
+        assert expected in text
+    assert f'<a href="{LINK.replace("&", "&amp;")}">' in rich.get_content()
+
+
+def test_email_title_with_crlf_cannot_inject_headers(smtp):
+    notifier = Notifier([ChannelConfig(name="desk", url=smtp.url())], timeout=10)
+    title = "Missile\r\nBcc: attacker@example.org\r\nX-Injected: yes\r\n\r\nbody takeover"
+    result, _ = send(notifier, make(title=title))
+    assert result.ok, result.error
+    (msg,) = smtp.wait_for(1)
+    assert smtp.envelopes[0].rcpt_tos == ("desk@example.org",)
+    assert msg["X-Injected"] is None and msg["Bcc"] is None
+    assert msg["Subject"] == "[strategic-deployments] Missile Bcc: attacker@example.org X-Injected: yes body takeover"
+
+
+def test_smtp_nobody_listening_fails_with_reason_in_bounded_time():
+    port = free_port()
+    url = f"mailto://127.0.0.1:{port}?from=monitor@example.org&to=desk@example.org"
+    result, elapsed = send(Notifier([ChannelConfig(name="desk", url=url)], timeout=5), make())
+    assert not result.ok
+    assert result.error == f"connection refused by 127.0.0.1:{port}"
+    assert elapsed < BOUND
+
+
+# --------------------------------------------------------------------------- delivery: webhooks
+
+
+def test_json_payload_carries_the_story(receiver):
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url("/hook"))], timeout=10)
+    result, _ = send(notifier, make(channel="hook", outlets=("Reuters", "AP")))
+    assert result == SendResult(True)
+    (req,) = receiver.wait_for(1)
+    assert req.path == "/hook"
+    payload = req.json()
+    assert payload["title"] == f"[strategic-deployments] {TITLE}"
+    for expected in (LINK, "Reuters World", "Outlets: Reuters, AP", "strategic-deployments", "icbm",
+                     "sea of japan", "2026-03-04 05:06 UTC", "70 minutes"):
+        assert expected in payload["message"]
+
+
+def test_receiver_answering_500_is_a_failure_with_reason(receiver):
+    receiver.status = 500
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url())], timeout=5)
+    result, elapsed = send(notifier, make(channel="hook"))
+    assert not result.ok
+    assert "500" in result.error and f"127.0.0.1:{receiver.port}" in result.error
+    assert elapsed < BOUND
+    assert len(receiver.requests) == 1
+
+
+def test_webhook_nobody_listening_fails_with_reason():
+    port = free_port()
+    notifier = Notifier([ChannelConfig(name="hook", url=f"json://127.0.0.1:{port}/hook")], timeout=5)
+    result, elapsed = send(notifier, make(channel="hook"))
+    assert result == SendResult(False, f"connection refused by 127.0.0.1:{port}")
+    assert elapsed < BOUND
+
+
+@pytest.mark.parametrize("scheme", ["json", "mailto"])
+def test_hung_peer_times_out_and_the_client_lets_go(scheme):
+    """The URL asks for 30 s socket timeouts; the Notifier's 1 s wins, so no thread lingers."""
+    with SilentServer() as silent:
+        url = (f"json://127.0.0.1:{silent.port}/hook?cto=30&rto=30" if scheme == "json"
+               else f"mailto://127.0.0.1:{silent.port}?from=m@example.org&to=d@example.org&cto=30")
+        result, elapsed = send(Notifier([ChannelConfig(name="c", url=url)], timeout=1), make(channel="c"))
+        assert not result.ok and "timed out" in result.error
+        assert elapsed < 5
+        (held,) = silent.wait_for(1, timeout=5)
+        assert held < 5  # the plugin closed its socket itself, well before 30 s
+
+
+def test_unknown_or_disabled_channel_is_a_failure_not_an_exception(receiver):
+    notifier = Notifier([ChannelConfig(name="off", url=""), ChannelConfig(name="on", url=receiver.url())])
+    assert notifier.channels == ["on"]
+    assert send(notifier, make(channel="off"))[0] == SendResult(False, "channel 'off' is not configured")
+    assert send(notifier, make(channel="nope"))[0] == SendResult(False, "channel 'nope' is not configured")
+    assert receiver.requests == []
+
+
+def test_failure_details_are_captured_without_leaking_debug_lines(receiver, caplog):
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.WARNING, logger="apprise")  # as logs.setup() leaves it
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url()),
+                         ChannelConfig(name="dead", url=f"json://127.0.0.1:{free_port()}/x")], timeout=5)
+    assert send(notifier, make(channel="hook"))[0].ok
+    assert "connection refused" in send(notifier, make(channel="dead"))[0].error  # needs Apprise's DEBUG detail
+    from_apprise = [r for r in caplog.records if r.name.startswith("apprise")]
+    assert from_apprise and all(r.levelno >= logging.WARNING for r in from_apprise)
+    assert any("Connection error" in r.getMessage() for r in from_apprise)
+
+
+def test_apprise_writes_nothing_to_home(receiver, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url())])
+    assert send(notifier, make(channel="hook"))[0].ok
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- delivery: Slack
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_slack_payload_keeps_user_content_inert(slack_receiver):
+    notifier = Notifier([ChannelConfig(name="slack", url=SLACK_URL)], timeout=10)
+    n = make(channel="slack", title=HOSTILE, source="<@U024BE7LH> wire", outlets=("<!here>", "AP"),
+             snippet="ping <!everyone> and <#C024BE7LR|general> & @channel, <!subteam^SAZ94GDB8>",
+             watchlists=(WatchlistHit("missile-tests", 2, ("<@U123|boss>", "launch")),))
+    result, _ = send(notifier, n)
+    assert result == SendResult(True)
+    (req,) = slack_receiver.wait_for(1)
+    assert req.path == "/services/T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7FQ"
+    payload = req.json()
+    texts = _strings(payload)
+    joined = "\n".join(texts)
+    # No Slack control sequence from user text: nothing of the form <!..>, <@..>, <#..>.
+    assert re.search(r"<\s*[!@#]", joined) is None, joined
+    for mention in ("<!channel>", "<!here>", "<!everyone>", "<@U", "<#C"):
+        assert mention not in joined
+    assert "<script>" not in joined
+    # The user text is there, entity-escaped, with its sigils broken.
+    (text,) = [t for t in texts if t.startswith("*[missile-tests]")]
+    assert text.split("\n")[0] == (f"*[missile-tests] <{LINK}|&lt;!{WORD_JOINER}channel&gt; "
+                                   f"Missile launch &amp; &lt;script&gt;>*")
+    assert "&amp;" in text and "@" + WORD_JOINER + "channel" in text
+
+
+def test_slack_500_is_a_failure_with_reason(slack_receiver):
+    slack_receiver.status = 500
+    notifier = Notifier([ChannelConfig(name="slack", url=SLACK_URL)], timeout=5)
+    result, elapsed = send(notifier, make(channel="slack"))
+    assert not result.ok and "HTTP 500" in result.error
+    assert "TIiajkdnlazkcOXrIdevi7FQ" not in result.error  # the webhook secret stays out of reasons
+    assert elapsed < BOUND
+
+
+def test_slack_class_attribute_is_restored_after_tests():
+    assert NotifySlack.webhook_url == "https://hooks.slack.com/services"
