@@ -1,0 +1,281 @@
+"""The watchlist query language: parsing, precedence, canonical form and every error."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from monitor.query import (
+    And,
+    Not,
+    Or,
+    QuerySyntaxError,
+    Term,
+    evaluate,
+    fold_case,
+    iter_terms,
+    parse_query,
+    words_of,
+)
+
+
+def t(*words: str, prefix: bool = False) -> Term:
+    return Term(tuple(words), prefix)
+
+
+# --------------------------------------------------------------------------- terms
+
+def test_single_term_is_case_folded():
+    assert parse_query("Missile") == t("missile")
+
+
+def test_quoted_phrase():
+    assert parse_query('"Ballistic  Missile"') == t("ballistic", "missile")
+
+
+def test_quoted_single_word_is_the_same_term_as_bare():
+    assert parse_query('"missile"') == parse_query("missile")
+
+
+def test_prefix_wildcard():
+    assert parse_query("launch*") == t("launch", prefix=True)
+
+
+def test_prefix_wildcard_on_last_word_of_phrase():
+    assert parse_query('"ballistic missil*"') == t("ballistic", "missil", prefix=True)
+
+
+@pytest.mark.parametrize("query, words", [
+    ("test-fire", ("test", "fire")),
+    ("U.S.", ("u", "s")),
+    ("Korea's", ("korea", "s")),
+    ("B-52", ("b", "52")),
+    ('"U.S. Navy"', ("u", "s", "navy")),
+])
+def test_term_with_punctuation_becomes_a_phrase_of_its_words(query, words):
+    assert parse_query(query) == Term(words)
+
+
+def test_punctuated_term_with_wildcard():
+    assert parse_query("test-fire*") == t("test", "fire", prefix=True)
+
+
+@pytest.mark.parametrize("query, words", [
+    ("미사일", ("미사일",)),
+    ("Ракета", ("ракета",)),
+    ('"баллистическая ракета"', ("баллистическая", "ракета")),
+    ("İstanbul", ("istanbul",)),  # 'İ'.lower() is two characters; folding keeps one
+    ("naïve", ("naïve",)),
+])
+def test_unicode_words(query, words):
+    assert parse_query(query) == Term(words)
+
+
+def test_fold_case_preserves_length():
+    for text in ["İSTANBUL İzmir", "ΟΔΟΣ", "Straße", "ǅ", "plain ascii"]:
+        assert len(fold_case(text)) == len(text)
+    assert fold_case("İzmir") == "izmir"
+
+
+def test_words_of_splits_like_the_matcher():
+    assert words_of("North Korea's test-fire, (U.S.)") == ("north", "korea", "s", "test", "fire", "u", "s")
+
+
+@pytest.mark.parametrize("word", ["and", "or", "not", "And", "Or", "Not", "ANDROID", "ORBIT", "NOTE", "NOT-A"])
+def test_operator_words_in_other_case_or_longer_are_terms(word):
+    node = parse_query(f"missile {word}")
+    assert node == And((t("missile"), Term(words_of(word))))
+
+
+# --------------------------------------------------------------------------- operators
+
+def test_implicit_and_between_juxtaposed_operands():
+    assert parse_query("north korea") == And((t("north"), t("korea")))
+    assert parse_query("north korea") == parse_query("north AND korea")
+
+
+def test_and_binds_tighter_than_or():
+    assert parse_query("a OR b AND c") == Or((t("a"), And((t("b"), t("c")))))
+    assert parse_query("a AND b OR c") == Or((And((t("a"), t("b"))), t("c")))
+
+
+def test_implicit_and_binds_tighter_than_or():
+    assert parse_query("a b OR c d") == Or((And((t("a"), t("b"))), And((t("c"), t("d")))))
+
+
+def test_not_binds_tighter_than_and():
+    assert parse_query("a AND NOT b c") == And((t("a"), Not(t("b")), t("c")))
+    assert parse_query("a NOT b") == And((t("a"), Not(t("b"))))
+
+
+def test_not_applies_to_a_group():
+    assert parse_query("a NOT (b OR c)") == And((t("a"), Not(Or((t("b"), t("c"))))))
+
+
+def test_parentheses_override_precedence():
+    assert parse_query("(a OR b) AND c") == And((Or((t("a"), t("b"))), t("c")))
+
+
+def test_nested_parentheses_and_flattening():
+    assert parse_query("a AND (b AND (c AND d))") == And((t("a"), t("b"), t("c"), t("d")))
+    assert parse_query("((a OR (b OR c)))") == Or((t("a"), t("b"), t("c")))
+    assert parse_query("(a OR b) (c OR (d e))") == And((Or((t("a"), t("b"))), Or((t("c"), And((t("d"), t("e")))))))
+
+
+def test_double_negation_cancels():
+    assert parse_query("a AND NOT NOT b") == And((t("a"), t("b")))
+
+
+def test_repeated_operands_collapse():
+    assert parse_query("a OR a OR A") == t("a")
+
+
+def test_multi_line_query_from_yaml():
+    query = '(missile* OR\n "cruise missile*")\nAND\n(launch* OR test*)\n'
+    assert parse_query(query) == And((
+        Or((t("missile", prefix=True), t("cruise", "missile", prefix=True))),
+        Or((t("launch", prefix=True), t("test", prefix=True))),
+    ))
+
+
+def test_shipped_style_query_parses():
+    node = parse_query("""
+      (missile* OR ICBM* OR "ballistic rocket*" OR "satellite launch*")
+      AND (launch* OR test* OR "test-fire*" OR fired OR "flight test*")
+      AND NOT ("video game*" OR "stock price*")
+    """)
+    assert isinstance(node, And) and len(node.children) == 3
+    assert isinstance(node.children[2], Not)
+    assert t("test", "fire", prefix=True) in node.children[1].children
+
+
+def test_iter_terms_reports_negation_depth():
+    node = parse_query('a (b OR NOT c) NOT (d NOT "e f")')
+    assert list(iter_terms(node)) == [(t("a"), 0), (t("b"), 0), (t("c"), 1), (t("d"), 1), (t("e", "f"), 2)]
+
+
+# --------------------------------------------------------------------------- canonical form
+
+@pytest.mark.parametrize("query, canonical", [
+    ("Missile", "missile"),
+    ("north korea", "north AND korea"),
+    ("a OR b c", "a OR b AND c"),
+    ("(a OR b) c", "(a OR b) AND c"),
+    ("a NOT (b OR c)", "a AND NOT (b OR c)"),
+    ("a NOT (b c)", "a AND NOT (b AND c)"),
+    ('test-fire* OR "ballistic missile"', '"test fire*" OR "ballistic missile"'),
+    ("NOT b a", "NOT b AND a"),
+])
+def test_str_is_canonical(query, canonical):
+    assert str(parse_query(query)) == canonical
+
+
+def _random_node(rng: random.Random, depth: int) -> object:
+    if depth == 0 or rng.random() < 0.3:
+        words = tuple(rng.choice(["alpha", "beta", "gamma", "and", "or", "not", "x1"]) for _ in range(rng.randint(1, 3)))
+        return Term(words, rng.random() < 0.3)
+    kind = rng.choice([And, Or, Not])
+    if kind is Not:
+        return Not(_random_node(rng, depth - 1))
+    return kind(tuple(_random_node(rng, depth - 1) for _ in range(rng.randint(2, 3))))
+
+
+def test_canonical_form_reparses_to_an_equivalent_query():
+    rng = random.Random(5)
+    checked = 0
+    for _ in range(400):
+        node = _random_node(rng, 4)
+        text = str(node)
+        try:
+            parsed = parse_query(text)
+        except QuerySyntaxError as e:
+            assert e.message == "query needs at least one term that must be present"
+            continue
+        terms = sorted({term for term, _ in iter_terms(node)}, key=str)
+        for _ in range(20):  # same truth table on random assignments
+            present = frozenset(term for term in terms if rng.random() < 0.5)
+            assert evaluate(parsed, present) == evaluate(node, present), text
+        assert parse_query(str(parsed)) == parsed
+        checked += 1
+    assert checked > 200
+
+
+# --------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("query, message, column", [
+    ("", "empty query", 1),
+    ("   \n ", "empty query", 1),
+    ("missile AND (test", "missing closing parenthesis", 13),
+    ("(a OR (b AND c)", "missing closing parenthesis", 1),
+    ("a AND (b OR (c)", "missing closing parenthesis", 7),
+    ("missile)", "unmatched closing parenthesis", 8),
+    ("(a) OR b)", "unmatched closing parenthesis", 9),
+    ("missile AND", "AND needs a term after it", 9),
+    ("missile OR", "OR needs a term after it", 9),
+    ("missile NOT", "NOT needs a term after it", 9),
+    ("a AND (b OR)", "OR needs a term after it", 10),
+    ("AND missile", "AND needs a term before it", 1),
+    ("OR missile", "OR needs a term before it", 1),
+    ("a (OR b)", "OR needs a term before it", 4),
+    ("a AND OR b", "expected a term after AND, found OR", 7),
+    ("a NOT AND b", "expected a term after NOT, found AND", 7),
+    ("()", "empty parentheses", 1),
+    ("missile AND ()", "empty parentheses", 13),
+    ("missile ( )", "empty parentheses", 9),
+    ('"ballistic missile', "unterminated quote", 1),
+    ('missile AND "test', "unterminated quote", 13),
+    ('"a" "b', "unterminated quote", 5),
+    ("*", "a lone '*' is not a term", 1),
+    ("missile AND *", "a lone '*' is not a term", 13),
+    ('"*"', "a lone '*' is not a term", 2),
+    ("te*st", "wildcard '*' is only allowed at the end of a term", 3),
+    ("*launch", "wildcard '*' is only allowed at the end of a term", 1),
+    ("launch**", "wildcard '*' is only allowed at the end of a term", 7),
+    ('"missil* test"', "wildcard '*' is only allowed at the end of a phrase", 8),
+    ("test-*", "wildcard '*' must directly follow a letter or digit", 6),
+    ('"ballistic *"', "wildcard '*' must directly follow a letter or digit", 12),
+    ('""', "empty phrase", 1),
+    ('a OR "  "', "empty phrase", 6),
+    ("a OR --", "term '--' has no letters or digits", 6),
+    ('a "..."', "phrase '...' has no letters or digits", 3),
+    ("NOT foo", "query needs at least one term that must be present", 1),
+    ("a OR NOT b", "query needs at least one term that must be present", 6),
+    ("NOT (a AND b)", "query needs at least one term that must be present", 1),
+    ("(NOT a) OR (b AND NOT c) OR NOT d", "query needs at least one term that must be present", 2),
+])
+def test_errors_have_a_message_and_column(query, message, column):
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(query)
+    err = info.value
+    assert err.message.startswith(message), err.message
+    assert err.column == column, (err.message, err.column)
+    assert err.query == query
+    assert str(err) == f"{err.message} at column {column}"
+
+
+def test_query_error_is_a_value_error_with_a_caret():
+    with pytest.raises(ValueError) as info:
+        parse_query("missile AND (test")
+    assert info.value.caret() == "missile AND (test\n            ^"
+
+
+def test_caret_on_multi_line_query_points_into_the_right_line():
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query("missile\nAND (test OR\n   launch")
+    assert info.value.column == 13
+    assert info.value.caret() == "AND (test OR\n    ^"
+
+
+def test_deep_nesting_is_an_error_not_a_crash():
+    with pytest.raises(QuerySyntaxError, match="nested"):
+        parse_query("(" * 60 + "a" + ")" * 60)
+    assert parse_query("(" * 20 + "a" + ")" * 20) == t("a")
+    # NOT NOT cancels while parsing, so long NOT chains never nest deeply
+    assert parse_query("a AND " + "NOT " * 2000 + "(b OR c)") == And((t("a"), Or((t("b"), t("c")))))
+    assert parse_query("a AND " + "NOT " * 2001 + "b") == And((t("a"), Not(t("b"))))
+
+
+def test_not_alone_would_match_everything():
+    with pytest.raises(QuerySyntaxError, match="at least one term that must be present"):
+        parse_query('NOT "video game"')
+    assert parse_query("missile NOT game") == And((t("missile"), Not(t("game"))))
