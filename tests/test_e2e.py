@@ -1,0 +1,374 @@
+"""End to end: `monitor` as a subprocess against real loopback servers (feeds over HTTP, an
+SMTP sink, a webhook receiver) and real databases."""
+from __future__ import annotations
+
+import email
+import email.policy
+import gzip
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from feedserver import FeedServer, SilentServer, closed_port, rss
+from seedfeeds import ORIG_LINK, OTHER_LINK, REPOST_LINK, TITLE_000, TITLE_002, ago, seed_feeds
+from sinks import SmtpSink, WebhookReceiver, free_port
+
+WATCHLISTS = str(ROOT / "config" / "watchlists" / "*.yaml")
+
+
+def monitor(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {**os.environ, **(env or {})}
+    e.pop("MONITOR_DATABASE_URL", None)
+    return subprocess.run([sys.executable, "-m", "monitor", *args], capture_output=True, text=True,
+                          timeout=timeout, env=e, cwd=ROOT)
+
+
+def write_config(tmp: Path, db_url: str, sources: dict[str, str], channels: dict[str, str],
+                 **extra) -> Path:
+    cfg = {
+        "database": {"url": db_url},
+        "server": {"port": 0},
+        "include": [WATCHLISTS],
+        "sources": [{"name": n, "url": u} for n, u in sources.items()],
+        "channels": [{"name": n, "url": u} for n, u in channels.items()],
+        **extra,
+    }
+    p = tmp / "monitor.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def serve(srv: FeedServer, feeds: dict[str, bytes]) -> dict[str, str]:
+    return {path.rsplit("/", 1)[-1].split(".")[0]: srv.feed(path, body) for path, body in feeds.items()}
+
+
+def hook_texts(receiver: WebhookReceiver) -> list[str]:
+    out = []
+    for r in receiver.requests:
+        d = r.json()
+        out.append(f"{d.get('title', '')}\n{d.get('message', '')}")
+    return out
+
+
+def _mail_text(raw: bytes) -> str:
+    m = email.message_from_bytes(raw, policy=email.policy.default)
+    return (m["Subject"] or "") + "".join("\n" + p.get_content() for p in m.walk() if not p.is_multipart())
+
+
+def mail_texts(smtp: SmtpSink) -> list[str]:
+    out = []
+    for m in smtp.messages:
+        text = m["Subject"] or ""
+        for part in m.walk():
+            if not part.is_multipart():
+                text += "\n" + part.get_content()
+        out.append(text)
+    return out
+
+
+@pytest.fixture
+def feeds():
+    with FeedServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def hook():
+    with WebhookReceiver() as r:
+        yield r
+
+
+@pytest.fixture
+def smtp():
+    with SmtpSink() as s:
+        yield s
+
+
+def test_seed_articles_alert_on_json_and_email_once(tmp_path, feeds, hook, smtp, db_url):
+    sources = serve(feeds, seed_feeds())
+    cfg = write_config(tmp_path, db_url, sources, {"hook": hook.url("/hook"), "desk-mail": smtp.url()})
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    hooks, mails = hook_texts(hook), mail_texts(smtp)
+    # until stories exist (a later issue), the repost is its own story: 3 items, 3 alerts per channel
+    assert len(hooks) == 3 and len(mails) == 3, r.stderr
+    for texts in (hooks, mails):
+        a = [t for t in texts if ORIG_LINK in t]
+        b = [t for t in texts if OTHER_LINK in t]
+        assert len(a) == 1 and len(b) == 1
+        assert TITLE_000 in a[0] and "sputnik" in a[0] and "strategic-deployments" in a[0]
+        assert TITLE_002 in b[0] and "almanar" in b[0] and "strategic-deployments" in b[0]
+        assert "deploy" in b[0].lower()  # a matched term is shown
+        # the repost alerts with its link as published (tracking parameters and all)
+        assert any("repost.example/news/2016/10/" in t for t in texts)
+    subjects = [m["Subject"] for m in smtp.messages]
+    assert any(s.startswith("[") and s.endswith("] " + TITLE_002) and "strategic-deployments" in s.split("]")[0]
+               for s in subjects), subjects
+    assert all(m.get_content_type() == "multipart/alternative" for m in smtp.messages)
+    poll_lines = [line for line in r.stderr.splitlines() if " poll " in line]
+    assert len(poll_lines) == 3 and all("status=ok" in line and "new=1" in line for line in poll_lines)
+
+    r2 = monitor("run", "--once", "--config", str(cfg))
+    assert r2.returncode == 0, r2.stderr
+    assert len(hook.requests) == 3 and len(smtp.messages) == 3, "the second run re-sent"
+    assert "status=not_modified" in r2.stderr
+
+
+def test_channels_down_lose_nothing_and_deliver_once(tmp_path, feeds, hook):
+    sources = serve(feeds, seed_feeds())
+    smtp_port = free_port()
+    mail_url = f"mailto://127.0.0.1:{smtp_port}?from=monitor@example.org&to=desk@example.org"
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": hook.url("/hook"), "mail": mail_url})
+    hook.status = 500
+    r1 = monitor("run", "--once", "--config", str(cfg))
+    assert r1.returncode == 0, r1.stderr
+    assert len(hook.requests) >= 3  # it tried
+    assert "send failed" in r1.stderr and "500" in r1.stderr
+    tried = len(hook.requests)
+    hook.status = 200
+    from aiosmtpd.controller import Controller
+
+    got: list[bytes] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):
+            got.append(envelope.content)
+            return "250 OK"
+
+    ctl = Controller(Handler(), hostname="127.0.0.1", port=smtp_port)
+    ctl.start()
+    try:
+        r2 = monitor("run", "--once", "--config", str(cfg))
+        r3 = monitor("run", "--once", "--config", str(cfg))
+    finally:
+        ctl.stop()
+    assert r2.returncode == 0 and r3.returncode == 0, r2.stderr + r3.stderr
+    delivered = [json.dumps(r.json()) for r in hook.requests[tried:]]
+    assert len(delivered) == 3 and len(got) == 3, r2.stderr
+    mails = [_mail_text(g) for g in got]
+    for link in ("sputnik.example", OTHER_LINK):
+        assert sum(link in d for d in delivered) == 1
+        assert sum(link in m for m in mails) == 1
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert db.execute("select count(*) from deliveries where status != 'sent'").fetchone()[0] == 0
+
+
+def test_hostile_sources_beside_a_good_one(tmp_path, feeds, hook):
+    good = serve(feeds, {"/feeds/good.xml": seed_feeds()["/feeds/almanar.xml"]})
+    truncated = seed_feeds()["/feeds/almanar.xml"]
+    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+                       for i in range(1, 10))
+            + b']><rss version="2.0"><channel><title>&lol9;</title><item><title>&lol9;</title></item></channel></rss>')
+    xxe = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+           b'<rss version="2.0"><channel><title>x</title><item><title>North Korea test-fires a ballistic missile &x;'
+           b'</title><link>http://x.example/1</link><description>Pyongyang launched a ballistic missile in a test.'
+           b'</description></item></channel></rss>')
+    huge = rss("Huge", "https://huge.example/", [dict(title=f"Item {i}", link=f"https://huge.example/{i}",
+                                                      description="quarterly figures " * 400) for i in range(600)])
+    gz_bomb = gzip.compress(b"<rss>" + b" " * (200 << 20) + b"</rss>", compresslevel=9)
+    hostile = {
+        "missing": feeds.raw("/missing.xml", 404, b"not here"),
+        "error": feeds.raw("/error.xml", 500, b"boom"),
+        "garbage": feeds.raw("/garbage.xml", 200, bytes(range(256)) * 64, {"Content-Type": "application/rss+xml"}),
+        "html": feeds.raw("/html.xml", 200, b"<html><body><p>Please Wait...</p></body></html>",
+                          {"Content-Type": "text/html"}),
+        "truncated": feeds.raw("/truncated.xml", 200, truncated[: len(truncated) // 2]),
+        "bomb": feeds.raw("/bomb.xml", 200, bomb),
+        "xxe": feeds.raw("/xxe.xml", 200, xxe),
+        "huge": feeds.raw("/huge.xml", 200, huge),
+        "gzbomb": feeds.raw("/gzbomb.xml", 200, gz_bomb, {"Content-Encoding": "gzip"}),
+        "hang": feeds.hang("/hang.xml"),
+        "refused": f"http://127.0.0.1:{closed_port()}/feed.xml",
+    }
+    with SilentServer() as silent:
+        hostile["silent"] = silent.url()
+        cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", {**good, **hostile},
+                           {"hook": hook.url("/hook")},
+                           fetch={"timeout": "4s", "read_timeout": "3s", "connect_timeout": "2s", "max_bytes": "2MB"})
+        t0 = time.monotonic()
+        r = monitor("run", "--once", "--config", str(cfg), timeout=100)
+        elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert elapsed < 60
+    texts = hook_texts(hook)
+    assert any(OTHER_LINK in t for t in texts), r.stderr
+    assert not any("root:" in t for t in texts)
+    polls = {line.split("source=")[1].split()[0]: line for line in r.stderr.splitlines() if " poll " in line}
+    assert "status=ok" in polls["good"]
+    for name in ("missing", "error", "garbage", "html", "huge", "gzbomb", "hang", "refused", "silent"):
+        assert "status=error" in polls[name] and "error=" in polls[name], polls[name]
+    assert "404" in polls["missing"] and "500" in polls["error"]
+    assert "exceeds" in polls["huge"] and "exceeds" in polls["gzbomb"]
+
+
+def test_old_items_are_stored_silently_and_restart_never_realerts(tmp_path, feeds, hook):
+    body = rss("Wire", "https://wire.example/", [
+        dict(title="North Korea fires ballistic missile into the sea", link="https://wire.example/old",
+             description="Pyongyang launched a ballistic missile.", published=ago(60 * 24 * 5)),
+        dict(title="North Korea test-fires new ICBM", link="https://wire.example/new",
+             description="The missile was launched on a lofted trajectory.", published=ago(30)),
+        dict(title="Missile launch reported by state media", link="https://wire.example/undated",
+             description="A ballistic missile launch was reported."),
+    ])
+    sources = serve(feeds, {"/wire.xml": body})
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": hook.url("/hook")})
+    assert monitor("run", "--once", "--config", str(cfg)).returncode == 0
+    texts = hook_texts(hook)
+    assert len(texts) == 2 and any("wire.example/new" in t for t in texts) and any("undated" in t for t in texts)
+    assert all("missile-tests" in t for t in texts)
+    feeds.feed("/wire.xml", body + b"\n")  # a changed body (new ETag) with the same items
+    assert monitor("run", "--once", "--config", str(cfg)).returncode == 0
+    assert len(hook.requests) == 2
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert db.execute("select count(*), sum(fresh) from items").fetchone() == (3, 2)
+
+
+def test_channel_watchlist_filter_and_disabled_channel(tmp_path, feeds, hook):
+    body = rss("Wire", "https://wire.example/", [
+        dict(title="North Korea test-fires ballistic missile", link="https://wire.example/missile",
+             description="The missile was launched from Pyongyang.", published=ago(10)),
+        dict(title="US deploys strategic bombers to Guam", link="https://wire.example/bombers",
+             description="B-52 strategic bombers were deployed to Andersen Air Force Base.", published=ago(10)),
+    ])
+    sources = serve(feeds, {"/wire.xml": body})
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "database": {"url": f"sqlite:///{tmp_path}/m.db"}, "server": {"port": 0}, "include": [WATCHLISTS],
+        "sources": [{"name": n, "url": u} for n, u in sources.items()],
+        "channels": [{"name": "missiles-only", "url": hook.url("/missiles"), "watchlists": ["missile-tests"]},
+                     {"name": "slack", "url": "${E2E_UNSET_SLACK:-}"}],
+    }))
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("disabled") == 1
+    (sent,) = hook_texts(hook)
+    assert "wire.example/missile" in sent and "missile-tests" in sent
+    assert r.stderr.count(" alert ") == 2  # both alerts are recorded and logged
+
+
+def test_match_dry_run_prints_one_line_per_item(tmp_path, feeds):
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(json.dumps(d) for d in [
+        {"id": "a", "title": "North Korea test-fires ballistic missile", "summary": "Launched at dawn.",
+         "link": "https://x.example/a"},
+        {"id": "b", "title": "Contest results", "summary": "A testament to testing.", "link": "https://x.example/b"},
+    ]) + "\n")
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/never.db", {}, {})
+    r = monitor("match", "--config", str(cfg), str(items))
+    assert r.returncode == 0, r.stderr
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [o["id"] for o in out] == ["a", "b"]
+    assert [w["name"] for w in out[0]["watchlists"]] == ["missile-tests"] and out[1]["watchlists"] == []
+    assert out[0]["watchlists"][0]["terms"] and out[0]["link"] == "https://x.example/a"
+    assert not (tmp_path / "never.db").exists()  # a dry run touches no database
+    # the same from stdin, and from a feed served over HTTP
+    r = subprocess.run([sys.executable, "-m", "monitor", "match", "--config", str(cfg), "-"], input=items.read_text(),
+                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert [json.loads(line)["id"] for line in r.stdout.splitlines()] == ["a", "b"]
+    url = serve(feeds, {"/seed.xml": seed_feeds()["/feeds/almanar.xml"]})["seed"]
+    r = monitor("match", "--config", str(cfg), url)
+    (line,) = r.stdout.splitlines()
+    assert json.loads(line)["link"] == OTHER_LINK and json.loads(line)["watchlists"]
+
+
+def test_check_reports_config_errors_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sorces:\n  - name: wire\n    url: http://127.0.0.1:9/feed.xml\n"
+                   "watchlists:\n  - name: probe\n    query: 'missile AND (test'\n")
+    r = monitor("check", "--config", str(bad))
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert "bad.yaml:1" in r.stderr and "sorces" in r.stderr and "column" in r.stderr and "^" in r.stderr
+    ok = monitor("check", "--config", str(ROOT / "config" / "monitor.yaml"))
+    assert ok.returncode == 0 and "missile-tests" in ok.stdout and "strategic-deployments" in ok.stdout
+
+
+def test_unusable_database_exits_1_with_a_message(tmp_path):
+    (tmp_path / "file").write_text("")
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/file/sub/m.db", {}, {})
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except OSError as e:
+        return getattr(e, "code", 0) or 0, str(e)
+
+
+def _wait_for(cond, timeout: float = 30, step: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return cond()
+
+
+def _daemon(cfg: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MONITOR_DATABASE_URL"}
+    return subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_daemon_serves_health_and_metrics_alerts_and_stops_on_sigterm(tmp_path, feeds, hook, db_url):
+    sources = serve(feeds, seed_feeds())
+    port = free_port()
+    cfg = write_config(tmp_path, db_url, sources, {"hook": hook.url("/hook")}, server={"port": port})
+    proc = _daemon(cfg)
+    try:
+        assert _wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200), "no /healthz"
+        assert _wait_for(lambda: len(hook.requests) >= 3), "the daemon did not alert"
+        status, body = _get(f"http://127.0.0.1:{port}/metrics")
+        assert status == 200 and 'monitor_polls_total{source="almanar",status="ok"}' in body
+        health = json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1])
+        assert health["status"] == "ok" and health["alerts"] == 3
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+        assert time.monotonic() - t0 < 10 and proc.returncode == 0, out
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_kill_9_during_a_send_loses_nothing(tmp_path, feeds):
+    """The receiver never answers, so the daemon is killed while sends are in flight; after a
+    restart with a working receiver every alert arrives."""
+    sources = serve(feeds, seed_feeds())
+    with SilentServer() as silent, WebhookReceiver() as hook:
+        port = free_port()
+        hook_url = hook.url("/hook")
+        cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources,
+                           {"hook": f"json://127.0.0.1:{silent.port}/hook"}, server={"port": port},
+                           delivery={"timeout": "60s"})
+        proc = _daemon(cfg)
+        try:
+            def alerts_committed() -> bool:
+                status, body = _get(f"http://127.0.0.1:{port}/healthz")
+                return status == 200 and json.loads(body)["alerts"] == 3
+            assert _wait_for(alerts_committed), "alerts were not recorded"
+            time.sleep(1.0)  # sends are now hanging on the silent receiver
+        finally:
+            proc.kill()
+            proc.wait()
+        cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": hook_url})
+        r = monitor("run", "--once", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        assert len(hook.requests) == 3
+        assert {ORIG_LINK in t or REPOST_LINK.split("?")[0] in t or OTHER_LINK in t for t in hook_texts(hook)} == {True}
