@@ -48,3 +48,21 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def pg_url():
     yield from _pg_schema_url()
+
+
+@pytest.fixture
+def smtp():
+    """A recording SMTP server on 127.0.0.1 (aiosmtpd)."""
+    from sinks import SmtpSink
+
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def receiver():
+    """A recording HTTP webhook receiver on 127.0.0.1 (set ``.status = 500`` to make it fail)."""
+    from sinks import WebhookReceiver
+
+    with WebhookReceiver() as r:
+        yield r

@@ -10,7 +10,7 @@
         srv.hits["/feeds/good.xml"], srv.requests, srv.sent["/big"]
 
 Also: SilentServer (a TCP port that accepts connections and never says a word), a closed port
-(``closed_port()``) and feed builders (``rss``, ``atom``). Nothing here is mocked: the code under
+(a free port comes from ``sinks.free_port()``) and feed builders (``rss``, ``atom``). Nothing here is mocked: the code under
 test talks HTTP over loopback sockets.
 """
 from __future__ import annotations
@@ -195,13 +195,6 @@ class SilentServer:
         self.close()
 
 
-def closed_port() -> int:
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def repeat(chunk: bytes, total: int) -> Callable[[], Iterator[bytes]]:
     """Chunks of ``chunk`` adding up to ``total`` bytes, made lazily (nothing big held in memory)."""
     def gen() -> Iterator[bytes]:
@@ -263,3 +256,18 @@ def atom(title: str, entries: Iterable[dict]) -> bytes:
         out.append("".join(parts))
     out.append("</feed>")
     return "\n".join(out).encode()
+
+
+# ---------------------------------------------------------------- hostile payloads
+
+# "billion laughs": nine levels of entities, each ten times the one below
+ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+               + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+                          for i in range(1, 10))
+               + b']><rss version="2.0"><channel><title>&lol9;</title><item><title>&lol9;</title></item></channel></rss>')
+# an external entity pointing at a local file; the item reads like a missile test, so a resolved
+# entity would reach an alert
+XXE = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+       b'<rss version="2.0"><channel><title>x</title><item><title>North Korea test-fires a ballistic missile &x;</title>'
+       b'<link>http://x.example/1</link><description>Pyongyang launched a ballistic missile.</description>'
+       b'</item></channel></rss>')

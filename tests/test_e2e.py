@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import ROOT
-from feedserver import FeedServer, SilentServer, closed_port, rss
+from feedserver import ENTITY_BOMB, XXE, FeedServer, SilentServer, rss
 from seedfeeds import ORIG_LINK, OTHER_LINK, REPOST_LINK, TITLE_000, TITLE_002, ago, seed_feeds
 from sinks import SmtpSink, WebhookReceiver, free_port
 
@@ -81,24 +81,12 @@ def feeds():
         yield srv
 
 
-@pytest.fixture
-def hook():
-    with WebhookReceiver() as r:
-        yield r
-
-
-@pytest.fixture
-def smtp():
-    with SmtpSink() as s:
-        yield s
-
-
-def test_seed_articles_alert_on_json_and_email_once(tmp_path, feeds, hook, smtp, db_url):
+def test_seed_articles_alert_on_json_and_email_once(tmp_path, feeds, receiver, smtp, db_url):
     sources = serve(feeds, seed_feeds())
-    cfg = write_config(tmp_path, db_url, sources, {"hook": hook.url("/hook"), "desk-mail": smtp.url()})
+    cfg = write_config(tmp_path, db_url, sources, {"hook": receiver.url("/hook"), "desk-mail": smtp.url()})
     r = monitor("run", "--once", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
-    hooks, mails = hook_texts(hook), mail_texts(smtp)
+    hooks, mails = hook_texts(receiver), mail_texts(smtp)
     # until stories exist (a later issue), the repost is its own story: 3 items, 3 alerts per channel
     assert len(hooks) == 3 and len(mails) == 3, r.stderr
     for texts in (hooks, mails):
@@ -119,22 +107,22 @@ def test_seed_articles_alert_on_json_and_email_once(tmp_path, feeds, hook, smtp,
 
     r2 = monitor("run", "--once", "--config", str(cfg))
     assert r2.returncode == 0, r2.stderr
-    assert len(hook.requests) == 3 and len(smtp.messages) == 3, "the second run re-sent"
+    assert len(receiver.requests) == 3 and len(smtp.messages) == 3, "the second run re-sent"
     assert "status=not_modified" in r2.stderr
 
 
-def test_channels_down_lose_nothing_and_deliver_once(tmp_path, feeds, hook):
+def test_channels_down_lose_nothing_and_deliver_once(tmp_path, feeds, receiver):
     sources = serve(feeds, seed_feeds())
     smtp_port = free_port()
     mail_url = f"mailto://127.0.0.1:{smtp_port}?from=monitor@example.org&to=desk@example.org"
-    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": hook.url("/hook"), "mail": mail_url})
-    hook.status = 500
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": receiver.url("/hook"), "mail": mail_url})
+    receiver.status = 500
     r1 = monitor("run", "--once", "--config", str(cfg))
     assert r1.returncode == 0, r1.stderr
-    assert len(hook.requests) >= 3  # it tried
+    assert len(receiver.requests) >= 3  # it tried
     assert "send failed" in r1.stderr and "500" in r1.stderr
-    tried = len(hook.requests)
-    hook.status = 200
+    tried = len(receiver.requests)
+    receiver.status = 200
     from aiosmtpd.controller import Controller
 
     got: list[bytes] = []
@@ -152,7 +140,7 @@ def test_channels_down_lose_nothing_and_deliver_once(tmp_path, feeds, hook):
     finally:
         ctl.stop()
     assert r2.returncode == 0 and r3.returncode == 0, r2.stderr + r3.stderr
-    delivered = [json.dumps(r.json()) for r in hook.requests[tried:]]
+    delivered = [json.dumps(r.json()) for r in receiver.requests[tried:]]
     assert len(delivered) == 3 and len(got) == 3, r2.stderr
     mails = [_mail_text(g) for g in got]
     for link in ("sputnik.example", OTHER_LINK):
@@ -162,17 +150,9 @@ def test_channels_down_lose_nothing_and_deliver_once(tmp_path, feeds, hook):
         assert db.execute("select count(*) from deliveries where status != 'sent'").fetchone()[0] == 0
 
 
-def test_hostile_sources_beside_a_good_one(tmp_path, feeds, hook):
+def test_hostile_sources_beside_a_good_one(tmp_path, feeds, receiver):
     good = serve(feeds, {"/feeds/good.xml": seed_feeds()["/feeds/almanar.xml"]})
     truncated = seed_feeds()["/feeds/almanar.xml"]
-    bomb = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-            + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
-                       for i in range(1, 10))
-            + b']><rss version="2.0"><channel><title>&lol9;</title><item><title>&lol9;</title></item></channel></rss>')
-    xxe = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-           b'<rss version="2.0"><channel><title>x</title><item><title>North Korea test-fires a ballistic missile &x;'
-           b'</title><link>http://x.example/1</link><description>Pyongyang launched a ballistic missile in a test.'
-           b'</description></item></channel></rss>')
     huge = rss("Huge", "https://huge.example/", [dict(title=f"Item {i}", link=f"https://huge.example/{i}",
                                                       description="quarterly figures " * 400) for i in range(600)])
     gz_bomb = gzip.compress(b"<rss>" + b" " * (200 << 20) + b"</rss>", compresslevel=9)
@@ -183,24 +163,24 @@ def test_hostile_sources_beside_a_good_one(tmp_path, feeds, hook):
         "html": feeds.raw("/html.xml", 200, b"<html><body><p>Please Wait...</p></body></html>",
                           {"Content-Type": "text/html"}),
         "truncated": feeds.raw("/truncated.xml", 200, truncated[: len(truncated) // 2]),
-        "bomb": feeds.raw("/bomb.xml", 200, bomb),
-        "xxe": feeds.raw("/xxe.xml", 200, xxe),
+        "bomb": feeds.raw("/bomb.xml", 200, ENTITY_BOMB),
+        "xxe": feeds.raw("/xxe.xml", 200, XXE),
         "huge": feeds.raw("/huge.xml", 200, huge),
         "gzbomb": feeds.raw("/gzbomb.xml", 200, gz_bomb, {"Content-Encoding": "gzip"}),
         "hang": feeds.hang("/hang.xml"),
-        "refused": f"http://127.0.0.1:{closed_port()}/feed.xml",
+        "refused": f"http://127.0.0.1:{free_port()}/feed.xml",
     }
     with SilentServer() as silent:
         hostile["silent"] = silent.url()
         cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", {**good, **hostile},
-                           {"hook": hook.url("/hook")},
+                           {"hook": receiver.url("/hook")},
                            fetch={"timeout": "4s", "read_timeout": "3s", "connect_timeout": "2s", "max_bytes": "2MB"})
         t0 = time.monotonic()
         r = monitor("run", "--once", "--config", str(cfg), timeout=100)
         elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert elapsed < 60
-    texts = hook_texts(hook)
+    texts = hook_texts(receiver)
     assert any(OTHER_LINK in t for t in texts), r.stderr
     assert not any("root:" in t for t in texts)
     polls = {line.split("source=")[1].split()[0]: line for line in r.stderr.splitlines() if " poll " in line}
@@ -211,7 +191,7 @@ def test_hostile_sources_beside_a_good_one(tmp_path, feeds, hook):
     assert "exceeds" in polls["huge"] and "exceeds" in polls["gzbomb"]
 
 
-def test_old_items_are_stored_silently_and_restart_never_realerts(tmp_path, feeds, hook):
+def test_old_items_are_stored_silently_and_restart_never_realerts(tmp_path, feeds, receiver):
     body = rss("Wire", "https://wire.example/", [
         dict(title="North Korea fires ballistic missile into the sea", link="https://wire.example/old",
              description="Pyongyang launched a ballistic missile.", published=ago(60 * 24 * 5)),
@@ -221,19 +201,19 @@ def test_old_items_are_stored_silently_and_restart_never_realerts(tmp_path, feed
              description="A ballistic missile launch was reported."),
     ])
     sources = serve(feeds, {"/wire.xml": body})
-    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": hook.url("/hook")})
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": receiver.url("/hook")})
     assert monitor("run", "--once", "--config", str(cfg)).returncode == 0
-    texts = hook_texts(hook)
+    texts = hook_texts(receiver)
     assert len(texts) == 2 and any("wire.example/new" in t for t in texts) and any("undated" in t for t in texts)
     assert all("missile-tests" in t for t in texts)
     feeds.feed("/wire.xml", body + b"\n")  # a changed body (new ETag) with the same items
     assert monitor("run", "--once", "--config", str(cfg)).returncode == 0
-    assert len(hook.requests) == 2
+    assert len(receiver.requests) == 2
     with sqlite3.connect(tmp_path / "m.db") as db:
         assert db.execute("select count(*), sum(fresh) from items").fetchone() == (3, 2)
 
 
-def test_channel_watchlist_filter_and_disabled_channel(tmp_path, feeds, hook):
+def test_channel_watchlist_filter_and_disabled_channel(tmp_path, feeds, receiver):
     body = rss("Wire", "https://wire.example/", [
         dict(title="North Korea test-fires ballistic missile", link="https://wire.example/missile",
              description="The missile was launched from Pyongyang.", published=ago(10)),
@@ -245,13 +225,13 @@ def test_channel_watchlist_filter_and_disabled_channel(tmp_path, feeds, hook):
     cfg.write_text(yaml.safe_dump({
         "database": {"url": f"sqlite:///{tmp_path}/m.db"}, "server": {"port": 0}, "include": [WATCHLISTS],
         "sources": [{"name": n, "url": u} for n, u in sources.items()],
-        "channels": [{"name": "missiles-only", "url": hook.url("/missiles"), "watchlists": ["missile-tests"]},
+        "channels": [{"name": "missiles-only", "url": receiver.url("/missiles"), "watchlists": ["missile-tests"]},
                      {"name": "slack", "url": "${E2E_UNSET_SLACK:-}"}],
     }))
     r = monitor("run", "--once", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("disabled") == 1
-    (sent,) = hook_texts(hook)
+    (sent,) = hook_texts(receiver)
     assert "wire.example/missile" in sent and "missile-tests" in sent
     assert r.stderr.count(" alert ") == 2  # both alerts are recorded and logged
 
@@ -324,14 +304,14 @@ def _daemon(cfg: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def test_daemon_serves_health_and_metrics_alerts_and_stops_on_sigterm(tmp_path, feeds, hook, db_url):
+def test_daemon_serves_health_and_metrics_alerts_and_stops_on_sigterm(tmp_path, feeds, receiver, db_url):
     sources = serve(feeds, seed_feeds())
     port = free_port()
-    cfg = write_config(tmp_path, db_url, sources, {"hook": hook.url("/hook")}, server={"port": port})
+    cfg = write_config(tmp_path, db_url, sources, {"hook": receiver.url("/hook")}, server={"port": port})
     proc = _daemon(cfg)
     try:
         assert _wait_for(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200), "no /healthz"
-        assert _wait_for(lambda: len(hook.requests) >= 3), "the daemon did not alert"
+        assert _wait_for(lambda: len(receiver.requests) >= 3), "the daemon did not alert"
         status, body = _get(f"http://127.0.0.1:{port}/metrics")
         assert status == 200 and 'monitor_polls_total{source="almanar",status="ok"}' in body
         health = json.loads(_get(f"http://127.0.0.1:{port}/healthz")[1])
@@ -351,9 +331,9 @@ def test_kill_9_during_a_send_loses_nothing(tmp_path, feeds):
     """The receiver never answers, so the daemon is killed while sends are in flight; after a
     restart with a working receiver every alert arrives."""
     sources = serve(feeds, seed_feeds())
-    with SilentServer() as silent, WebhookReceiver() as hook:
+    with SilentServer() as silent, WebhookReceiver() as receiver:
         port = free_port()
-        hook_url = hook.url("/hook")
+        hook_url = receiver.url("/hook")
         cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources,
                            {"hook": f"json://127.0.0.1:{silent.port}/hook"}, server={"port": port},
                            delivery={"timeout": "60s"})
@@ -370,5 +350,5 @@ def test_kill_9_during_a_send_loses_nothing(tmp_path, feeds):
         cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": hook_url})
         r = monitor("run", "--once", "--config", str(cfg))
         assert r.returncode == 0, r.stderr
-        assert len(hook.requests) == 3
-        assert {ORIG_LINK in t or REPOST_LINK.split("?")[0] in t or OTHER_LINK in t for t in hook_texts(hook)} == {True}
+        assert len(receiver.requests) == 3
+        assert {ORIG_LINK in t or REPOST_LINK.split("?")[0] in t or OTHER_LINK in t for t in hook_texts(receiver)} == {True}

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
-from feedserver import FeedServer, SilentServer, atom, closed_port, repeat, rss
+from feedserver import ENTITY_BOMB, XXE, FeedServer, SilentServer, atom, repeat, rss
+from sinks import free_port
 
 from monitor.config import FetchConfig
 from monitor.fetch import Fetcher, fetch_sync
@@ -22,14 +23,6 @@ GOOD = rss("Good", "https://good.example/", [
          published=datetime.now(UTC) - timedelta(minutes=i)) for i in range(5)])
 ATOM = atom("Atom", [dict(id="urn:1", title="Atom story", link="https://a.example/1",
                           updated=datetime.now(UTC), content="<p>x</p>")])
-ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-               + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
-                          for i in range(1, 10))
-               + b']><rss version="2.0"><channel><title>&lol9;</title><item><title>&lol9;</title></item></channel></rss>')
-XXE = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-       b'<rss version="2.0"><channel><title>x</title><item><title>North Korea test-fires a ballistic missile &x;</title>'
-       b'<link>http://x.example/1</link><description>Pyongyang launched a ballistic missile.</description>'
-       b'</item></channel></rss>')
 BOMB_INFLATED = 200 * MB  # spaces; compresses about 1000:1
 
 
@@ -189,7 +182,7 @@ def test_http_errors(server, path, status):
 
 
 def test_connection_refused():
-    r = fetch(f"http://127.0.0.1:{closed_port()}/feed.xml")
+    r = fetch(f"http://127.0.0.1:{free_port()}/feed.xml")
     assert r.status == "error" and r.error == "connection refused"
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from apprise.plugins.slack import NotifySlack
-from sinks import SilentServer, SmtpSink, WebhookReceiver, free_port
+from sinks import SilentServer, free_port
 
 from monitor.config import ChannelConfig
 from monitor.model import Notification, WatchlistHit
@@ -54,18 +54,6 @@ def send(notifier: Notifier, n: Notification) -> tuple[SendResult, float]:
     start = time.monotonic()
     result = asyncio.run(notifier.send(n))
     return result, time.monotonic() - start
-
-
-@pytest.fixture
-def smtp():
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
-def receiver():
-    with WebhookReceiver() as r:
-        yield r
 
 
 @pytest.fixture

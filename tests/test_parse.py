@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from conftest import SEEDS
-from feedserver import atom, rss
+from feedserver import ENTITY_BOMB, XXE, atom, rss
 
 from monitor.parse import FeedParseError, make_xml_safe, parse_feed
 
@@ -16,14 +16,6 @@ OTHER_LINK = "https://almanar.example/story/us-vows-deploy-strategic-assets-kore
 TITLE_000 = "US Ready to Further Deploy Strategic Weapons in South Korea to Counter North"
 TITLE_002 = "US Vows to Deploy Strategic Assets to Korean Peninsula After North’s Nuclear Law"
 
-ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
-               + b"".join(b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
-                          for i in range(1, 10))
-               + b']><rss version="2.0"><channel><title>&lol9;</title><item><title>&lol9;</title></item></channel></rss>')
-XXE = (b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-       b'<rss version="2.0"><channel><title>x</title><item><title>North Korea test-fires a ballistic missile &x;</title>'
-       b'<link>http://x.example/1</link><description>Pyongyang launched a ballistic missile in a test on Monday.</description>'
-       b'</item></channel></rss>')
 
 
 def paras(name: str) -> list[str]:
