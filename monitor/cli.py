@@ -49,6 +49,7 @@ def run(config_path: str, once: bool) -> None:
     from .daemon import Daemon, ServeError
     from .store import DatabaseError
 
+    logs.setup()  # config warnings (e.g. a disabled channel) get the same line format
     cfg = _load(config_path)
     logs.setup(cfg.logging.level, cfg.logging.format)
     try:
