@@ -352,3 +352,16 @@ def test_kill_9_during_a_send_loses_nothing(tmp_path, feeds):
         assert r.returncode == 0, r.stderr
         assert len(receiver.requests) == 3
         assert {ORIG_LINK in t or REPOST_LINK.split("?")[0] in t or OTHER_LINK in t for t in hook_texts(receiver)} == {True}
+
+
+def test_db_upgrade_creates_the_schema(tmp_path, db_url):
+    cfg = write_config(tmp_path, db_url, {}, {})
+    r = monitor("db", "upgrade", "--config", str(cfg))
+    assert r.returncode == 0 and "up to date" in r.stdout, r.stderr
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(db_url)
+    try:
+        assert {"sources", "items", "stories", "alerts", "deliveries"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
