@@ -6,10 +6,11 @@ Exit status: 0 success; 1 the database or runtime is unusable (or bad input line
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -103,7 +104,8 @@ def match(config_path: str, input_: str) -> None:
 
     cfg = _load(config_path)
     matcher = Matcher([(w.name, w.query) for w in cfg.watchlists])
-    out = sys.stdout
+    write = sys.stdout.write
+    enc = json.JSONEncoder(ensure_ascii=False).encode  # one encoder; this loop is the hot path
     bad = 0
     for record in _match_input(input_, cfg):
         if isinstance(record, str):  # an error about one input line
@@ -112,9 +114,9 @@ def match(config_path: str, input_: str) -> None:
             continue
         rid, link, title, text = record
         hits = matcher.match(title, text)
-        out.write(json.dumps({"id": rid, "link": link, "watchlists": [
-            {"name": h.name, "score": h.score, "terms": list(h.terms)} for h in hits]}, ensure_ascii=False) + "\n")
-    out.flush()
+        found = enc([{"name": h.name, "score": h.score, "terms": list(h.terms)} for h in hits]) if hits else "[]"
+        write(f'{{"id": {enc(rid)}, "link": {enc(link)}, "watchlists": {found}}}\n')
+    sys.stdout.flush()
     sys.exit(1 if bad else 0)
 
 
@@ -138,13 +140,13 @@ def _match_input(input_: str, cfg: Config) -> Iterator[tuple[str, str | None, st
     with stream:
         head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
         if head.lstrip()[:1] == b"{":
-            yield from _jsonl_records(stream, input_)
+            yield from _jsonl_records(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), input_)
         else:
             yield from _feed_records(stream.read(), input_)
 
 
-def _jsonl_records(stream, name: str) -> Iterator[tuple[str, str | None, str, str] | str]:
-    for n, raw in enumerate(stream, 1):
+def _jsonl_records(lines: Iterable[str], name: str) -> Iterator[tuple[str, str | None, str, str] | str]:
+    for n, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line:
             continue
