@@ -168,7 +168,7 @@ def _item(rec: dict, origin: str, lab: dict) -> Item:
 
 def build_matcher(config: Path) -> tuple[Matcher, list[str]]:
     cfg = load_config(config)
-    return Matcher([(w.name, w.query) for w in cfg.watchlists]), [w.name for w in cfg.watchlists]
+    return Matcher(cfg.matcher_watchlists()), [w.name for w in cfg.watchlists]
 
 
 def matched_names(matcher: Matcher, title: str, text: str) -> set[str]:

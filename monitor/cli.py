@@ -103,7 +103,7 @@ def match(config_path: str, input_: str) -> None:
     from .matcher import Matcher
 
     cfg = _load(config_path)
-    matcher = Matcher([(w.name, w.query) for w in cfg.watchlists])
+    matcher = Matcher(cfg.matcher_watchlists())
     write = sys.stdout.write
     enc = json.JSONEncoder(ensure_ascii=False).encode  # one encoder; this loop is the hot path
     bad = 0

@@ -15,6 +15,12 @@ Rules:
   notification service.
 - A channel whose URL comes out empty is disabled (one warning), so the shipped config runs
   with no secrets set.
+- Aliases for ``@name`` in queries: a watchlist's own ``aliases: {dprk: [North Korea, DPRK]}``,
+  and shared ones in a top-level ``aliases:`` mapping of the main file or of any included
+  file (merged; the same shared name in two places is an error naming both). A watchlist's
+  own alias overrides a shared one of the same name. Alias names are letters, digits, ``_``,
+  ``.`` and ``-``; each entry is a term or phrase, optionally ending in ``*``. An unknown
+  ``@alias`` in a query is an error naming file, line, watchlist, alias and column.
 - Top-level keys starting with ``x-`` are ignored in every file: a place for ``&anchors`` that
   entries merge with ``<<: *anchor``.
 - ``MONITOR_DATABASE_URL`` (when set and non-empty) overrides ``database.url``; relative SQLite
@@ -125,6 +131,7 @@ class WatchlistConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     query: str = Field(min_length=1)
     description: str | None = None
+    aliases: dict[str, list[str]] | None = None
 
     @field_validator("query")
     @classmethod
@@ -159,11 +166,20 @@ class Config(Strict):
     sources: list[SourceConfig] = []
     watchlists: list[WatchlistConfig] = []
     channels: list[ChannelConfig] = []
+    aliases: dict[str, list[str]] = {}  # shared aliases, merged across all files
     path: Path | None = None  # the main file, set by load_config
 
     @property
     def enabled_channels(self) -> list[ChannelConfig]:
         return [c for c in self.channels if c.enabled]
+
+    def aliases_for(self, watchlist: WatchlistConfig) -> dict[str, list[str]]:
+        """The aliases a watchlist's query sees: shared ones, overridden by its own."""
+        return {**self.aliases, **(watchlist.aliases or {})}
+
+    def matcher_watchlists(self) -> list[tuple[str, str, dict[str, list[str]]]]:
+        """``(name, query, aliases)`` of every watchlist, as :class:`~monitor.matcher.Matcher` takes them."""
+        return [(w.name, w.query, self.aliases_for(w)) for w in self.watchlists]
 
 
 class ConfigError(Exception):
@@ -185,7 +201,8 @@ _LISTS: dict[str, tuple[str, type[BaseModel]]] = {
     "channels": ("channel", ChannelConfig),
 }
 _INCLUDE = "include"
-_INCLUDED_KEYS = (*_LISTS, _INCLUDE)
+_ALIASES = "aliases"
+_INCLUDED_KEYS = (*_LISTS, _ALIASES, _INCLUDE)
 # Keys a user may write at the top of the main file (``path`` is set by load_config).
 _MAIN_KEYS = tuple(k for k in Config.model_fields if k != "path") + (_INCLUDE,)
 _DATABASE_ENV = "MONITOR_DATABASE_URL"
@@ -590,9 +607,19 @@ class _Entry:
         return line, f"{self.doc.name}:{line}: {_fmt_loc(loc)}"
 
 
+class _AliasesFile(Strict):
+    """The top-level ``aliases:`` of one file (validated on its own, from any file)."""
+
+    aliases: dict[str, list[str]] = {}
+
+
+_ALIAS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # what may follow '@' in a query
+
+
 class _Loader:
     def __init__(self, env: Mapping[str, str]):
         self.env = env
+        self.shared_aliases: dict[str, list[str]] = {}
         self.problems = _Problems()
         self.docs: list[_Doc] = []
         self.loaded: set[str] = set()  # real paths already read
@@ -632,11 +659,11 @@ class _Loader:
             line = doc.line((key,))
             if key in _MAIN_KEYS:
                 why = "may only be set in the main file (an included file may only have sources, " \
-                      "watchlists, channels and include)"
+                      "watchlists, channels, aliases and include)"
             else:
                 close = difflib.get_close_matches(key, _INCLUDED_KEYS, n=1, cutoff=0.6)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                why = f"not allowed in an included file ({hint}only sources, watchlists, channels and include)"
+                why = f"not allowed in an included file ({hint}only sources, watchlists, channels, aliases and include)"
             self.problems.add(doc.order, line, f"{doc.name}:{line}: {key}: {why}")
             del doc.data[key]
 
@@ -707,13 +734,65 @@ class _Loader:
     def validate(self, main: _Doc) -> tuple[Config | None, dict[str, list[_Entry]]]:
         settings = self._validate_settings(main)
         entries: dict[str, list[_Entry]] = {kind: [] for kind in _LISTS}
+        first: dict[str, str] = {}  # shared alias name -> 'file:line' where defined
         for doc in self.docs:
             for kind, (_, model) in _LISTS.items():
                 entries[kind].extend(self._validate_list(doc, kind, model))
+            self._collect_aliases(doc, first)
+        for e in entries["watchlists"]:
+            self._check_alias_map(e.model.aliases or {}, e.doc, (*e.loc, _ALIASES))
         return settings, entries
 
+    def _collect_aliases(self, doc: _Doc, first: dict[str, str]) -> None:
+        """Validate one file's top-level ``aliases:`` and merge it into the shared ones."""
+        raw = doc.data.get(_ALIASES)
+        if raw is None:
+            return
+        if not isinstance(raw, dict):
+            line = doc.line((_ALIASES,))
+            self.problems.add(doc.order, line, f"{doc.name}:{line}: {_ALIASES}: should be a mapping of alias "
+                                               f"names to lists of terms, not {_describe(raw)}")
+            return
+        aliases: dict[str, list[str]] = {}
+        for key, value in raw.items():  # one by one, so one bad alias does not hide the others
+            result = _validate(_AliasesFile, {_ALIASES: {key: value}}, doc, (), self.problems)
+            if isinstance(result, _AliasesFile):
+                aliases.update(result.aliases)
+        self._check_alias_map(aliases, doc, (_ALIASES,))
+        for name, entries in aliases.items():
+            line = doc.line((_ALIASES, name))
+            if name in first:
+                self.problems.add(doc.order, line, f"{doc.name}:{line}: {_ALIASES}.{name}: duplicate shared "
+                                                   f"alias '{name}' (first defined at {first[name]})")
+                continue
+            first[name] = f"{doc.name}:{line}"
+            self.shared_aliases[name] = entries
+
+    def _check_alias_map(self, aliases: Mapping[str, list[str]], doc: _Doc, prefix: Loc) -> None:
+        """Alias names must be usable after '@'; entries must be terms; no empty alias."""
+        from .query import QuerySyntaxError, parse_alias_entry
+
+        for name, entries in aliases.items():
+            line = doc.line((*prefix, name))
+            where = f"{doc.name}:{line}: {_fmt_loc((*prefix, name))}"
+            if not _ALIAS_NAME.match(name):
+                self.problems.add(doc.order, line, f"{where}: alias names may contain only letters, digits, "
+                                                   f"'_', '.' and '-', and must not start with '.' or '-' "
+                                                   f"(got {_shown(name)})")
+            if not entries:
+                self.problems.add(doc.order, line, f"{where}: alias '{name}' has no entries")
+            for i, entry in enumerate(entries):
+                if (*prefix, name, i) in doc.bad_refs:
+                    continue
+                try:
+                    parse_alias_entry(entry)
+                except QuerySyntaxError as err:
+                    eline = doc.line((*prefix, name, i))
+                    self.problems.add(doc.order, eline, f"{doc.name}:{eline}: {_fmt_loc((*prefix, name, i))}: "
+                                                        f"alias '{name}': {_shown(entry)} is not a term: {err.message}")
+
     def _validate_settings(self, doc: _Doc) -> Config | None:
-        top = {k: v for k, v in doc.data.items() if k not in _LISTS}
+        top = {k: v for k, v in doc.data.items() if k not in _LISTS and k != _ALIASES}
         if "path" in top:  # a Config field, but set by load_config, not by the user
             line = doc.line(("path",))
             self.problems.add(doc.order, line, f"{doc.name}:{line}: path: {_unknown_key('path', list(_MAIN_KEYS))}")
@@ -791,8 +870,9 @@ class _Loader:
         for e in watchlists:
             if (*e.loc, "query") in e.doc.bad_refs:
                 continue
+            aliases = {**self.shared_aliases, **(e.model.aliases or {})}
             try:
-                parse_query(e.model.query)
+                parse_query(e.model.query, aliases)
             except QuerySyntaxError as err:
                 line, where = e.where("query")
                 self._add(e, line, f"{where}: watchlist '{e.model.name}': {_query_problem(err)}")
@@ -848,6 +928,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(loader.problems.messages())
     loader.warn_disabled_channels(entries["channels"])
     update: dict[str, Any] = {kind: [e.model for e in entries[kind]] for kind in _LISTS}
+    update["aliases"] = loader.shared_aliases
     update["path"] = Path(name)
     db_url = env.get(_DATABASE_ENV)
     if db_url and db_url.strip():

@@ -46,7 +46,7 @@ class Daemon:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.store = Store(cfg.database.url)
-        self.matcher = Matcher([(w.name, w.query) for w in cfg.watchlists])
+        self.matcher = Matcher(cfg.matcher_watchlists())
         self.notifier = Notifier(cfg.enabled_channels, timeout=cfg.delivery.timeout.total_seconds())
         self.started = time.time()
         self._wake = asyncio.Event()

@@ -540,3 +540,113 @@ def test_interpolation_problem_is_reported_once():
     """)
     # only the interpolation problem: the broken URL is not also sent to the URL check
     assert errors() == ["cfg.yaml:3: channels[0].url: nested reference in the default of ${A:-...} is not supported"]
+
+
+# --------------------------------------------------------------------------- aliases
+
+
+def test_watchlist_aliases_shared_aliases_from_an_included_file_and_override():
+    write("cfg.yaml", """
+        include: lists/*.yaml
+        aliases:
+          launch: [launch*, test-fire*]
+        watchlists:
+          - name: korea
+            query: "@dprk NEAR/5 @launch"
+            aliases:
+              dprk: ["North Korea", DPRK, Pyongyang, "Kim Jong Un"]
+          - name: iran
+            query: "@iran"
+    """)
+    write("lists/shared.yaml", """
+        aliases:
+          iran: [Iran, Tehran]
+          dprk: [Korea]
+    """)
+    cfg = load_config("cfg.yaml", env={})
+    assert cfg.aliases == {"launch": ["launch*", "test-fire*"], "iran": ["Iran", "Tehran"], "dprk": ["Korea"]}
+    korea = cfg.watchlists[0]
+    assert korea.aliases == {"dprk": ["North Korea", "DPRK", "Pyongyang", "Kim Jong Un"]}
+    assert cfg.aliases_for(korea)["dprk"][0] == "North Korea"  # own alias overrides the shared one
+    from monitor.matcher import Matcher
+
+    m = Matcher(cfg.matcher_watchlists())
+    assert [h.name for h in m.match("Pyongyang test-fires a rocket", "")] == ["korea"]
+    assert [h.name for h in m.match("South Korea launches", "")] == []
+    assert [h.name for h in m.match("Tehran", "")] == ["iran"]
+
+
+def test_unknown_alias_is_an_error_with_file_line_watchlist_alias_and_column():
+    write("cfg.yaml", """
+        aliases:
+          dprk: [DPRK]
+        watchlists:
+          - name: ok
+            query: "@dprk"
+          - name: probe
+            query: missile AND @iran
+    """)
+    (msg,) = errors()
+    first, query_line, caret_line = msg.split("\n")
+    assert first == ("cfg.yaml:7: watchlists[1].query: watchlist 'probe': unknown alias '@iran' "
+                     "at column 13")
+    assert query_line == "missile AND @iran"
+    assert caret_line == " " * 12 + "^"
+
+
+def test_another_watchlists_alias_is_not_visible():
+    write("cfg.yaml", """
+        watchlists:
+          - name: a
+            query: "@x"
+            aliases: {x: [foo]}
+          - name: b
+            query: "@x"
+    """)
+    assert errors() == ["cfg.yaml:6: watchlists[1].query: watchlist 'b': unknown alias '@x' (no aliases are defined) at column 1\n@x\n^"]
+
+
+def test_duplicate_shared_alias_across_files_names_both_places():
+    write("cfg.yaml", """
+        include: more.yaml
+        aliases:
+          dprk: [DPRK]
+    """)
+    write("more.yaml", """
+        aliases:
+          other: [x]
+          dprk: [Pyongyang]
+    """)
+    assert errors() == [
+        "more.yaml:3: aliases.dprk: duplicate shared alias 'dprk' (first defined at cfg.yaml:3)",
+    ]
+
+
+def test_bad_alias_definitions():
+    write("cfg.yaml", """
+        aliases:
+          good: [ok]
+          empty: []
+          "-bad": [x]
+          notlist: word
+        watchlists:
+          - name: w
+            query: "@good"
+            aliases:
+              star: ["a", "*"]
+    """)
+    assert errors() == [
+        "cfg.yaml:3: aliases.empty: alias 'empty' has no entries",
+        "cfg.yaml:4: aliases.-bad: alias names may contain only letters, digits, '_', '.' and '-', "
+        "and must not start with '.' or '-' (got '-bad')",
+        "cfg.yaml:5: aliases.notlist: should be a list, not a string",
+        "cfg.yaml:10: watchlists[0].aliases.star[1]: alias 'star': '*' is not a term: "
+        "a lone '*' is not a term; put it at the end of a word, e.g. launch*",
+    ]
+
+
+def test_aliases_must_be_a_mapping():
+    write("cfg.yaml", """
+        aliases: [a, b]
+    """)
+    assert errors() == ["cfg.yaml:1: aliases: should be a mapping of alias names to lists of terms, not a list"]

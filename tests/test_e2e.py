@@ -365,3 +365,21 @@ def test_db_upgrade_creates_the_schema(tmp_path, db_url):
         assert {"sources", "items", "stories", "alerts", "deliveries"} <= set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_match_uses_aliases_proximity_and_fields(tmp_path):
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "aliases": {"dprk": ["North Korea", "DPRK", "Pyongyang"]},
+        "watchlists": [{"name": "dprk-launch", "query": "@dprk AND title:(missile NEAR/3 launch*)"}],
+    }))
+    items = tmp_path / "items.jsonl"
+    items.write_text("\n".join(json.dumps(d) for d in [
+        {"id": "hit", "title": "Missile was launched", "summary": "Pyongyang said so."},
+        {"id": "far", "title": "Missile programme review as officials plan a launch", "summary": "DPRK"},
+        {"id": "body-only", "title": "Statement", "summary": "North Korea launched a missile."},
+    ]) + "\n")
+    r = monitor("match", "--config", str(cfg), str(items))
+    assert r.returncode == 0, r.stderr
+    got = {d["id"]: [w["name"] for w in d["watchlists"]] for d in map(json.loads, r.stdout.splitlines())}
+    assert got == {"hit": ["dprk-launch"], "far": [], "body-only": []}

@@ -315,3 +315,84 @@ def test_agrees_with_a_regex_oracle_on_corpus_items():
     assert expected_hits > 1000  # the queries really do hit
     assert blocked > 50  # and NOT really blocks
     assert agreed == len(items) * len(queries)
+
+
+# --------------------------------------------------------------------------- NEAR, fields, aliases
+
+@pytest.mark.parametrize("title, expected", [
+    ("missile test", True),          # 0 words between
+    ("test of missile", True),       # 1 word between, other order
+    ("missile, a test", True),
+    ("missile x y test", False),     # 2 words between
+    ("missile was tested", False),   # whole words only
+])
+def test_near_counts_words_between(title, expected):
+    assert matches("missile NEAR/1 test", title) is expected
+
+
+def test_onear_needs_order():
+    assert matches("missile ONEAR/3 test", "missile of the test")
+    assert not matches("missile ONEAR/3 test", "test of the missile")
+    assert matches("missile ONEAR/3 test", "test of the missile and a test")
+
+
+def test_near_with_or_group_and_wildcards_reports_contributing_terms():
+    found = hits("missile NEAR/10 (test* OR launch*)", "Missile", "Launched a missile; tests later")
+    assert found == [WatchlistHit("w", 3.0, ("missile", "launched", "tests"))]
+    # a group member that occurs, but not near, does not count
+    far = "missile launch " + "x " * 20 + "tests"
+    assert terms("missile NEAR/3 (test* OR launch*)", far) == ("missile", "launch")
+
+
+def test_near_never_spans_title_into_text():
+    assert not matches("missile NEAR/3 launch", "big missile", "launch today")
+    assert matches("missile NEAR/3 launch", "big missile launch", "")
+    assert matches("missile NEAR/3 launch", "x", "missile launch")
+
+
+def test_near_occurrences_must_not_overlap():
+    assert not matches('"north korea" NEAR/2 korea', "north korea")
+    assert matches('"north korea" NEAR/2 korea', "north korea and korea")
+    assert matches("korea NEAR/2 korea", "korea x korea")
+    assert not matches("korea NEAR/2 korea", "korea")
+
+
+def test_near_under_not():
+    assert matches("missile NOT missile NEAR/2 test", "missile", "far away test " + "x " * 5)
+    assert not matches("missile NOT missile NEAR/2 test", "missile test")
+
+
+def test_fields_restrict_terms():
+    assert matches("title:launch", "Launch today", "")
+    assert not matches("title:launch", "today", "launch")
+    assert matches("text:launch", "today", "launch")
+    assert not matches("text:launch", "launch", "today")
+    assert matches("title:(missile NOT test)", "missile", "test")
+    assert not matches("title:(missile NOT test)", "missile test", "")
+    assert matches("text:(missile NEAR/2 test)", "missile test", "a missile test")
+    assert not matches("text:(missile NEAR/2 test)", "missile test", "missile")
+    assert matches('title:"ballistic missile" AND text:launch*', "Ballistic Missile", "launched")
+
+
+def test_field_reports_only_spellings_in_that_field():
+    assert terms("title:launch*", "Launches today", "launched yesterday") == ("launches",)
+    assert terms("text:launch*", "Launches today", "launched yesterday") == ("launched",)
+    assert terms("text:launch", "launch", "x launch") == ("launch",)
+
+
+def test_aliases_in_matcher_and_two_tuple_still_works():
+    aliases = {"dprk": ["North Korea", "DPRK", "Pyongyang", "Kim Jong Un"]}
+    m = Matcher([("a", "@dprk missile", aliases), ("b", "missile"), ("c", "missile NEAR/3 @dprk", aliases)])
+    assert m.match("Kim Jong-Un watches missile", "") == [
+        WatchlistHit("a", 2.0, ("kim jong-un", "missile")),
+        WatchlistHit("b", 1.0, ("missile",)),
+        WatchlistHit("c", 2.0, ("kim jong-un", "missile")),
+    ]
+    # terms of NEAR, fields and aliases share the one automaton with plain terms
+    assert m.term_count == 5
+
+
+def test_unknown_alias_in_matcher_names_the_watchlist():
+    with pytest.raises(WatchlistQueryError, match="watchlist 'w': unknown alias '@dprk'") as info:
+        Matcher([("w", "missile @dprk", {})])
+    assert info.value.column == 9

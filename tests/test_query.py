@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from monitor.query import (
     And,
+    Field,
+    Near,
     Not,
     Or,
     QuerySyntaxError,
@@ -279,3 +282,104 @@ def test_not_alone_would_match_everything():
     with pytest.raises(QuerySyntaxError, match="at least one term that must be present"):
         parse_query('NOT "video game"')
     assert parse_query("missile NOT game") == And((t("missile"), Not(t("game"))))
+
+
+# --------------------------------------------------------------------------- NEAR, fields, aliases
+
+def test_near_and_onear_parse_with_or_group_operands():
+    assert parse_query("missile NEAR/10 (test* OR launch*)") == Near(
+        t("missile"), Or((t("test", prefix=True), t("launch", prefix=True))), 10)
+    assert parse_query('a ONEAR/3 "b c"') == Near(t("a"), t("b", "c"), 3, ordered=True)
+
+
+def test_near_binds_tighter_than_not_and_and():
+    assert parse_query("NOT a NEAR/5 b c") == And((Not(Near(t("a"), t("b"), 5)), t("c")))
+    assert parse_query("x a NEAR/5 b OR y") == Or((And((t("x"), Near(t("a"), t("b"), 5))), t("y")))
+
+
+def test_nearby_and_lower_case_near_are_terms():
+    assert parse_query("nearby OR NEARBY") == t("nearby")
+    assert parse_query("a near b") == And((t("a"), t("near"), t("b")))
+
+
+@pytest.mark.parametrize("query, message, column", [
+    ("a NEAR/0 b", "from 1 to 100", 8),
+    ("a NEAR/101 b", "from 1 to 100", 8),
+    ("a ONEAR/x b", "from 1 to 100", 9),
+    ("a NEAR b", "NEAR needs a distance", 3),
+    ("a NEAR/ b", "from 1 to 100", 8),
+    ("(NOT a) NEAR/5 b", "left operand of NEAR/5 contains NOT", 9),
+    ("a NEAR/5 (b c)", "right operand of NEAR/5 contains AND", 3),
+    ("a NEAR/5 (b OR c d)", "contains AND", 3),
+    ("title:a NEAR/3 b", "put the field around the NEAR", 9),
+    ("(a NEAR/2 b) NEAR/2 c", "contains another NEAR", 14),
+    ("a NEAR/2 b NEAR/2 c", "exactly two operands", 12),
+    ("a NEAR/5", "NEAR/5 needs a term after it", 3),
+    ("NEAR/5 a", "NEAR/5 needs a term before it", 1),
+    ("a AND NEAR/5 b", "expected a term after AND, found NEAR/5", 7),
+])
+def test_near_errors_have_columns(query, message, column):
+    with pytest.raises(QuerySyntaxError, match=re.escape(message)) as info:
+        parse_query(query)
+    assert info.value.column == column
+
+
+def test_fields_parse():
+    assert parse_query("title:(a OR b) text:x") == And((Field("title", Or((t("a"), t("b")))), Field("text", t("x"))))
+    assert parse_query('title:"a b"') == Field("title", t("a", "b"))
+    assert parse_query("title:launch*") == Field("title", t("launch", prefix=True))
+    assert parse_query("title:(a NEAR/5 b)") == Field("title", Near(t("a"), t("b"), 5))
+    assert parse_query("subtitle:x") == t("subtitle", "x")  # only title: and text: are fields
+
+
+@pytest.mark.parametrize("query, message, column", [
+    ("title:(text:a)", "fields do not nest", 8),
+    ("title:", "title: needs a term after it", 1),
+    ("a text:()", "empty parentheses", 8),
+    ("NOT title:x", "at least one term that must be present", 1),
+    ("title:(NOT x)", "at least one term that must be present", 8),
+])
+def test_field_errors_have_columns(query, message, column):
+    with pytest.raises(QuerySyntaxError, match=re.escape(message)) as info:
+        parse_query(query)
+    assert info.value.column == column
+
+
+ALIASES = {"dprk": ["North Korea", "DPRK", "Pyongyang", "Kim Jong Un"], "launch": ["launch*"]}
+
+
+def test_alias_expands_to_an_or_of_its_entries():
+    assert parse_query("@dprk missile", ALIASES) == And((
+        Or((t("north", "korea"), t("dprk"), t("pyongyang"), t("kim", "jong", "un"))), t("missile")))
+    assert parse_query("missile NEAR/5 @launch", ALIASES) == Near(t("missile"), t("launch", prefix=True), 5)
+    assert parse_query("title:(@launch OR test)", ALIASES) == Field("title", Or((t("launch", prefix=True), t("test"))))
+    assert parse_query("dprk OR @dprk", ALIASES) == parse_query('dprk OR "north korea" OR pyongyang OR "kim jong un"')
+
+
+@pytest.mark.parametrize("query, aliases, message, column", [
+    ("missile @dprkk", ALIASES, "unknown alias '@dprkk' (did you mean '@dprk'?)", 9),
+    ("@dprk", None, "unknown alias '@dprk' (no aliases are defined)", 1),
+    ("a @", ALIASES, "'@' alone is not an alias", 3),
+    ("a @bad!", ALIASES, "'@bad!' is not an alias", 3),
+    ("a @x", {"x": []}, "alias '@x' has no entries", 3),
+    ("a @x", {"x": ["ok", "*"]}, "alias '@x': entry '*'", 3),
+])
+def test_alias_errors_have_columns(query, aliases, message, column):
+    with pytest.raises(QuerySyntaxError, match=re.escape(message)) as info:
+        parse_query(query, aliases)
+    assert info.value.column == column
+
+
+@pytest.mark.parametrize("query", [
+    "a NEAR/3 b", "NOT a NEAR/3 b c", "(a OR b*) ONEAR/7 \"c d\"", "title:(a OR b) text:\"c d\"",
+    "text:(x NEAR/2 y) OR NOT title:z AND w", "@dprk NEAR/3 @launch",
+])
+def test_canonical_form_round_trips_with_new_operators(query):
+    node = parse_query(query, ALIASES)
+    assert parse_query(str(node)) == node
+
+
+def test_empty_groups_are_still_errors():
+    for query in ("()", "a OR ()", "OR ()", "missile NEAR/3 ()"):
+        with pytest.raises(QuerySyntaxError):
+            parse_query(query)
