@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import (
@@ -440,30 +440,6 @@ class Store:
                 "sent": s.scalar(select(func.count()).select_from(DeliveryRow)
                                  .where(DeliveryRow.status == "sent")) or 0,
             }
-
-    def alerts(self, since: datetime | None = None) -> list[dict]:
-        """Recent alerts with their delivery state per channel (newest first)."""
-        q = (select(AlertRow, ItemRow).join(ItemRow, ItemRow.id == AlertRow.item_id)
-             .order_by(AlertRow.id.desc()))
-        if since is not None:
-            q = q.where(AlertRow.created_at >= since)
-        out = []
-        with self._session() as s:
-            for a, i in s.execute(q):
-                deliveries = s.scalars(select(DeliveryRow).where(DeliveryRow.alert_id == a.id)).all()
-                out.append({
-                    "alert": a.id, "story": a.story_id, "created": a.created_at.isoformat(),
-                    "title": i.title, "link": i.link, "watchlists": a.hits,
-                    "deliveries": {d.channel: {"status": d.status, "attempts": d.attempts,
-                                               "error": d.last_error} for d in deliveries},
-                })
-        return out
-
-    def oldest_pending_age(self, now: datetime | None = None) -> timedelta | None:
-        now = now or utcnow()
-        with self._session() as s:
-            oldest = s.scalar(select(func.min(DeliveryRow.created_at)).where(DeliveryRow.status == "pending"))
-        return None if oldest is None else now - oldest
 
     def failing_sources(self) -> list[tuple[str, str | None, int]]:
         with self._session() as s:
