@@ -202,6 +202,5 @@ class Pipeline:
                       attempt=d.attempts + 1, error=res.error, retry_in=f"{delay.total_seconds():.0f}s")
 
         await asyncio.gather(*(one(d) for d in due))
-        counts = await asyncio.to_thread(self.store.counts)
-        metrics.OUTBOX_PENDING.set(counts["pending"])
+        metrics.OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
         return DeliveryReport(sent, failed)

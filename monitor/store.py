@@ -435,11 +435,19 @@ class Store:
                 "sources": s.scalar(select(func.count()).select_from(SourceRow)) or 0,
                 "items": s.scalar(select(func.count()).select_from(ItemRow)) or 0,
                 "alerts": s.scalar(select(func.count()).select_from(AlertRow)) or 0,
-                "pending": s.scalar(select(func.count()).select_from(DeliveryRow)
-                                    .where(DeliveryRow.status == "pending")) or 0,
+                "pending": self._pending(s),
                 "sent": s.scalar(select(func.count()).select_from(DeliveryRow)
                                  .where(DeliveryRow.status == "sent")) or 0,
             }
+
+    def pending_count(self) -> int:
+        """Outbox rows not sent yet (uses the status index; cheap enough for every delivery pass)."""
+        with self._session() as s:
+            return self._pending(s)
+
+    @staticmethod
+    def _pending(s: Session) -> int:
+        return s.scalar(select(func.count()).select_from(DeliveryRow).where(DeliveryRow.status == "pending")) or 0
 
     def failing_sources(self) -> list[tuple[str, str | None, int]]:
         with self._session() as s:
