@@ -6,12 +6,8 @@ Exit status: 0 success; 1 the database or runtime is unusable (or bad input line
 from __future__ import annotations
 
 import asyncio
-import io
-import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import click
 
@@ -96,83 +92,24 @@ def db_upgrade(config_path: str) -> None:
 @cli.command()
 @CONFIG_OPTION
 @click.argument("input_", metavar="INPUT")
-def match(config_path: str, input_: str) -> None:
+@click.option("--explain", is_flag=True,
+              help="For each item, show which clauses fired, the matched terms in context, score and threshold.")
+@click.option("--near-misses", is_flag=True,
+              help="With --explain (implied): also show watchlists whose terms occurred but that did not fire.")
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Worker processes for large inputs (0: one per CPU core, 1: no workers).")
+def match(config_path: str, input_: str, explain: bool, near_misses: bool, jobs: int) -> None:
     """Dry run of the watchlists over INPUT: a feed file, a URL, or JSON Lines of
-    {"id", "title", "summary", "link"} ('-' reads stdin). Prints one JSON line per item;
-    writes nothing to the database and sends nothing."""
-    from .matcher import Matcher
-
+    {"id", "title", "summary", "link"} ('-' reads stdin). Prints one JSON line per item
+    (or, with --explain, a readable report); writes nothing to the database and sends nothing."""
     cfg = _load(config_path)
-    matcher = Matcher(cfg.matcher_watchlists())
-    write = sys.stdout.write
-    enc = json.JSONEncoder(ensure_ascii=False).encode  # one encoder; this loop is the hot path
-    bad = 0
-    for record in _match_input(input_, cfg):
-        if isinstance(record, str):  # an error about one input line
-            click.echo(record, err=True)
-            bad += 1
-            continue
-        rid, link, title, text = record
-        hits = matcher.match(title, text)
-        found = enc([{"name": h.name, "score": h.score, "terms": list(h.terms)} for h in hits]) if hits else "[]"
-        write(f'{{"id": {enc(rid)}, "link": {enc(link)}, "watchlists": {found}}}\n')
-    sys.stdout.flush()
-    sys.exit(1 if bad else 0)
+    if explain or near_misses:
+        from .explain import explain_command
 
+        sys.exit(explain_command(cfg, input_, near_misses=near_misses))
+    from .batch import match_command
 
-def _match_input(input_: str, cfg: Config) -> Iterator[tuple[str, str | None, str, str] | str]:
-    """Yield (id, link, title, text) per item, or an error string for a bad line."""
-    from .fetch import fetch_sync
-
-    if input_.startswith(("http://", "https://")):
-        result = fetch_sync(input_, cfg.fetch)
-        if not result.ok:
-            raise click.ClickException(f"cannot fetch {input_}: {result.error or result.status}")
-        yield from _feed_records(result.body or b"", input_)
-        return
-    if input_ == "-":
-        stream = sys.stdin.buffer
-    else:
-        p = Path(input_)
-        if not p.is_file():
-            raise click.ClickException(f"{input_}: no such file")
-        stream = p.open("rb")
-    with stream:
-        head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
-        if head.lstrip()[:1] == b"{":
-            yield from _jsonl_records(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), input_)
-        else:
-            yield from _feed_records(stream.read(), input_)
-
-
-def _jsonl_records(lines: Iterable[str], name: str) -> Iterator[tuple[str, str | None, str, str] | str]:
-    for n, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            d = json.loads(line)
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            yield f"{name}:{n}: invalid JSON line ({e})"
-            continue
-        text = "\n".join(str(d[k]) for k in ("summary", "text", "content") if d.get(k))
-        rid = d.get("id", n)
-        yield (str(rid) if rid is not None else str(n), d.get("link"), str(d.get("title") or ""), text)
-
-
-def _feed_records(body: bytes, name: str) -> Iterator[tuple[str, str | None, str, str]]:
-    from .normalize import normalize_entry
-    from .parse import FeedParseError, parse_feed
-
-    try:
-        feed = parse_feed(body, name)
-    except FeedParseError as e:
-        raise click.ClickException(f"{name}: {e}") from None
-    for entry in feed.entries:
-        item = normalize_entry(entry)
-        yield (item.guid, item.link, item.title, item.text)
+    sys.exit(match_command(cfg, input_, jobs=jobs))
 
 
 def main() -> None:

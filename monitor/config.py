@@ -45,6 +45,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .durations import parse_duration
+from .model import WatchlistSpec
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -177,9 +178,9 @@ class Config(Strict):
         """The aliases a watchlist's query sees: shared ones, overridden by its own."""
         return {**self.aliases, **(watchlist.aliases or {})}
 
-    def matcher_watchlists(self) -> list[tuple[str, str, dict[str, list[str]]]]:
-        """``(name, query, aliases)`` of every watchlist, as :class:`~monitor.matcher.Matcher` takes them."""
-        return [(w.name, w.query, self.aliases_for(w)) for w in self.watchlists]
+    def matcher_watchlists(self) -> list[WatchlistSpec]:
+        """Every watchlist as :class:`~monitor.matcher.Matcher` takes them, in config order."""
+        return [WatchlistSpec(w.name, w.query, self.aliases_for(w)) for w in self.watchlists]
 
 
 class ConfigError(Exception):

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import ahocorasick
 
-from .model import WatchlistHit
+from .model import WatchlistHit, WatchlistSpec
 from .query import (
     FIELDS,
     WORD_RE,
@@ -90,15 +90,19 @@ class _Watchlist:
 class Matcher:
     """All watchlists compiled into one automaton; ``match`` runs one pass per item."""
 
-    def __init__(self, watchlists: Sequence[tuple[str, str] | tuple[str, str, Mapping[str, Sequence[str]] | None]]):
+    def __init__(self, watchlists: Sequence[WatchlistSpec | tuple[str, str] | tuple[str, str, Mapping[str, Sequence[str]] | None]]):
         """``watchlists``: (name, query) or (name, query, aliases) in config order."""
         self._term_ids: dict[Term, int] = {}
         self._terms: list[Term] = []
         self._watchlists: list[_Watchlist] = []
         watchers: list[list[int]] = []  # term id -> indexes of watchlists it can make true
         for index, entry in enumerate(watchlists):
-            name, text = entry[0], entry[1]
-            aliases = entry[2] if len(entry) > 2 else None  # type: ignore[misc]
+            if isinstance(entry, WatchlistSpec):
+                # TODO(issue 3): signals, exclude, min_score, title_weight, severity
+                name, text, aliases = entry.name, entry.query or "", entry.aliases
+            else:
+                name, text = entry[0], entry[1]
+                aliases = entry[2] if len(entry) > 2 else None  # type: ignore[misc]
             try:
                 node = parse_query(text, aliases)
             except QuerySyntaxError as e:

@@ -10,6 +10,7 @@ Datetimes are always timezone-aware UTC.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -93,14 +94,87 @@ class StoredItem:
     fresh: bool
 
 
+#: Watchlist severities, lowest first (a channel's ``min_severity`` compares by this order).
+SEVERITIES = ("info", "high", "critical")
+#: Severity of a watchlist that does not set one.
+DEFAULT_SEVERITY = "high"
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An optional weighted clause of a watchlist: adds ``weight`` (times the title weight
+    when it is true in the title alone) to the score when ``query`` is true."""
+
+    query: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class WatchlistSpec:
+    """Everything the matcher needs to know about one watchlist.
+
+    Semantics (see README "Scoring"):
+    - clauses: ``query`` (weight 1; when set it is *required*: the watchlist never fires
+      unless it is true) and each of ``signals`` (optional, adds its weight when true);
+    - a true clause scores ``weight * title_weight`` when it is true in the title alone,
+      else ``weight``; the item's score is the sum over true clauses;
+    - the watchlist fires when (``query`` is None or true) and no ``exclude`` query is true
+      (anywhere in title or text) and score >= ``min_score``.
+    """
+
+    name: str
+    query: str | None = None
+    aliases: Mapping[str, Sequence[str]] | None = None
+    signals: tuple[Signal, ...] = ()
+    exclude: tuple[str, ...] = ()
+    min_score: float = 1.0
+    title_weight: float = 2.0
+    severity: str = DEFAULT_SEVERITY
+
+
 @dataclass(frozen=True)
 class WatchlistHit:
-    """A watchlist that matched an item: its name, a score and the matched terms as they
-    appear in the text (lower-cased), in first-seen order."""
+    """A watchlist that matched an item: its name, its score and the matched terms as they
+    appear in the text (lower-cased), in first-seen order, and the watchlist's severity."""
 
     name: str
     score: float
     terms: tuple[str, ...] = field(default_factory=tuple)
+    severity: str = DEFAULT_SEVERITY
+
+
+@dataclass(frozen=True)
+class ClauseExplanation:
+    """One clause of a watchlist, evaluated on one item (for ``monitor match --explain``).
+
+    ``kind``: "query", "signal" or "exclude"; ``query``: its canonical text; ``true``:
+    whether it holds; ``in_title``: whether it holds in the title alone; ``points``: what it
+    adds to the score (0 when false, and always 0 for an exclude); ``terms``: the matched
+    surfaces (lower-cased) that made it true, or, when false, those of its terms that
+    occurred; ``spans``: (field, start, end) of every occurrence of those terms, ``field``
+    being "title" or "text" and the offsets indexing the strings given to the matcher."""
+
+    kind: str
+    query: str
+    weight: float
+    true: bool
+    in_title: bool
+    points: float
+    terms: tuple[str, ...] = ()
+    spans: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a watchlist did or did not fire on one item."""
+
+    name: str
+    matched: bool
+    score: float
+    min_score: float
+    excluded: bool
+    severity: str
+    clauses: tuple[ClauseExplanation, ...]
 
 
 @dataclass(frozen=True)
