@@ -1,140 +1,299 @@
-"""Matcher: which watchlists an item (title + text) matches, and why.
+"""Matcher: which watchlists an item (title + text) matches, with what score, and why.
 
 Rules:
-- Matching is case-insensitive and by whole words. Title and text are case-folded
-  (:func:`~monitor.query.fold_case`, length-preserving) and split into words, runs of
-  Unicode ``\\w``; every other character only separates words. So ``test`` never matches
-  inside ``contest``, ``Korea's`` contains the word ``korea``, ``test-fire`` the words
-  ``test`` and ``fire``.
+- Matching is by whole normalised words (:mod:`monitor.query`, "Text rules": NFKC, case
+  folding, accents stripped, possessive ``'s`` dropped, every CJK character a word). Title
+  and text are two fields. So ``test`` never matches inside ``contest``, "Korea's" contains
+  the word ``korea``, "test-fire" the words ``test`` and ``fire``, "Café" the word ``cafe``.
 - A term matches one word; ``launch*`` any word starting with ``launch``; a phrase its
-  words consecutively (with any non-word characters between them). Title and text are
-  two fields: a phrase never runs from the end of the title into the text.
-- A hit reports, in watchlist config order, each matching watchlist with ``terms``: the
-  matched words or phrases as the item spells them (lower-cased, de-duplicated, in the
-  order they first occur, title before text) from the positive terms (under no NOT) that
-  made the query true; ``score`` is how many distinct such query terms matched. Terms
-  inside a NEAR, a field restriction or an expanded ``@alias`` count like any other: a NEAR
-  contributes the operand terms that take part in a qualifying pair, and a term under
-  ``title:``/``text:`` reports only its spellings in that field.
+  words consecutively (with any non-word characters between them); a phrase never runs
+  from the end of the title into the text. A ``/regex/`` is searched in the folded text of
+  each field (:func:`~monitor.query.fold_text`).
 - ``a NEAR/n b``: occurrences in the same field, not overlapping, with at most ``n`` words
   between the end of one and the start of the other (``ONEAR``: ``a`` first); see
   :mod:`monitor.query`.
+- Scoring (:class:`~monitor.model.WatchlistSpec`): a watchlist's clauses are its ``query``
+  (weight 1; required when set) and its ``signals`` (optional, weighted). A true clause adds
+  ``weight * title_weight`` when it is also true in the title alone (the item with an empty
+  text), else ``weight``; the score is the sum, query first, then signals in order. The
+  watchlist fires when (it has no query or its query is true), no ``exclude`` query is true
+  (anywhere in title or text) and score >= ``min_score``. A watchlist needs a query or at
+  least one signal, and with no query ``min_score`` must be above 0 (else it would fire on
+  every item). Plain ``(name, query)`` / ``(name, query, aliases)`` tuples are watchlists
+  with the :class:`~monitor.model.WatchlistSpec` defaults (score 1, or 2 when the query is
+  true in the title alone).
+- A hit (:class:`~monitor.model.WatchlistHit`) reports, in watchlist config order, each
+  watchlist that fires, with its score, its severity and ``terms``: the surfaces that made
+  its true clauses (query and signals, not excludes) true, de-duplicated, in the order they
+  first occur (title before text). A surface is the item's own spelling of the occurrence,
+  lower-cased (``fold_case``; "Ballistic-Missile" for ``"ballistic missile"``, "launched"
+  for ``launch*``, "café" for ``cafe``; in ASCII text a single word is the term's word). Only
+  terms under no NOT count; an OR reports only its branches that are true; a NEAR the
+  operand terms that take part in a qualifying pair; a term under ``title:``/``text:`` only
+  its spellings in that field; a regex the text it matched.
+- :meth:`Matcher.explain` gives the same decisions clause by clause, with the offsets of
+  every occurrence in the original title and text (for snippets and highlighting).
 
 How (built for thousands of watchlists):
-- Every distinct term of every watchlist is one key of a single Aho-Corasick automaton.
-  The automaton runs over the item's *word string*: each field's words joined by single
-  spaces, framed by spaces, fields separated by ``\\0``. A word key is ``" launch "``, a
-  prefix key ``" launch"``, a phrase key ``" ballistic missile "``: keys can only match on
-  word boundaries, and a phrase cannot cross fields. One pass finds every term occurrence.
-- An inverted index (term → watchlists whose query that term's presence can make true,
-  i.e. where it sits under no NOT or an even number of them) selects the few watchlists
-  worth evaluating; each query is compiled once to a Python boolean expression over the
-  terms that occurred. The parser rejects a query that is true for an empty item, which
-  is what makes skipping all other watchlists exact. Identical terms are shared.
-- Occurrences keep their position in the word string, from which the field and the word
+- Every distinct term of every clause (queries, signals and excludes) of every watchlist is
+  one key of a single Aho-Corasick automaton. The automaton runs over the item's *word
+  string*: each field's normalised words joined by single spaces, framed by spaces, fields
+  separated by ``\\0``. A word key is ``" launch "``, a prefix key ``" launch"``, a phrase
+  key ``" ballistic missile "``: keys can only match on word boundaries, and a phrase cannot
+  cross fields. One pass finds every term occurrence. For ASCII text (and text whose only
+  non-ASCII characters are common punctuation, mapped to ASCII first) the word string is
+  built with bytes operations; other text goes word by word through
+  :func:`~monitor.query.normalize_word` (cached).
+- An inverted index (term -> watchlists whose query that term's presence can make true,
+  i.e. where it sits under no NOT or an even number of them; for a watchlist without a
+  query, the terms of its signals) selects the few watchlists worth evaluating. The parser
+  rejects a query that is true for an empty item, which is what makes skipping all other
+  watchlists exact. Regexes cannot be automaton keys: a watchlist whose query (or, without
+  one, a signal) could be made true by regexes alone is evaluated for every item; a regex
+  under AND with ordinary terms is only searched when the watchlist is a candidate, and
+  after the cheaper conditions beside it.
+- Each clause is compiled once to a Python boolean expression over the terms that occurred
+  (``tid in h``); signals are evaluated only for candidates whose query is true, excludes
+  only for watchlists about to fire. A watchlist with only a query costs one expression and
+  one more for the title-alone check.
+- Occurrences keep their end offset in the word string, from which the field and the word
   index follow (:class:`_Item`); NEAR and field restrictions are compiled to calls that
-  look at those positions, computed lazily only for items that reach such a query. Terms
-  inside NEAR, fields and aliases are keys of the same single automaton.
+  look at those positions, computed lazily only for items that reach such a clause.
 """
 from __future__ import annotations
 
+import itertools
+import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import ahocorasick
 
-from .model import WatchlistHit, WatchlistSpec
+from .model import ClauseExplanation, Explanation, WatchlistHit, WatchlistSpec
 from .query import (
+    APOSTROPHES,
+    ASCII_POSSESSIVE_RE,
     FIELDS,
+    LEAD_WORDS,
     WORD_RE,
     And,
     Field,
+    Leaf,
     Near,
     Node,
     Not,
     Or,
     QuerySyntaxError,
+    Regex,
     Term,
     evaluate,
     fold_case,
+    fold_text,
     iter_terms,
     parse_query,
+    word_spans,
+    words_of,
 )
 
 #: Separates the title's words from the text's in the word string; never part of a key.
 FIELD_SEP = "\x00"
 
-_find_words = WORD_RE.findall
-
 Present = dict[int, list[int]]  # id of a term that occurs in an item -> end offsets of its key
+_NOTHING: frozenset[int] = frozenset()
+WatchlistEntry = WatchlistSpec | tuple[str, str] | tuple[str, str, Mapping[str, Sequence[str]] | None]
 
 
 class WatchlistQueryError(QuerySyntaxError):
-    """A watchlist whose query does not parse; names the watchlist."""
+    """A watchlist clause that does not parse; names the watchlist and the clause
+    (``clause``: "query", "signals[2]", "exclude[0]")."""
 
-    def __init__(self, watchlist: str, error: QuerySyntaxError):
+    def __init__(self, watchlist: str, error: QuerySyntaxError, clause: str = "query"):
         self.watchlist = watchlist
-        super().__init__(f"watchlist {watchlist!r}: {error.message}", error.query, error.column)
+        self.clause = clause
+        where = "" if clause == "query" else f"{clause}: "
+        super().__init__(f"watchlist {watchlist!r}: {where}{error.message}", error.query, error.column)
 
 
-@dataclass(frozen=True)
+class WatchlistSpecError(ValueError):
+    """A watchlist that cannot work as specified (no query and no signals, ...)."""
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity (cheap dict keys)
+class _Clause:
+    kind: str  # "query", "signal" or "exclude"
+    label: str  # "query", "signals[1]", "exclude[0]"
+    text: str  # canonical query text
+    node: Node
+    weight: float
+    positive: tuple[int, ...]  # ids of its leaves under no NOT, in query order (regexes: ~rid)
+    leaves: tuple[int, ...]  # ids of all its leaves (regexes: ~rid)
+    simple: bool  # true => every positive leaf that occurred helped make it true
+
+
+@dataclass(frozen=True, eq=False)
 class _Watchlist:
     name: str
-    query: Node
-    test: Callable[[Present, _Item], bool]  # is the query true, given the terms that occurred
-    positive: tuple[int, ...]  # ids of its terms under no NOT, in query order
-    simple: bool  # query true => every positive term that occurred helped make it true
+    severity: str
+    min_score: float
+    title_weight: float
+    query: _Clause | None
+    signals: tuple[_Clause, ...]
+    excludes: tuple[_Clause, ...]
+
+    @property
+    def clauses(self) -> tuple[_Clause, ...]:
+        return ((self.query,) if self.query else ()) + self.signals + self.excludes
+
+    @property
+    def plain(self) -> bool:
+        """Only a query, whose points always reach ``min_score``: the hot path needs nothing else."""
+        return (self.query is not None and not self.signals and not self.excludes
+                and self.min_score <= min(self.query.weight, self.query.weight * self.title_weight))
+
+
+@dataclass
+class _Fast:
+    """What the hot loop needs of a watchlist that has only a query (see ``Matcher.match``)."""
+
+    watchlist: _Watchlist
+    clause: _Clause
+    leaves: frozenset[int] | None  # its term ids (None when it has a regex)
+    positive: tuple[int, ...] | None  # its positive term ids when the query is simple (no regex)
+    positional: bool  # has a NEAR, field or regex (its test needs the item)
+    points: float  # score when true
+    title_points: float  # score when true in the title alone
+    hits: dict[int, WatchlistHit]  # tid (~tid: not in the title alone) -> the hit of that term alone
+
+
+def _as_spec(entry: WatchlistEntry) -> WatchlistSpec:
+    if isinstance(entry, WatchlistSpec):
+        return entry
+    name, query = entry[0], entry[1]
+    aliases = entry[2] if len(entry) > 2 else None  # type: ignore[misc]
+    return WatchlistSpec(name, query, aliases)
 
 
 class Matcher:
     """All watchlists compiled into one automaton; ``match`` runs one pass per item."""
 
-    def __init__(self, watchlists: Sequence[WatchlistSpec | tuple[str, str] | tuple[str, str, Mapping[str, Sequence[str]] | None]]):
-        """``watchlists``: (name, query) or (name, query, aliases) in config order."""
+    def __init__(self, watchlists: Iterable[WatchlistEntry]):
+        """``watchlists``: :class:`WatchlistSpec`, or (name, query) / (name, query, aliases)
+        tuples, in config order. Raises :class:`WatchlistQueryError` for a clause that does
+        not parse and :class:`WatchlistSpecError` for an unusable spec."""
         self._term_ids: dict[Term, int] = {}
         self._terms: list[Term] = []
+        self._regex_ids: dict[Regex, int] = {}
+        self._regexes: list[Regex] = []
         self._watchlists: list[_Watchlist] = []
         watchers: list[list[int]] = []  # term id -> indexes of watchlists it can make true
+        always: list[int] = []  # watchlists that regexes alone can make true
+        mentions: dict[int, list[int]] = {}  # term id -> watchlists with it in the query or a signal
+        with_regex: list[int] = []  # watchlists with a regex in the query or a signal
+        sources: list[str] = []  # the compiled expression of every clause, in clause order
         for index, entry in enumerate(watchlists):
-            if isinstance(entry, WatchlistSpec):
-                # TODO(issue 3): signals, exclude, min_score, title_weight, severity
-                name, text, aliases = entry.name, entry.query or "", entry.aliases
-            else:
-                name, text = entry[0], entry[1]
-                aliases = entry[2] if len(entry) > 2 else None  # type: ignore[misc]
-            try:
-                node = parse_query(text, aliases)
-            except QuerySyntaxError as e:
-                raise WatchlistQueryError(name, e) from None
-            positive: list[int] = []
-            for term, nots in iter_terms(node):
-                tid = self._term_id(term)
-                if tid == len(watchers):
-                    watchers.append([])
-                if nots % 2 == 0 and index not in watchers[tid][-1:]:
-                    watchers[tid].append(index)  # its presence can make the query true
-                if nots == 0 and tid not in positive:
-                    positive.append(tid)
-            self._watchlists.append(_Watchlist(
-                name, node, _compile_test(node, self._term_ids, name), tuple(positive), _is_simple(node)))
+            spec = _as_spec(entry)
+            watchlist = self._compile_watchlist(spec, sources)
+            self._watchlists.append(watchlist)
+            triggers = [watchlist.query] if watchlist.query is not None else list(watchlist.signals)
+            regex_only = False
+            for clause in triggers:
+                regexes: set[Leaf] = set()
+                for leaf, nots in iter_terms(clause.node):
+                    if isinstance(leaf, Regex):
+                        regexes.add(leaf)
+                        continue
+                    tid = self._term_ids[leaf]
+                    while len(watchers) <= tid:
+                        watchers.append([])
+                    if nots % 2 == 0 and index not in watchers[tid][-1:]:
+                        watchers[tid].append(index)  # its presence can make the clause true
+                regex_only = regex_only or _regexes_can_make_true(clause.node, regexes)
+            if regex_only:
+                always.append(index)
+            for clause in (watchlist.query, *watchlist.signals) if watchlist.query else watchlist.signals:
+                for lid in clause.leaves:
+                    if lid < 0:
+                        if index not in with_regex[-1:]:
+                            with_regex.append(index)
+                    elif index not in mentions.setdefault(lid, [])[-1:]:
+                        mentions[lid].append(index)
+        while len(watchers) < len(self._terms):
+            watchers.append([])
         self._watchers: list[tuple[int, ...]] = [tuple(w) for w in watchers]
-        self._tests = [w.test for w in self._watchlists]
+        self._always = tuple(always)
+        self._mentions = mentions
+        self._with_regex = tuple(with_regex)
+        tests = _compile_tests(sources)
+        self._tests: dict[_Clause, Callable[[Present, _Item], bool]] = {}
+        clauses = [c for w in self._watchlists for c in w.clauses]
+        for clause, test in zip(clauses, tests, strict=True):
+            self._tests[clause] = test
+        # per watchlist index, for the hot loop: the query's test (None without a query)
+        self._query_tests: list[Callable[[Present, _Item], bool] | None] = [
+            self._tests[w.query] if w.query is not None else None for w in self._watchlists]
         self._key_lengths = [len(_key(t)) for t in self._terms]
         self._kinds = [_PHRASE if t.is_phrase else _PREFIX if t.prefix else _WORD for t in self._terms]
         self._n_words = [len(t.words) for t in self._terms]
-        # A plain word's only surface is itself, so the hit of a watchlist whose single
-        # contributing term is a plain word is known in advance (hits are immutable).
-        self._word_hits: dict[tuple[int, int], WatchlistHit] = {
-            (index, tid): WatchlistHit(w.name, 1.0, self._terms[tid].words)
-            for index, w in enumerate(self._watchlists) for tid in w.positive if self._kinds[tid] == _WORD}
+        self._fast: list[_Fast | None] = [self._fast_path(w) if w.plain else None for w in self._watchlists]
         self._automaton = self._build_automaton()
 
-    def _term_id(self, term: Term) -> int:
-        tid = self._term_ids.get(term)
+    def _fast_path(self, watchlist: _Watchlist) -> _Fast:
+        clause: _Clause = watchlist.query  # type: ignore[assignment]
+        regex = any(lid < 0 for lid in clause.leaves)
+        return _Fast(watchlist, clause, None if regex else frozenset(clause.leaves),
+                     clause.positive if clause.simple and not regex else None, _positional(clause.node),
+                     clause.weight, clause.weight * watchlist.title_weight, {})
+
+    # ------------------------------------------------------------------ building
+
+    def _compile_watchlist(self, spec: WatchlistSpec, sources: list[str]) -> _Watchlist:
+        name = spec.name
+        if spec.query is None and not spec.signals:
+            raise WatchlistSpecError(f"watchlist {name!r}: needs a query or at least one signal")
+        if not (math.isfinite(spec.min_score) and math.isfinite(spec.title_weight)):
+            raise WatchlistSpecError(f"watchlist {name!r}: min_score and title_weight must be finite numbers")
+        if spec.query is None and spec.min_score <= 0:
+            raise WatchlistSpecError(f"watchlist {name!r}: without a query, min_score must be above 0 "
+                                     "(else it would fire on every item)")
+
+        def clause(kind: str, label: str, text: str, weight: float) -> _Clause:
+            if not math.isfinite(weight):
+                raise WatchlistSpecError(f"watchlist {name!r}: {label}: weight must be a finite number")
+            try:
+                node = parse_query(text, spec.aliases)
+            except QuerySyntaxError as e:
+                raise WatchlistQueryError(name, e, label) from None
+            positive: list[int] = []
+            leaves: list[int] = []
+            for leaf, nots in iter_terms(node):
+                lid = self._leaf_id(leaf)
+                if lid not in leaves:
+                    leaves.append(lid)
+                if nots == 0 and lid not in positive:
+                    positive.append(lid)
+            made = _Clause(kind, label, str(node), node, float(weight), tuple(positive), tuple(leaves), _is_simple(node))
+            sources.append(_source(node, self._term_ids, self._regex_ids))
+            return made
+
+        query = clause("query", "query", spec.query, 1.0) if spec.query is not None else None
+        signals = tuple(clause("signal", f"signals[{i}]", s.query, s.weight) for i, s in enumerate(spec.signals))
+        excludes = tuple(clause("exclude", f"exclude[{i}]", text, 0.0) for i, text in enumerate(spec.exclude))
+        return _Watchlist(name, spec.severity, float(spec.min_score), float(spec.title_weight),
+                          query, signals, excludes)
+
+    def _leaf_id(self, leaf: Leaf) -> int:
+        """Id of a term (>= 0) or of a regex (``~rid``, < 0); identical leaves are shared."""
+        if isinstance(leaf, Regex):
+            rid = self._regex_ids.get(leaf)
+            if rid is None:
+                rid = self._regex_ids[leaf] = len(self._regexes)
+                self._regexes.append(leaf)
+            return ~rid
+        tid = self._term_ids.get(leaf)
         if tid is None:
-            tid = self._term_ids[term] = len(self._terms)
-            self._terms.append(term)
+            tid = self._term_ids[leaf] = len(self._terms)
+            self._terms.append(leaf)
         return tid
 
     def _build_automaton(self) -> ahocorasick.Automaton | None:
@@ -155,54 +314,205 @@ class Matcher:
     def names(self) -> list[str]:
         return [w.name for w in self._watchlists]
 
-    def query(self, name: str) -> Node:
-        """The parsed query of watchlist ``name`` (``str()`` of it is canonical)."""
-        return next(w.query for w in self._watchlists if w.name == name)
+    def query(self, name: str) -> Node | None:
+        """The parsed query of watchlist ``name`` (``str()`` of it is canonical; None if it
+        has only signals)."""
+        w = next(w for w in self._watchlists if w.name == name)
+        return w.query.node if w.query is not None else None
+
+    # ------------------------------------------------------------------ matching
+
+    def _scan(self, title: str, text: str) -> _Item:
+        ws, plain = _word_string(title, text)
+        present: Present = {}
+        if self._automaton is not None:
+            for end, tid in self._automaton.iter(ws):
+                ends = present.get(tid)
+                if ends is None:
+                    present[tid] = [end]
+                else:
+                    ends.append(end)
+        return _Item(self, ws, present, title, text, plain)
 
     def match(self, title: str, text: str) -> list[WatchlistHit]:
-        """The watchlists the item matches, in config order, each with its score and terms."""
-        if self._automaton is None:
+        """The watchlists the item fires, in config order, each with score, terms and severity."""
+        automaton = self._automaton
+        if automaton is None and not self._always:
             return []
-        ws = word_string(title, text)
-        present: dict[int, list[int]] = {}  # term id -> end offsets of its occurrences
-        for end, tid in self._automaton.iter(ws):
-            ends = present.get(tid)
-            if ends is None:
-                present[tid] = [end]
-            else:
-                ends.append(end)
-        if not present:
-            return []
+        ws, plain = _word_string(title, text)
+        sep = ws.index(FIELD_SEP)
+        present: Present = {}
+        title_ids: set[int] | frozenset[int] = _NOTHING  # the terms that occur in the title
+        if automaton is not None:
+            get = present.get
+            for end, tid in automaton.iter(ws, 0, sep):  # the title (no key contains the separator)
+                ends = get(tid)
+                if ends is None:
+                    present[tid] = [end]
+                else:
+                    ends.append(end)
+            if present:
+                title_ids = set(present)
+            for end, tid in automaton.iter(ws, sep):  # the text
+                ends = get(tid)
+                if ends is None:
+                    present[tid] = [end]
+                else:
+                    ends.append(end)
         watchers = self._watchers
-        if len(present) == 1:
-            candidates: Sequence[int] = watchers[next(iter(present))]
+        if present:
+            if len(present) == 1 and not self._always:
+                candidates: Sequence[int] = watchers[next(iter(present))]
+            else:
+                pool = set(self._always)
+                for tid in present:
+                    pool.update(watchers[tid])
+                candidates = sorted(pool)
+        elif self._always:
+            candidates = self._always
         else:
-            pool: set[int] = set()
-            for tid in present:
-                pool.update(watchers[tid])
-            candidates = sorted(pool)
-        tests = self._tests
-        item = _Item(self, ws, present)
-        matched = [index for index in candidates if tests[index](present, item)]
-        if not matched:
             return []
+        item = _Item(self, ws, present, title, text, plain)
+        item._sep = sep
+        query_tests = self._query_tests
+        fasts = self._fast
+        kinds = self._kinds
         hits: list[WatchlistHit] = []
-        explainer: _Explainer | None = None
-        for index in matched:
-            watchlist = self._watchlists[index]
-            tids = None
-            if watchlist.simple:
-                tids = [t for t in watchlist.positive if t in present]
-                if len(tids) == 1:
-                    known = self._word_hits.get((index, tids[0]))
-                    if known is not None:
-                        hits.append(known)
-                        continue
-            if explainer is None:
-                explainer = _Explainer(self, item, (title, text))
-            hits.append(explainer.hit(watchlist, tids))
+        for index in candidates:
+            test = query_tests[index]
+            if test is not None and not test(present, item):
+                continue
+            fast = fasts[index]
+            if fast is None:
+                hit = self._full_hit(self._watchlists[index], item)
+                if hit is not None:
+                    hits.append(hit)
+                continue
+            # a watchlist with only a query, which is true: is it true in the title alone?
+            leaves = fast.leaves
+            if leaves is not None and (not title_ids or leaves.isdisjoint(title_ids)):
+                in_title = False  # none of its terms is in the title (and it has no regex)
+            elif fast.positional:
+                view = item.title_view()
+                in_title = view is not None and test(view.present, view)  # type: ignore[misc]
+            else:  # only presence tests ("tid in h"): no item needed
+                in_title = test(title_ids, None)  # type: ignore[misc,arg-type]
+            positive = fast.positive
+            if positive is not None and plain:
+                tids = [t for t in positive if t in present]  # all of them made it true
+                if len(tids) == 1 and kinds[tids[0]] == _WORD:  # a word's surface is the word
+                    key = tids[0] if in_title else ~tids[0]
+                    hit = fast.hits.get(key)
+                    if hit is None:
+                        w = fast.watchlist
+                        hit = fast.hits[key] = WatchlistHit(w.name, fast.title_points if in_title else fast.points,
+                                                             self._terms[tids[0]].words, w.severity)
+                    hits.append(hit)
+                    continue
+                if len(tids) > 1 and all(kinds[t] == _WORD for t in tids):
+                    # single words never overlap: the order of first ends is the order first seen
+                    tids.sort(key=lambda t: present[t][0])
+                    terms = self._terms
+                    w = fast.watchlist
+                    hits.append(WatchlistHit(w.name, fast.title_points if in_title else fast.points,
+                                             tuple(terms[t].words[0] for t in tids), w.severity))
+                    continue
+            w = fast.watchlist
+            hits.append(WatchlistHit(w.name, fast.title_points if in_title else fast.points,
+                                     item.surfaces([fast.clause]), w.severity))
         return hits
 
+    def _full_hit(self, watchlist: _Watchlist, item: _Item) -> WatchlistHit | None:
+        """The hit of a watchlist with signals or excludes (its query, if any, is true)."""
+        tests, present = self._tests, item.present
+        score = 0.0
+        true: list[_Clause] = []
+        for clause in (watchlist.query, *watchlist.signals) if watchlist.query else watchlist.signals:
+            if clause is not watchlist.query and not tests[clause](present, item):
+                continue
+            true.append(clause)
+            score += self._points(watchlist, clause, item)
+        if score < watchlist.min_score or not true:
+            return None
+        for clause in watchlist.excludes:
+            if tests[clause](present, item):
+                return None
+        return WatchlistHit(watchlist.name, score, item.surfaces(true), watchlist.severity)
+
+    def _points(self, watchlist: _Watchlist, clause: _Clause, item: _Item) -> float:
+        """What a true clause adds to the score."""
+        title = item.title_view()
+        if title is not None and self._tests[clause](title.present, title):
+            return clause.weight * watchlist.title_weight
+        return clause.weight
+
+    # ------------------------------------------------------------------ explaining
+
+    def explain(self, title: str, text: str, near_misses: bool = False) -> list[Explanation]:
+        """Why each watchlist fired on the item (and, with ``near_misses``, why each watchlist
+        one of whose query or signal terms occurred, or regexes matched, did not), in config
+        order: every clause with its truth, title-alone truth, points, terms and the spans of
+        those terms' occurrences in the original ``title``/``text``. Agrees with
+        :meth:`match` (same fired watchlists, same scores)."""
+        item = self._scan(title, text)
+        present, tests = item.present, self._tests
+        # the watchlists that can fire or be near misses: a query or signal term occurred, or
+        # they have a regex (a superset of match's candidates)
+        relevant = set(self._with_regex)
+        for tid in present:
+            relevant.update(self._mentions.get(tid, ()))
+        out: list[Explanation] = []
+        for index in sorted(relevant):
+            watchlist = self._watchlists[index]
+            query = watchlist.query
+            triggered = query is None or tests[query](item.present, item)
+            score = 0.0
+            clauses: list[ClauseExplanation] = []
+            occurred = False
+            for clause in watchlist.clauses:
+                true = tests[clause](present, item)
+                if clause.kind != "exclude":
+                    occurred = occurred or any(
+                        (lid in present) if lid >= 0 else item.regex_true(~lid, None) for lid in clause.leaves)
+                title_view = item.title_view()
+                in_title = title_view is not None and tests[clause](title_view.present, title_view)
+                points = 0.0
+                if true and clause.kind != "exclude":
+                    points = self._points(watchlist, clause, item)
+                    score += points
+                if true:
+                    used = item.contributing([clause])
+                else:
+                    used = [(lid, None) for lid in clause.leaves if (lid in present if lid >= 0 else
+                                                                      item.regex_true(~lid, None))]
+                clauses.append(ClauseExplanation(
+                    kind=clause.kind, query=clause.text, weight=clause.weight, true=true,
+                    in_title=in_title, points=points, terms=item.surfaces_of(used),
+                    spans=item.spans_of(used)))
+            excluded = any(c.true for c in clauses if c.kind == "exclude")
+            fired = triggered and not excluded and score >= watchlist.min_score and any(
+                c.true for c in clauses if c.kind != "exclude")
+            if fired or (near_misses and occurred):
+                out.append(Explanation(watchlist.name, fired, score, watchlist.min_score, excluded,
+                                       watchlist.severity, tuple(clauses)))
+        return out
+
+
+# --------------------------------------------------------------------------- word string
+
+def _ascii_punctuation() -> dict[int, str]:
+    """Non-ASCII characters the word string may treat as ASCII without changing any word:
+    apostrophes (-> ``'``) and common non-word punctuation, spaces and symbols (-> space)."""
+    table = {ord(c): "'" for c in APOSTROPHES}
+    for lo, hi in ((0x80, 0x100), (0x2000, 0x2070), (0x20A0, 0x20C1), (0x2190, 0x2200), (0x2500, 0x2600),
+                   (0x3000, 0x3004), (0x3008, 0x3012), (0xFEFF, 0xFF00)):
+        for code in range(lo, hi):
+            if code not in table and not WORD_RE.match(chr(code)):
+                table[code] = " "
+    return table
+
+
+_PUNCTUATION_TO_ASCII = _ascii_punctuation()
 
 # Bytes translation for the ASCII fast path of word_string: A-Z -> a-z, every ASCII
 # character that is not a word character (\w) -> space, except the field separator.
@@ -210,20 +520,38 @@ _ASCII_FOLD = bytes(
     c + 32 if 65 <= c <= 90 else c if chr(c).isalnum() or chr(c) in "_" + FIELD_SEP else 32
     for c in range(128)
 ) + bytes(range(128, 256))
+_possessive_sub = ASCII_POSSESSIVE_RE.sub
 
 
 def word_string(title: str, text: str) -> str:
     """The word string the automaton runs over: ``" <title words> \\0 <text words> "``, the
-    case-folded words of each field separated by single spaces."""
-    if title.isascii() and text.isascii() and FIELD_SEP not in title and FIELD_SEP not in text:
-        # fast path (isascii is O(1)); gives exactly what the general path gives
-        both = f"{title} {FIELD_SEP} {text}".encode("ascii").translate(_ASCII_FOLD)
-        return f" {b' '.join(both.split()).decode('ascii')} "
-    return _word_string_general(title, text)
+    normalised words of each field separated by single spaces."""
+    return _word_string(title, text)[0]
+
+
+def _word_string(title: str, text: str) -> tuple[str, bool]:
+    """The word string, and whether it was built on the ASCII path (then every word is its
+    original characters lower-cased, so a word term's surface is the word itself)."""
+    if not title.isascii():
+        title = title.translate(_PUNCTUATION_TO_ASCII)
+        if not title.isascii():
+            return _word_string_general(title, text), False
+    if not text.isascii():
+        text = text.translate(_PUNCTUATION_TO_ASCII)
+        if not text.isascii():
+            return _word_string_general(title, text), False
+    if FIELD_SEP in title or FIELD_SEP in text:
+        return _word_string_general(title, text), True
+    # fast path (isascii is O(1)); gives exactly what the general path gives
+    both = f"{title} {FIELD_SEP} {text}".encode("ascii")
+    if b"'" in both:
+        both = _possessive_sub(b"  ", both)
+    both = both.translate(_ASCII_FOLD)
+    return f" {b' '.join(both.split()).decode('ascii')} ", True
 
 
 def _word_string_general(title: str, text: str) -> str:
-    return f" {' '.join([*_find_words(fold_case(title)), FIELD_SEP, *_find_words(fold_case(text))])} "
+    return f" {' '.join([*words_of(title), FIELD_SEP, *words_of(text)])} "
 
 
 def _key(term: Term) -> str:
@@ -231,22 +559,39 @@ def _key(term: Term) -> str:
     return f" {' '.join(term.words)}" + ("" if term.prefix else " ")
 
 
+# --------------------------------------------------------------------------- compiled clauses
+
 def _operand_ids(node: Node, term_ids: Mapping[Term, int]) -> tuple[int, ...]:
     """Term ids of a NEAR operand (a Term or an Or of Terms)."""
     return tuple(term_ids[t] for t in (node.children if isinstance(node, Or) else (node,)))  # type: ignore[misc]
 
 
-def _compile_test(node: Node, term_ids: Mapping[Term, int], name: str) -> Callable[[Present, _Item], bool]:
-    """Compile the query into ``lambda h, c: <boolean expression of "tid in h">``.
+def _cost(node: Node) -> int:
+    """How expensive a node is to test: 0 presence checks, 1 positions, 2 regex searches."""
+    if isinstance(node, Term):
+        return 0
+    if isinstance(node, Regex):
+        return 2
+    if isinstance(node, Near | Field):
+        return max(1, _cost(node.child) if isinstance(node, Field) else 1)
+    if isinstance(node, Not):
+        return _cost(node.child)
+    return max(_cost(c) for c in node.children)
 
-    The generated source holds only integers, tuples of them, ``None``, ``True``/``False``,
-    ``in``, ``and``, ``or``, ``not``, parentheses and calls of the position helpers
-    ``_t``/``_x``/``_n`` (nothing from the query text), so evaluating it is safe.
-    """
+
+def _source(node: Node, term_ids: Mapping[Term, int], regex_ids: Mapping[Regex, int]) -> str:
+    """The clause as ``lambda h, c: <boolean expression of "tid in h">``.
+
+    The source holds only integers, tuples of them, ``None``, ``True``/``False``, ``in``,
+    ``and``, ``or``, ``not``, parentheses and calls of the helpers ``_t``/``_x``/``_n``/``_r``
+    (nothing from the query text), so evaluating it is safe. AND operands are ordered
+    cheapest first (truth does not depend on the order)."""
     def source(n: Node, field: int | None) -> str:
         if isinstance(n, Term):
             tid = term_ids[n]
-            return f"{tid} in h" if field is None else f"{'_t' if field == 0 else '_x'}(h, c, {tid})"
+            return f"{tid} in h" if field is None else f"{('_t', '_x', '_l')[field]}(h, c, {tid})"
+        if isinstance(n, Regex):
+            return f"_r(c, {regex_ids[n]}, {field})"
         if isinstance(n, Not):
             return f"not ({source(n.child, field)})"
         if isinstance(n, Field):
@@ -254,11 +599,20 @@ def _compile_test(node: Node, term_ids: Mapping[Term, int], name: str) -> Callab
         if isinstance(n, Near):
             return (f"_n(c, {_operand_ids(n.left, term_ids)}, {_operand_ids(n.right, term_ids)}, "
                     f"{n.distance}, {n.ordered}, {field})")
+        children = sorted(n.children, key=_cost) if isinstance(n, And) else n.children
         joiner = " and " if isinstance(n, And) else " or "
-        return "(" + joiner.join(source(c, field) for c in n.children) + ")"
+        return "(" + joiner.join(source(c, field) for c in children) + ")"
 
-    code = compile(f"lambda h, c: {source(node, None)}", f"<watchlist {name}>", "eval")
-    return eval(code, {"__builtins__": {}, "_t": _in_title, "_x": _in_text, "_n": _near})
+    return f"lambda h, c: {source(node, None)}"
+
+
+def _compile_tests(sources: list[str]) -> list[Callable[[Present, _Item], bool]]:
+    """Compile every clause's expression in one go (one ``compile`` call)."""
+    if not sources:
+        return []
+    code = compile("[\n" + ",\n".join(sources) + "\n]", "<watchlist clauses>", "eval")
+    return eval(code, {"__builtins__": {}, "_t": _in_title, "_x": _in_text, "_l": _in_lead, "_n": _near,
+                       "_r": _regex})
 
 
 def _in_title(h: Present, item: _Item, tid: int) -> bool:
@@ -269,6 +623,19 @@ def _in_title(h: Present, item: _Item, tid: int) -> bool:
 def _in_text(h: Present, item: _Item, tid: int) -> bool:
     ends = h.get(tid)
     return ends is not None and ends[-1] > item.sep
+
+
+def _in_lead(h: Present, item: _Item, tid: int) -> bool:
+    ends = h.get(tid)
+    return ends is not None and ends[0] <= item.lead_end
+
+
+def _in_field(h: Present, item: _Item, tid: int, field: int) -> bool:
+    return (_in_title, _in_text, _in_lead)[field](h, item, tid)
+
+
+def _regex(item: _Item, rid: int, field: int | None) -> bool:
+    return item.regex_true(rid, field)
 
 
 def _near(item: _Item, left: tuple[int, ...], right: tuple[int, ...], distance: int, ordered: bool,
@@ -306,60 +673,22 @@ def _close(lo: list[Occurrence], ro: list[Occurrence], distance: int, ordered: b
     return False
 
 
-class _Item:
-    """Per item, for queries that need positions: the word string, where the title ends,
-    and (lazily, cached) the word positions of each term's occurrences."""
-
-    __slots__ = ("matcher", "ws", "present", "_sep", "_spaces", "_occ")
-
-    def __init__(self, matcher: Matcher, ws: str, present: Present):
-        self.matcher = matcher
-        self.ws = ws
-        self.present = present
-        self._sep = -1
-        self._spaces: list[int] | None = None
-        self._occ: dict[int, list[Occurrence]] = {}
-
-    @property
-    def sep(self) -> int:
-        """Offset of the field separator in the word string: title keys end before it."""
-        if self._sep < 0:
-            self._sep = self.ws.index(FIELD_SEP)
-        return self._sep
-
-    def in_field(self, start: int) -> int:
-        return 0 if start < self.sep else 1
-
-    def occurrences(self, tids: Sequence[int], field: int | None = None) -> list[Occurrence]:
-        """Occurrences of the terms ``tids`` (those present), optionally in one field only."""
-        out: list[Occurrence] = []
-        for tid in tids:
-            if tid in self.present:
-                occ = self._occ.get(tid)
-                if occ is None:
-                    occ = self._occ[tid] = self._locate(tid)
-                out.extend(occ if field is None else [o for o in occ if o[0] == field])
-        return out
-
-    def _locate(self, tid: int) -> list[Occurrence]:
-        spaces = self._spaces
-        if spaces is None:
-            ws = self.ws
-            spaces = self._spaces = [i for i in range(len(ws)) if ws[i] == " "]
-        matcher = self.matcher
-        key_length, span = matcher._key_lengths[tid], matcher._n_words[tid] - 1
-        sep = self.sep
-        out = []
-        for end in self.present[tid]:
-            start = end - key_length + 1  # the space before the first word
-            first = bisect_left(spaces, start)  # spaces before it == words before it
-            out.append((0 if start < sep else 1, first, first + span))
-        return out
+def _regexes_can_make_true(node: Node, regexes: set[Leaf]) -> bool:
+    """Can some of ``regexes`` matching, with no term occurring, make ``node`` true? (Every
+    subset is tried; with very many regexes the answer is a conservative yes.)"""
+    if not regexes:
+        return False
+    if len(regexes) > 10:
+        return True
+    found = list(regexes)
+    return any(evaluate(node, set(subset)) for k in range(1, len(found) + 1)
+               for subset in itertools.combinations(found, k))
 
 
 def _positional(node: Node) -> bool:
-    """Does ``node`` contain a NEAR or a field restriction (truth depends on positions)?"""
-    if isinstance(node, Near | Field):
+    """Does ``node`` contain a NEAR, a field restriction or a regex (truth depends on more
+    than which terms occur)?"""
+    if isinstance(node, Near | Field | Regex):
         return True
     if isinstance(node, Not):
         return _positional(node.child)
@@ -367,10 +696,10 @@ def _positional(node: Node) -> bool:
 
 
 def _is_simple(node: Node) -> bool:
-    """True when, whenever the query is true, every occurred positive term helped make it so:
-    no OR (outside a NOT) has an AND among its children that could be false, and no NEAR or
-    field restriction (outside a NOT) decides which occurrences count."""
-    if isinstance(node, Near | Field):
+    """True when, whenever the clause is true, every occurred positive term helped make it so:
+    no OR (outside a NOT) has an AND among its children that could be false, and no NEAR,
+    field restriction or regex (outside a NOT) decides which occurrences count."""
+    if isinstance(node, Near | Field | Regex):
         return False
     if isinstance(node, Term | Not):
         return True
@@ -381,58 +710,216 @@ def _is_simple(node: Node) -> bool:
 
 _WORD, _PREFIX, _PHRASE = 0, 1, 2
 
+# the folded texts (see _Item.folded) a regex restricted to a field is searched in
+_REGEX_FIELDS: dict[int | None, tuple[int, ...]] = {None: (0, 1), 0: (0,), 1: (1,), 2: (0, 2)}
 
-class _Explainer:
-    """Per item: turns the occurrences of a matched watchlist's terms into a WatchlistHit.
-    Built only for items that match something; caches what it learns per term."""
+Used = list[tuple[int, int | None]]  # (leaf id, field or None) that made a clause true
 
-    __slots__ = ("matcher", "item", "ws", "fields", "present", "sep", "_firsts", "_single", "_lows", "_spans",
-                 "_present_terms")
 
-    def __init__(self, matcher: Matcher, item: _Item, fields: tuple[str, str]):
+class _Item:
+    """One item as the clauses see it: the word string, the terms that occurred and where,
+    and (lazily, cached) word positions, regex results, the title-alone view, and the
+    surfaces and original spans of occurrences."""
+
+    __slots__ = ("matcher", "ws", "present", "title", "text", "plain", "title_only", "_sep", "_lead", "_occ",
+                 "_title_present", "_title_view", "_regex", "_folded", "_spans", "_firsts", "_present_terms")
+
+    def __init__(self, matcher: Matcher, ws: str, present: Present, title: str, text: str, plain: bool,
+                 title_only: bool = False):
         self.matcher = matcher
-        self.item = item
-        self.ws = item.ws
-        self.fields = fields
-        self.present = item.present
-        self.sep = item.sep
-        self._firsts: dict[int, list[tuple[int, str]]] = {}
-        self._single: dict[int, tuple[str, ...]] = {}
-        self._lows: list[str | None] = [None, None]
-        self._spans: list[list[tuple[int, int]] | None] = [None, None]
-        self._present_terms: frozenset[Term] | None = None
+        self.ws = ws
+        self.present = present
+        self.title = title
+        self.text = text
+        self.plain = plain
+        self.title_only = title_only
+        self._sep = -1
+        self._lead: tuple[int, int] | None = None
+        # caches, made when first needed
+        self._occ: dict[int, list[Occurrence]] | None = None
+        self._title_present: Present | None = None
+        self._title_view: _Item | None | bool = False  # False: not made yet
+        self._regex: dict[tuple[int, int], bool] | None = None
+        self._folded: list[tuple[str, list[tuple[int, int]] | None] | None] | None = None
+        self._spans: list[list[tuple[str, int, int]] | None] | None = None
+        self._firsts: dict[int, list[tuple[int, str]]] | None = None
+        self._present_terms: frozenset[Leaf] | None = None
 
-    def hit(self, watchlist: _Watchlist, tids: list[int] | None = None) -> WatchlistHit:
-        """The hit of a matched watchlist; ``tids``: its contributing terms, if known."""
-        if tids is not None:
-            used: list[tuple[int, int | None]] = [(tid, None) for tid in tids]
-        else:
-            used = []
-            self._contributing(watchlist.query, used, None)
-        if len(used) == 1 and used[0][1] is None:
-            terms = self._terms_of(used[0][0])
-        else:
-            firsts: list[tuple[int, str]] = []
-            for tid, field in used:
-                firsts.extend(self._firsts_of(tid) if field is None else self._firsts_in(tid, field))
-            firsts.sort()
-            terms = tuple(dict.fromkeys(surface for _, surface in firsts))
-        return WatchlistHit(watchlist.name, float(len(dict.fromkeys(tid for tid, _ in used))), terms)
+    @property
+    def sep(self) -> int:
+        """Offset of the field separator in the word string: title keys end before it."""
+        if self._sep < 0:
+            self._sep = self.ws.index(FIELD_SEP)
+        return self._sep
 
-    def _terms_of(self, tid: int) -> tuple[str, ...]:
-        """The distinct surfaces of one term in order of occurrence; cached."""
-        terms = self._single.get(tid)
-        if terms is None:
-            terms = self._single[tid] = tuple(surface for _, surface in self._firsts_of(tid))
-        return terms
+    @property
+    def lead_end(self) -> int:
+        """Offset in the word string of the space after the last word of the lead (the title
+        and the first ``LEAD_WORDS`` words of the text): a key ending at or before it is in
+        the lead."""
+        return self._lead_bounds()[0]
 
-    def _contributing(self, node: Node, out: list[tuple[int, int | None]], field: int | None) -> None:
-        """Collect (term id, field or None) of the positive terms of ``node`` (known true,
-        within ``field`` if given) that made it true."""
-        if isinstance(node, Term):
-            key = (self.matcher._term_ids[node], field)
-            if key not in out:
-                out.append(key)
+    @property
+    def lead_last(self) -> int:
+        """Word index (counted across fields, like :data:`Occurrence`) of the lead's last word."""
+        return self._lead_bounds()[1]
+
+    def _lead_bounds(self) -> tuple[int, int]:
+        lead = self._lead
+        if lead is None:
+            ws, sep = self.ws, self.sep
+            end = sep + 1  # the space before the text's first word
+            for _ in range(LEAD_WORDS):
+                end = ws.find(" ", end + 1)
+                if end < 0:
+                    end = len(ws)
+                    break
+            lead = self._lead = (end, ws.count(" ", 0, sep) + LEAD_WORDS - 1)
+        return lead
+
+    def title_present(self) -> Present:
+        """The terms that occur in the title, with the end offsets of those occurrences."""
+        present = self._title_present
+        if present is None:
+            sep = self.sep
+            present = self._title_present = {}
+            for tid, ends in self.present.items():
+                if ends[0] < sep:
+                    present[tid] = ends if ends[-1] < sep else [e for e in ends if e < sep]
+        return present
+
+    def title_view(self) -> _Item | None:
+        """The item as if its text were empty (None when nothing occurs in the title and no
+        regex could be true there)."""
+        view = self._title_view
+        if view is False:
+            present = self.title_present()
+            view = None
+            if present or (self.matcher._regexes and self.title.strip()):
+                view = _Item(self.matcher, self.ws, present, self.title, "", self.plain, title_only=True)
+                view._sep = self.sep
+                if self._folded is not None:
+                    view._folded = [self._folded[0], None, None]
+                if self._spans is not None:
+                    view._spans = [self._spans[0], None]
+            self._title_view = view
+        return view  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------- positions
+
+    def field_of(self, end: int) -> int:
+        return 0 if end < self.sep else 1
+
+    def occurrences(self, tids: Sequence[int], field: int | None = None) -> list[Occurrence]:
+        """Occurrences of the terms ``tids`` (those present), optionally in one field only."""
+        out: list[Occurrence] = []
+        for tid in tids:
+            if tid in self.present:
+                if self._occ is None:
+                    self._occ = {}
+                occ = self._occ.get(tid)
+                if occ is None:
+                    occ = self._occ[tid] = self._locate(tid)
+                if field is None:
+                    out.extend(occ)
+                elif field == 2:
+                    last = self.lead_last
+                    out.extend(o for o in occ if o[0] == 0 or o[2] <= last)
+                else:
+                    out.extend(o for o in occ if o[0] == field)
+        return out
+
+    def _locate(self, tid: int) -> list[Occurrence]:
+        matcher = self.matcher
+        key_length, span = matcher._key_lengths[tid], matcher._n_words[tid] - 1
+        sep, count = self.sep, self.ws.count
+        out = []
+        for end in self.present[tid]:
+            start = end - key_length + 1  # the space before the first word
+            first = count(" ", 0, start)  # spaces before it == words before it
+            out.append((0 if start < sep else 1, first, first + span))
+        return out
+
+    def word_index(self, start: int) -> tuple[int, int]:
+        """(field, index of the word within its field) of the word starting at ``start + 1``,
+        where ``start`` is the leading space of an occurrence in the word string."""
+        sep = self.sep
+        if start < sep:
+            return 0, self.ws.count(" ", 0, start + 1) - 1
+        return 1, self.ws.count(" ", sep + 1, start + 1) - 1
+
+    # ---------------------------------------------------------------- regexes
+
+    def folded(self, field: int) -> tuple[str, list[tuple[int, int]] | None]:
+        """The folded text of the title (0), the text (1) or the text's part of the lead (2)."""
+        if self._folded is None:
+            self._folded = [None, None, None]
+        got = self._folded[field]
+        if got is None:
+            got = self._folded[field] = fold_text(self.title if field == 0 else self.text if field == 1
+                                                  else self.text[:self.lead_chars()])
+        return got
+
+    def lead_chars(self) -> int:
+        """Length of the text's part of the lead: up to the end of its ``LEAD_WORDS``-th word."""
+        spans = self.spans(1)
+        return len(self.text) if len(spans) <= LEAD_WORDS else spans[LEAD_WORDS - 1][2]
+
+    def regex_true(self, rid: int, field: int | None) -> bool:
+        """Does regex ``rid`` find a match in ``field`` (None: title or text; 2: the lead, i.e.
+        the title or the text's first words)?"""
+        if field is None:
+            return self.regex_true(rid, 0) or (not self.title_only and self.regex_true(rid, 1))
+        if field == 2:
+            return self._search(rid, 0) or (not self.title_only and self._search(rid, 2))
+        if field == 1 and self.title_only:
+            return False
+        return self._search(rid, field)
+
+    def _search(self, rid: int, field: int) -> bool:
+        key = (rid, field)
+        if self._regex is None:
+            self._regex = {}
+        got = self._regex.get(key)
+        if got is None:
+            got = self._regex[key] = self.matcher._regexes[rid].compiled.search(self.folded(field)[0]) is not None
+        return got
+
+    def regex_matches(self, rid: int, field: int) -> list[tuple[int, int]]:
+        """(start, end) in the original field of every non-empty match of regex ``rid`` (field
+        2: in the text's part of the lead, offsets into the text)."""
+        if field != 0 and self.title_only:
+            return []
+        folded, spans = self.folded(field)
+        out = []
+        for m in self.matcher._regexes[rid].compiled.finditer(folded):
+            a, b = m.span()
+            if a == b:
+                continue
+            out.append((a, b) if spans is None else (spans[a][0], spans[b - 1][1]))
+        return out
+
+    # ---------------------------------------------------------------- contributing terms
+
+    def contributing(self, clauses: Sequence[_Clause]) -> Used:
+        """(leaf id, field or None) of the positive leaves that made the (true) clauses true."""
+        used: Used = []
+        present = self.present
+        for clause in clauses:
+            if clause.simple:
+                for lid in clause.positive:
+                    if lid in present and (lid, None) not in used:
+                        used.append((lid, None))
+            else:
+                self._contributing(clause.node, used, None)
+        return used
+
+    def _contributing(self, node: Node, out: Used, field: int | None) -> None:
+        matcher = self.matcher
+        if isinstance(node, Term | Regex):
+            lid = matcher._term_ids[node] if isinstance(node, Term) else ~matcher._regex_ids[node]
+            if (lid, field) not in out:
+                out.append((lid, field))
         elif isinstance(node, And):
             for child in node.children:
                 self._contributing(child, out, field)
@@ -443,12 +930,11 @@ class _Explainer:
         elif isinstance(node, Field):
             self._contributing(node.child, out, FIELDS.index(node.name))
         elif isinstance(node, Near):
-            ids = self.matcher._term_ids
-            item = self.item
+            ids = matcher._term_ids
             lefts = [t for t in _operand_ids(node.left, ids) if t in self.present]
             rights = [t for t in _operand_ids(node.right, ids) if t in self.present]
             pairs = [(lt, rt) for lt in lefts for rt in rights
-                     if _close(item.occurrences((lt,), field), item.occurrences((rt,), field),
+                     if _close(self.occurrences((lt,), field), self.occurrences((rt,), field),
                                node.distance, node.ordered)]
             for tid in dict.fromkeys([lt for lt, _ in pairs] + [rt for _, rt in pairs]):
                 if (tid, field) not in out:
@@ -457,75 +943,136 @@ class _Explainer:
 
     def _true(self, node: Node, field: int | None) -> bool:
         """Exact truth of ``node`` for this item, within ``field`` if given."""
+        matcher = self.matcher
         if field is None and not _positional(node):
             if self._present_terms is None:
-                terms = self.matcher._terms
+                terms = matcher._terms
                 self._present_terms = frozenset(terms[t] for t in self.present)
             return evaluate(node, self._present_terms)
         if isinstance(node, Term):
-            tid = self.matcher._term_ids[node]
+            tid = matcher._term_ids[node]
             if field is None:
                 return tid in self.present
-            return (_in_title if field == 0 else _in_text)(self.present, self.item, tid)
+            return _in_field(self.present, self, tid, field)
+        if isinstance(node, Regex):
+            return self.regex_true(matcher._regex_ids[node], field)
         if isinstance(node, Not):
             return not self._true(node.child, field)
         if isinstance(node, Field):
             return self._true(node.child, FIELDS.index(node.name))
         if isinstance(node, Near):
-            ids = self.matcher._term_ids
-            return _near(self.item, _operand_ids(node.left, ids), _operand_ids(node.right, ids),
+            ids = matcher._term_ids
+            return _near(self, _operand_ids(node.left, ids), _operand_ids(node.right, ids),
                          node.distance, node.ordered, field)
         if isinstance(node, And):
             return all(self._true(c, field) for c in node.children)
         return any(self._true(c, field) for c in node.children)
 
-    def _firsts_in(self, tid: int, field: int) -> list[tuple[int, str]]:
-        """Like :meth:`_firsts_of`, for the occurrences in one field only (not cached)."""
-        sep = self.sep
-        ends = [e for e in self.present[tid] if (e < sep) == (field == 0)]
-        return self._scan(tid, ends) if ends else []
+    # ---------------------------------------------------------------- surfaces and spans
 
-    def locate(self, start: int) -> tuple[int, int]:
-        """(field index, word index in that field) of the word starting at ``start + 1``,
-        where ``start`` is the leading space of an occurrence in the word string."""
-        field = 0 if start < self.sep else 1
-        field_start = 0 if field == 0 else self.sep + 1
-        return field, self.ws.count(" ", field_start, start + 1) - 1
+    def surfaces(self, clauses: Sequence[_Clause]) -> tuple[str, ...]:
+        """The terms of a hit: surfaces of what made the (true) clauses true."""
+        return self.surfaces_of(self.contributing(clauses))
 
-    def _firsts_of(self, tid: int) -> list[tuple[int, str]]:
-        """(start, surface) of the first occurrence of each distinct surface of term ``tid``,
-        in order of occurrence; cached."""
-        firsts = self._firsts.get(tid)
-        if firsts is not None:
-            return firsts
-        firsts = self._firsts[tid] = self._scan(tid, self.present[tid])
-        return firsts
+    def surfaces_of(self, used: Used) -> tuple[str, ...]:
+        """Distinct surfaces of the occurrences of ``used``, in order of first occurrence."""
+        if not used:
+            return ()
+        if len(used) == 1 and used[0][1] is None and used[0][0] >= 0:
+            return tuple(surface for _, surface in self._firsts_of(used[0][0]))
+        regexes = any(lid < 0 for lid, _ in used)
+        firsts: list[tuple[int | tuple[int, int], str]] = []
+        for lid, field in used:
+            if lid < 0:
+                firsts.extend(self._regex_firsts(~lid, field))
+                continue
+            found = self._firsts_of(lid) if field is None else self._firsts_of(lid, field)
+            if regexes:  # order by (field, offset in the original) like the regex matches
+                firsts.extend((self._original_start(start), surface) for start, surface in found)
+            else:
+                firsts.extend(found)
+        firsts.sort()  # type: ignore[arg-type]
+        return tuple(dict.fromkeys(surface for _, surface in firsts))
 
-    def _scan(self, tid: int, ends: list[int]) -> list[tuple[int, str]]:
+    def _original_start(self, start: int) -> tuple[int, int]:
+        """(field, offset in the original field) of the occurrence whose leading space is at
+        ``start`` in the word string."""
+        field, first = self.word_index(start)
+        return field, self.spans(field)[first][1]
+
+    def _firsts_of(self, tid: int, field: int | None = None) -> list[tuple[int, str]]:
+        """(start, surface) of the first occurrence of each distinct surface of term ``tid``
+        (in ``field`` only, if given), in order of occurrence; ``start`` is the offset of
+        the occurrence's leading space in the word string. Cached when ``field`` is None."""
+        if self._firsts is None:
+            self._firsts = {}
+        if field is None:
+            got = self._firsts.get(tid)
+            if got is not None:
+                return got
         matcher = self.matcher
-        kind, key_length = matcher._kinds[tid], matcher._key_lengths[tid]
-        if kind == _WORD:
-            firsts = [(ends[0] - key_length + 1, matcher._terms[tid].words[0])]
+        kind, key_length, n_words = matcher._kinds[tid], matcher._key_lengths[tid], matcher._n_words[tid]
+        ends = self.present[tid]
+        if field == 2:
+            lead_end = self.lead_end
+            ends = [e for e in ends if e <= lead_end]
+        elif field is not None:
+            sep = self.sep
+            ends = [e for e in ends if (e < sep) == (field == 0)]
+        if kind == _WORD and self.plain:  # in ASCII text a word's only surface is the word
+            out = [(ends[0] - key_length + 1, matcher._terms[tid].words[0])] if ends else []
         else:
+            ws = self.ws
             seen: dict[str, int] = {}
-            n_words = len(matcher._terms[tid].words)
             for end in ends:
                 start = end - key_length + 1
-                if kind == _PREFIX:
-                    surface = self.ws[start + 1:self.ws.find(" ", end)]
+                if kind == _PREFIX and self.plain and n_words == 1:
+                    surface = ws[start + 1:ws.find(" ", end)]
                 else:
-                    surface = self._original(start, n_words)
+                    f, first = self.word_index(start)
+                    spans = self.spans(f)
+                    source = self.title if f == 0 else self.text
+                    surface = " ".join(fold_case(source[spans[first][1]:spans[first + n_words - 1][2]]).split())
                 seen.setdefault(surface, start)
-            firsts = [(start, surface) for surface, start in seen.items()]
-        return firsts
+            out = [(start, surface) for surface, start in seen.items()]
+        if field is None:
+            self._firsts[tid] = out
+        return out
 
-    def _original(self, start: int, n_words: int) -> str:
-        """The item's own (lower-cased) spelling of ``n_words`` words from ``start``:
-        ``test-fired`` rather than ``test fired``; whitespace runs become one space."""
-        field, first = self.locate(start)
-        low = self._lows[field]
-        spans = self._spans[field]
-        if low is None or spans is None:
-            low = self._lows[field] = fold_case(self.fields[field])
-            spans = self._spans[field] = [m.span() for m in WORD_RE.finditer(low)]
-        return " ".join(low[spans[first][0]:spans[first + n_words - 1][1]].split())
+    def _regex_firsts(self, rid: int, field: int | None) -> list[tuple[tuple[int, int], str]]:
+        out = []
+        for f in _REGEX_FIELDS[field]:
+            source = self.title if f == 0 else self.text
+            for start, stop in self.regex_matches(rid, f):
+                out.append(((min(f, 1), start), " ".join(fold_case(source[start:stop]).split())))
+        return out
+
+    def spans(self, field: int) -> list[tuple[str, int, int]]:
+        """(word, start, end) of every word of a field, as the word string has them."""
+        if self._spans is None:
+            self._spans = [None, None]
+        got = self._spans[field]
+        if got is None:
+            got = self._spans[field] = word_spans(self.title if field == 0 else self.text)
+        return got
+
+    def spans_of(self, used: Used) -> tuple[tuple[str, int, int], ...]:
+        """(field name, start, end) in the original title/text of every occurrence of
+        ``used`` (within its field restriction), in order."""
+        out: set[tuple[int, int, int]] = set()
+        matcher = self.matcher
+        for lid, field in used:
+            if lid < 0:
+                for f in _REGEX_FIELDS[field]:
+                    out.update((min(f, 1), a, b) for a, b in self.regex_matches(~lid, f))
+                continue
+            key_length, n_words = matcher._key_lengths[lid], matcher._n_words[lid]
+            for end in self.present.get(lid, ()):
+                if field == 2 and end > self.lead_end:
+                    continue
+                f, first = self.word_index(end - key_length + 1)
+                if field is not None and field != 2 and f != field:
+                    continue
+                spans = self.spans(f)
+                out.add((f, spans[first][1], spans[first + n_words - 1][2]))
+        return tuple((FIELDS[f], a, b) for f, a, b in sorted(out))

@@ -16,8 +16,10 @@ from monitor.query import (
     Term,
     evaluate,
     fold_case,
+    fold_text,
     iter_terms,
     parse_query,
+    word_spans,
     words_of,
 )
 
@@ -49,29 +51,114 @@ def test_prefix_wildcard_on_last_word_of_phrase():
 
 
 @pytest.mark.parametrize("query, words", [
-    ("test-fire", ("test", "fire")),
     ("U.S.", ("u", "s")),
-    ("Korea's", ("korea", "s")),
-    ("B-52", ("b", "52")),
+    ("Korea's", ("korea",)),
+    ("Korea’s", ("korea",)),
+    ("KOREA'S", ("korea",)),
+    ("U.S.'s", ("u", "s")),
+    ("it's", ("it",)),
+    ("O'Neil", ("o", "neil")),
     ('"U.S. Navy"', ("u", "s", "navy")),
+    ('"North Korea\'s missile"', ("north", "korea", "missile")),
+    ("24/7", ("24", "7")),
 ])
 def test_term_with_punctuation_becomes_a_phrase_of_its_words(query, words):
     assert parse_query(query) == Term(words)
 
 
+@pytest.mark.parametrize("query, variants", [
+    ("test-fire", [("test", "fire"), ("testfire",)]),
+    ("B-52", [("b", "52"), ("b52",)]),
+    ("Hwasong‐18", [("hwasong", "18"), ("hwasong18",)]),  # U+2010 hyphen
+    ("test–fire", [("test", "fire"), ("testfire",)]),  # en dash
+    ('"strategic cruise-missile"', [("strategic", "cruise", "missile"), ("strategic", "cruisemissile")]),
+    ('"surface-to-air missile"', [("surface", "to", "air", "missile"), ("surfacetoair", "missile")]),
+    ('"a-b c-d"', [("a", "b", "c", "d"), ("a", "b", "cd"), ("ab", "c", "d"), ("ab", "cd")]),
+    ('"a-b c-d e-f g-h"', [("a", "b", "c", "d", "e", "f", "g", "h"), ("ab", "cd", "ef", "gh")]),
+])
+def test_hyphenated_term_is_an_or_of_spaced_and_closed_forms(query, variants):
+    assert parse_query(query) == Or(tuple(Term(v) for v in variants))
+
+
+@pytest.mark.parametrize("query", ['"test fire"', '"test - fire"', "-fire", "test-", "test_fire"])
+def test_spaced_or_dangling_hyphen_has_no_closed_form(query):
+    assert not isinstance(parse_query(query), Or)
+
+
 def test_punctuated_term_with_wildcard():
-    assert parse_query("test-fire*") == t("test", "fire", prefix=True)
+    assert parse_query("test-fire*") == Or((t("test", "fire", prefix=True), t("testfire", prefix=True)))
+    assert parse_query("U.S.A*") == t("u", "s", "a", prefix=True)
 
 
 @pytest.mark.parametrize("query, words", [
-    ("미사일", ("미사일",)),
+    ("미사일", ("미", "사", "일")),  # CJK: every character is a word
+    ("ミサイル", ("ミ", "サ", "イ", "ル")),
+    ("导弹", ("导", "弹")),
+    ("北朝鮮ミサイル", ("北", "朝", "鮮", "ミ", "サ", "イ", "ル")),
+    ("ｶﾞ", ("ガ",)),  # half-width katakana with a voiced mark: NFKC
     ("Ракета", ("ракета",)),
     ('"баллистическая ракета"', ("баллистическая", "ракета")),
-    ("İstanbul", ("istanbul",)),  # 'İ'.lower() is two characters; folding keeps one
-    ("naïve", ("naïve",)),
+    ("πύραυλος", ("πυραυλοσ",)),  # accents stripped; casefold makes final sigma σ
+    ("ΠΎΡΑΥΛΟΣ", ("πυραυλοσ",)),
+    ("İstanbul", ("istanbul",)),
+    ("naïve", ("naive",)),
+    ("nai\u0308ve", ("naive",)),  # decomposed: the combining mark is part of the word
+    ("Straße", ("strasse",)),  # casefold
+    ("ＩＣＢＭ", ("icbm",)),  # full-width: NFKC
+    ("ﬁre", ("fire",)),  # ligature: NFKC
+    ("Zürich", ("zurich",)),
+    ("KN-23형", ("kn", "23", "형")),
+    ("मिसाइल", ("मिसाइल",)),  # Devanagari vowel signs do not split the word
 ])
 def test_unicode_words(query, words):
-    assert parse_query(query) == Term(words)
+    node = parse_query(query)
+    assert (node.children[0] if isinstance(node, Or) else node) == Term(words)
+
+
+@pytest.mark.parametrize("text", [
+    "North Korea’s test-fire, (U.S.'s) Straße ½ Café 북한미사일을 ﬁre ＩＣＢＭ  naïve nai\u0308ve Ⅹ",
+    "O'Neil's dog's 'quoted' s's 's x.'s .'s", "İSTANBUL ǅ ΣΟΦΟΣ", "", "...", "a\u200bb",
+])
+def test_word_spans_are_the_words_with_their_offsets(text):
+    spans = word_spans(text)
+    assert tuple(w for w, _, _ in spans) == words_of(text)
+    for word, start, end in spans:
+        assert 0 <= start < end <= len(text)
+        assert words_of(text[start:end]) and word in words_of(text[start:end]), (word, text[start:end])
+
+
+def test_word_spans_of_cjk_characters_are_single_characters():
+    assert word_spans("북한미사일") == [("북", 0, 1), ("한", 1, 2), ("미", 2, 3), ("사", 3, 4), ("일", 4, 5)]
+    assert word_spans("Korea's Café") == [("korea", 0, 5), ("cafe", 8, 12)]
+    assert word_spans("Straße") == [("strasse", 0, 6)]
+
+
+def test_fold_text_keeps_punctuation_and_maps_offsets():
+    assert fold_text("Korea's TEST-fire") == ("korea's test-fire", None)
+    folded, spans = fold_text("Korea’s Café — Straße")
+    assert folded == "korea's cafe — strasse"
+    assert spans is not None and len(spans) == len(folded)
+    start = folded.index("strasse")
+    assert (spans[start][0], spans[start + len("strasse") - 1][1]) == (15, 21)
+    assert spans[folded.index("cafe")] == (8, 9)
+
+
+def test_mark_ranges_are_current():
+    import sys
+    import unicodedata
+
+    from monitor.query import _MARK_RANGES
+
+    ranges, start = [], None
+    for code in range(sys.maxunicode + 1):
+        if unicodedata.category(chr(code))[0] == "M":
+            if start is None:
+                start = code
+            prev = code
+        elif start is not None:
+            ranges.append(f"{start:04X}" if start == prev else f"{start:04X}-{prev:04X}")
+            start = None
+    assert _MARK_RANGES.split() == ranges
 
 
 def test_fold_case_preserves_length():
@@ -81,13 +168,14 @@ def test_fold_case_preserves_length():
 
 
 def test_words_of_splits_like_the_matcher():
-    assert words_of("North Korea's test-fire, (U.S.)") == ("north", "korea", "s", "test", "fire", "u", "s")
+    assert words_of("North Korea's test-fire, (U.S.)") == ("north", "korea", "test", "fire", "u", "s")
+    assert words_of("Korea’s KOREA'S Korea's's") == ("korea", "korea", "korea")
 
 
 @pytest.mark.parametrize("word", ["and", "or", "not", "And", "Or", "Not", "ANDROID", "ORBIT", "NOTE", "NOT-A"])
 def test_operator_words_in_other_case_or_longer_are_terms(word):
     node = parse_query(f"missile {word}")
-    assert node == And((t("missile"), Term(words_of(word))))
+    assert node == And((t("missile"), parse_query(f'"{word}"')))
 
 
 # --------------------------------------------------------------------------- operators
@@ -166,7 +254,10 @@ def test_iter_terms_reports_negation_depth():
     ("(a OR b) c", "(a OR b) AND c"),
     ("a NOT (b OR c)", "a AND NOT (b OR c)"),
     ("a NOT (b c)", "a AND NOT (b AND c)"),
-    ('test-fire* OR "ballistic missile"', '"test fire*" OR "ballistic missile"'),
+    ('test-fire* OR "ballistic missile"', '"test fire*" OR testfire* OR "ballistic missile"'),
+    ("미사일 OR 导弹", '"미사일" OR "导弹"'),
+    ("/hwasong-?1[5-9]/ missile", "/hwasong-?1[5-9]/ AND missile"),
+    (r"title:/a\/b c/", r"title:/a\/b c/"),
     ("NOT b a", "NOT b AND a"),
 ])
 def test_str_is_canonical(query, canonical):
