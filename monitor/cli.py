@@ -1,13 +1,15 @@
 """The ``monitor`` command: a thin shell over the functions the daemon uses.
 
 Exit status: 0 success; 1 the database or runtime is unusable (or bad input lines in
-``match``); 2 the configuration is invalid (every problem printed as ``file:line: key: ...``).
+``match``); 2 the configuration is invalid (every problem printed as ``file:line: key: ...``),
+or a usage error (an unknown ``backtest --watchlist``, a bad option).
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import sys
+from datetime import timedelta
 
 import click
 
@@ -98,7 +100,9 @@ def db_upgrade(config_path: str) -> None:
               help="With --explain (implied): also show watchlists whose terms occurred but that did not fire.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes for large inputs (0: one per CPU core, 1: no workers).")
-def match(config_path: str, input_: str, explain: bool, near_misses: bool, jobs: int) -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="With --explain: one JSON object per item instead of the readable report.")
+def match(config_path: str, input_: str, explain: bool, near_misses: bool, jobs: int, as_json: bool) -> None:
     """Dry run of the watchlists over INPUT: a feed file, a URL, or JSON Lines of
     {"id", "title", "summary", "link"} ('-' reads stdin). Prints one JSON line per item
     (or, with --explain, a readable report); writes nothing to the database and sends nothing."""
@@ -106,10 +110,44 @@ def match(config_path: str, input_: str, explain: bool, near_misses: bool, jobs:
     if explain or near_misses:
         from .explain import explain_command
 
-        sys.exit(explain_command(cfg, input_, near_misses=near_misses))
+        sys.exit(explain_command(cfg, input_, near_misses=near_misses, as_json=as_json))
     from .batch import match_command
 
     sys.exit(match_command(cfg, input_, jobs=jobs))
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:
+    from .durations import parse_duration
+
+    try:
+        td = parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    if td <= timedelta(0):
+        raise click.BadParameter(f"{value!r}: must be longer than 0s")
+    return td
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--watchlist", "-w", "name", required=True,
+              help="The watchlist to try, as the config defines it now (edited or new).")
+@click.option("--since", default="30d", show_default=True, callback=_duration,
+              help="How far back: items first seen within this duration (30d, 12h, 1w ...).")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Stop after this many stories.")
+@click.option("--include-stale", is_flag=True,
+              help="Also scan items first seen already older than alerts.max_age (never alerted on).")
+def backtest(config_path: str, name: str, since: timedelta, limit: int | None, include_stale: bool) -> None:
+    """What one watchlist would have alerted on among the items already in the database.
+
+    Reads the database read-only (it must be at the current schema) and sends nothing:
+    one line per story (time first seen, source, score, title, matched terms), then a
+    summary. Exit 2 for an unknown watchlist, 1 if the database cannot be read."""
+    from .explain import backtest_command
+
+    cfg = _load(config_path)
+    sys.exit(backtest_command(cfg, name, since, limit=limit, include_stale=include_stale))
 
 
 def main() -> None:

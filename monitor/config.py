@@ -11,8 +11,15 @@ Rules:
 - Every error names file, line and key (``config/monitor.yaml:12: sources[0].interval: ...``);
   all errors found are reported together as one ConfigError.
 - After merging all files: source, watchlist and channel names are unique; a channel only names
-  known watchlists; every watchlist query parses; every non-empty channel URL is accepted by a
+  known watchlists; every watchlist query parses (``query``, each ``signals[i].query`` and each
+  ``exclude[i]``, errors naming that key path); every non-empty channel URL is accepted by a
   notification service.
+- A watchlist has a ``query`` (required clause), ``signals`` (weighted optional clauses;
+  a weight is any finite number but 0, negative ones being penalties), or both; ``exclude``
+  queries veto; ``min_score`` > 0, ``title_weight`` >= 1, ``severity`` one of
+  ``info``/``high``/``critical`` (scoring rules: :class:`~monitor.model.WatchlistSpec`). A
+  channel's ``min_severity`` (default ``info``) and ``watchlists`` filter the hits it is told
+  about (:meth:`ChannelConfig.accepts`).
 - A channel whose URL comes out empty is disabled (one warning), so the shipped config runs
   with no secrets set.
 - Aliases for ``@name`` in queries: a watchlist's own ``aliases: {dprk: [North Korea, DPRK]}``,
@@ -41,11 +48,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .durations import parse_duration
-from .model import WatchlistSpec
+from .model import DEFAULT_SEVERITY, SEVERITIES, Signal, WatchlistHit, WatchlistSpec
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -128,26 +143,96 @@ class SourceConfig(Strict):
         return v
 
 
-class WatchlistConfig(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+def _not_bool(value: Any) -> Any:
+    """Numbers only: YAML's ``yes``/``true`` must not silently become 1.0."""
+    if isinstance(value, bool):
+        raise ValueError(f"should be a number (got {str(value).lower()})")
+    return value
+
+
+Number = Annotated[float, BeforeValidator(_not_bool)]
+Severity = Literal["info", "high", "critical"]  # the order of model.SEVERITIES, lowest first
+
+
+def _strip_query_text(v: str, what: str = "query") -> str:
+    # A folded block (``query: >``) ends with a newline; keep error columns on the text itself.
+    v = v.strip()
+    if not v:
+        raise ValueError(f"{what} must not be empty")
+    return v
+
+
+class SignalConfig(Strict):
+    """One optional weighted clause of a watchlist: ``{query: ..., weight: 1.5}``. A negative
+    weight takes points off (a penalty: "will deploy", "plans to"); zero is an error."""
+
     query: str = Field(min_length=1)
-    description: str | None = None
-    aliases: dict[str, list[str]] | None = None
+    weight: Number = Field(1.0, allow_inf_nan=False)
 
     @field_validator("query")
     @classmethod
     def _strip_query(cls, v: str) -> str:
-        # A folded block (``query: >``) ends with a newline; keep error columns on the text itself.
-        v = v.strip()
-        if not v:
-            raise ValueError("query must not be empty")
+        return _strip_query_text(v)
+
+    @field_validator("weight")
+    @classmethod
+    def _nonzero(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("should not be 0 (a positive weight adds points, a negative one takes them off; "
+                             "remove a signal that should not count)")
         return v
+
+
+class WatchlistConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    query: str | None = Field(None, min_length=1)
+    description: str | None = None
+    aliases: dict[str, list[str]] | None = None
+    signals: list[SignalConfig] = []
+    exclude: list[Annotated[str, Field(min_length=1)]] = []
+    min_score: Number = Field(1.0, gt=0, allow_inf_nan=False)
+    title_weight: Number = Field(2.0, ge=1, allow_inf_nan=False)
+    severity: Severity = DEFAULT_SEVERITY
+
+    @field_validator("query")
+    @classmethod
+    def _strip_query(cls, v: str | None) -> str | None:
+        return None if v is None else _strip_query_text(v)
+
+    @field_validator("exclude")
+    @classmethod
+    def _strip_excludes(cls, v: list[str]) -> list[str]:
+        return [_strip_query_text(q, "an exclude query") for q in v]
+
+    @model_validator(mode="after")
+    def _query_or_signals(self) -> WatchlistConfig:
+        if self.query is None and not self.signals:
+            raise ValueError(f"watchlist '{self.name}' needs a 'query', 'signals', or both "
+                             "(it would never fire)")
+        return self
+
+    def spec(self, aliases: Mapping[str, list[str]]) -> WatchlistSpec:
+        return WatchlistSpec(
+            name=self.name, query=self.query, aliases=aliases,
+            signals=tuple(Signal(s.query, s.weight) for s in self.signals),
+            exclude=tuple(self.exclude), min_score=self.min_score, title_weight=self.title_weight,
+            severity=self.severity,
+        )
+
+
+def severity_rank(severity: str) -> int:
+    """Position in :data:`~monitor.model.SEVERITIES` (unknown severities rank as the default)."""
+    try:
+        return SEVERITIES.index(severity)
+    except ValueError:
+        return SEVERITIES.index(DEFAULT_SEVERITY)
 
 
 class ChannelConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     url: str = ""
     watchlists: list[str] | None = None
+    min_severity: Severity = "info"
 
     @property
     def enabled(self) -> bool:
@@ -155,6 +240,10 @@ class ChannelConfig(Strict):
 
     def wants(self, watchlist: str) -> bool:
         return self.watchlists is None or watchlist in self.watchlists
+
+    def accepts(self, hit: WatchlistHit) -> bool:
+        """Whether this channel is told about ``hit``: one of its watchlists, severe enough."""
+        return self.wants(hit.name) and severity_rank(hit.severity) >= severity_rank(self.min_severity)
 
 
 class Config(Strict):
@@ -180,7 +269,10 @@ class Config(Strict):
 
     def matcher_watchlists(self) -> list[WatchlistSpec]:
         """Every watchlist as :class:`~monitor.matcher.Matcher` takes them, in config order."""
-        return [WatchlistSpec(w.name, w.query, self.aliases_for(w)) for w in self.watchlists]
+        return [w.spec(self.aliases_for(w)) for w in self.watchlists]
+
+    def watchlist(self, name: str) -> WatchlistConfig | None:
+        return next((w for w in self.watchlists if w.name == name), None)
 
 
 class ConfigError(Exception):
@@ -870,17 +962,25 @@ class _Loader:
                 self._add(e, line, f"{where}: channel '{e.model.name}': unknown watchlist '{wl}' ({hint})")
 
     def _check_queries(self, watchlists: list[_Entry]) -> None:
+        """Every query of every watchlist (``query``, each signal's, each exclude) parses."""
         from .query import QuerySyntaxError, parse_query
 
         for e in watchlists:
-            if (*e.loc, "query") in e.doc.bad_refs:
-                continue
-            aliases = {**self.shared_aliases, **(e.model.aliases or {})}
-            try:
-                parse_query(e.model.query, aliases)
-            except QuerySyntaxError as err:
-                line, where = e.where("query")
-                self._add(e, line, f"{where}: watchlist '{e.model.name}': {_query_problem(err)}")
+            w: WatchlistConfig = e.model
+            aliases = {**self.shared_aliases, **(w.aliases or {})}
+            queries: list[tuple[tuple[str | int, ...], str]] = []  # (key path under the entry, query)
+            if w.query is not None:
+                queries.append((("query",), w.query))
+            queries += [(("signals", i, "query"), s.query) for i, s in enumerate(w.signals)]
+            queries += [(("exclude", i), q) for i, q in enumerate(w.exclude)]
+            for sub, query in queries:
+                if (*e.loc, *sub) in e.doc.bad_refs:
+                    continue
+                try:
+                    parse_query(query, aliases)
+                except QuerySyntaxError as err:
+                    line, where = e.where(*sub)
+                    self._add(e, line, f"{where}: watchlist '{w.name}': {_query_problem(err)}")
 
     def _check_channel_urls(self, channels: list[_Entry]) -> None:
         from .notify import validate_url
@@ -960,10 +1060,21 @@ def summarize(cfg: Config) -> str:
         lines.append(f"  - {s.name}: every {format_duration(s.interval)}{state}")
     lines.append(f"watchlists: {len(cfg.watchlists)}")
     for w in cfg.watchlists:
-        lines.append(f"  - {w.name}")
+        clauses = []
+        if w.signals:
+            clauses.append(f"{len(w.signals)} signal{'s' if len(w.signals) != 1 else ''}")
+        if w.exclude:
+            clauses.append(f"{len(w.exclude)} exclude{'s' if len(w.exclude) != 1 else ''}")
+        extra = f", {', '.join(clauses)}" if clauses else ""
+        lines.append(f"  - {w.name}: severity {w.severity}, min_score {_number(w.min_score)}{extra}")
     lines.append(f"channels: {len(cfg.channels)} ({len(cfg.enabled_channels)} enabled)")
     for c in cfg.channels:
         state = "enabled" if c.enabled else "disabled (no URL)"
         wanted = "all watchlists" if c.watchlists is None else ", ".join(c.watchlists) or "no watchlists"
-        lines.append(f"  - {c.name}: {state}; {wanted}")
+        lines.append(f"  - {c.name}: {state}; {wanted}; min_severity {c.min_severity}")
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """1.0 -> '1', 2.5 -> '2.5' (for summaries)."""
+    return f"{value:g}"

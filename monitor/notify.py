@@ -8,8 +8,12 @@ Rules:
   native ``https://hooks.slack.com/...`` URL) -> slack, anything else -> other.
 - Rendering is pure (``render_email``, ``render_slack``, ``render_text``). Every message
   leads with ``[watchlist, ...] title`` and lists link, source (and outlets when several
-  reposted the story), published time in UTC, each watchlist with its score and matched
-  terms, and the snippet.
+  reposted the story), published time in UTC, each watchlist with its severity, score and
+  matched terms, and the snippet.
+- Matched terms are highlighted in the snippet: ``<mark>`` in email HTML, bold in Slack
+  (terms in the watchlist lines are bold too); plain text lists them only. Highlighting is
+  whole-word, case-insensitive, longest term first, found on the raw text before escaping
+  (:func:`highlight`), so it never lands inside an entity.
 - User-controlled text (title, link, source, outlets, terms, snippet) is inert in every
   format: HTML-escaped for email, ``& < >`` entity-escaped for Slack, and mention openers
   (``<!channel>``, ``<@U..>``, ``<#C..>``, ``@here``/``@channel``/``@everyone``) broken
@@ -37,6 +41,7 @@ import html
 import logging
 import re
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Literal
@@ -45,7 +50,7 @@ from urllib.parse import quote, urlsplit
 import apprise
 
 from .config import ChannelConfig
-from .model import Notification
+from .model import Notification, WatchlistHit
 
 log = logging.getLogger("monitor.notify")
 
@@ -200,6 +205,55 @@ def _snippet(n: Notification) -> str:
     return one_line(n.snippet, SNIPPET_MAX)
 
 
+def _terms(n: Notification) -> list[str]:
+    """Every matched term of the notification's watchlists."""
+    return [t for w in n.watchlists for t in w.terms]
+
+
+def term_pattern(terms: Iterable[str]) -> re.Pattern[str] | None:
+    """A case-insensitive regex finding any of ``terms`` as whole words, longest first; the
+    words of a phrase may be separated by any non-word characters. None without terms."""
+    alternatives = []
+    for term in sorted({t.lower() for t in terms if t and t.strip()}, key=len, reverse=True):
+        words = re.findall(r"\w+", term)
+        if words:
+            alternatives.append(r"\W+".join(map(re.escape, words)))
+    if not alternatives:
+        return None
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+
+
+def highlight(text: str, terms: Iterable[str], escape: Callable[[str], str],
+              mark: Callable[[str], str]) -> str:
+    """``text`` with every whole-word, case-insensitive occurrence of ``terms`` (longest first)
+    passed through ``mark`` and everything else through ``escape``. Matching runs on the raw
+    text and each piece is escaped on its own, so a mark never lands inside an entity and no
+    user text escapes the escaping."""
+    pattern = term_pattern(terms)
+    if pattern is None:
+        return escape(text)
+    out = []
+    pos = 0
+    for m in pattern.finditer(text):
+        out += [escape(text[pos:m.start()]), mark(escape(m.group()))]
+        pos = m.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
+
+
+def _slack_bold(escaped: str) -> str:
+    return escaped if "*" in escaped else f"*{escaped}*"
+
+
+def _slack_entities(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _hit_facts(w: WatchlistHit) -> str:
+    """``high, score 4.5`` for a watchlist line."""
+    return f"{one_line(w.severity, 20)}, score {_score(w.score)}"
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -235,12 +289,13 @@ def render_email(n: Notification) -> Message:
         items = []
         for w in n.watchlists:
             terms = ", ".join(one_line(t, 80) for t in w.terms) or "no terms recorded"
-            items.append(f"<li><strong>{e(one_line(w.name, 80))}</strong> (score {_score(w.score)}): "
+            items.append(f"<li><strong>{e(one_line(w.name, 80))}</strong> ({e(_hit_facts(w))}): "
                          f"{e(terms)}</li>")
         out.append(f"<p>Watchlists:</p><ul>{''.join(items)}</ul>")
     snippet = _snippet(n)
     if snippet:
-        out.append(f"<blockquote>{e(snippet)}</blockquote>")
+        marked = highlight(snippet, _terms(n), e, lambda t: f"<mark>{t}</mark>")
+        out.append(f"<blockquote>{marked}</blockquote>")
     return Message(_heading(n), "\n".join(out), "html")
 
 
@@ -264,11 +319,12 @@ def render_slack(n: Notification) -> Message:
         lines.append(f"Outlets: {s(', '.join(outlets))}")
     lines.append(f"Published: {_published(n)}")
     for w in n.watchlists:
-        terms = ", ".join(one_line(t, 80) for t in w.terms) or "no terms recorded"
-        lines.append(f"• *{s(one_line(w.name, 80))}* (score {_score(w.score)}): {s(terms)}")
+        terms = ", ".join(_slack_bold(s(one_line(t, 80))) for t in w.terms) or "no terms recorded"
+        lines.append(f"• *{s(one_line(w.name, 80))}* ({s(_hit_facts(w))}): {terms}")
     snippet = _snippet(n)
     if snippet:
-        lines.append(f"> {s(snippet)}")
+        # mentions are defused on the raw text first, so no piece can complete one
+        lines.append("> " + highlight(_defuse_mentions(snippet), _terms(n), _slack_entities, _slack_bold))
     return Message("", _fit_lines(lines, SLACK_TEXT_MAX), None)
 
 
@@ -300,7 +356,7 @@ def render_text(n: Notification) -> Message:
         lines.append("Watchlists:")
         for w in n.watchlists:
             terms = ", ".join(one_line(t, 80) for t in w.terms) or "no terms recorded"
-            lines.append(f"- {d(one_line(w.name, 80))} (score {_score(w.score)}): {d(terms)}")
+            lines.append(f"- {d(one_line(w.name, 80))} ({d(_hit_facts(w))}): {d(terms)}")
     snippet = _snippet(n)
     if snippet:
         lines += ["", d(snippet)]

@@ -7,7 +7,11 @@ Rules:
 - An item is matched only when it is new and *fresh*: first seen with a published date within
   ``alerts.max_age`` (items without a date count as fresh). Older items are stored silently.
 - Each matched fresh item opens its own story and one alert naming every watchlist it
-  matched; the alert gets one outbox row per enabled channel that wants one of them.
+  matched (with score, terms and severity); the alert gets one outbox row per enabled
+  channel that accepts one of its hits: one of the channel's ``watchlists`` with severity
+  at least its ``min_severity``. A channel's notification lists only the hits it accepts.
+- The snippet is the start of the item's summary, or, when none of the matched terms occur
+  there, a window around the first one.
 - Delivery sends due outbox rows; success marks the row sent, failure schedules the next try
   with exponential backoff (``delivery.retry_initial`` doubling up to ``delivery.retry_max``,
   ±10 % jitter). Rows for channels no longer configured wait untouched.
@@ -20,7 +24,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -31,7 +35,7 @@ from .logs import event
 from .matcher import Matcher
 from .model import FetchResult, Item, Notification
 from .normalize import normalize_entry
-from .notify import Notifier
+from .notify import Notifier, term_pattern
 from .parse import FeedParseError, parse_feed
 from .store import NewItem, PendingDelivery, Store, utcnow
 
@@ -73,12 +77,25 @@ def unique_items(items: list[Item]) -> list[Item]:
     return out
 
 
-def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+def snippet(text: str, limit: int = SNIPPET_CHARS, terms: Iterable[str] = ()) -> str:
+    """Whitespace-collapsed ``text`` cut to about ``limit`` characters at a word boundary. When
+    ``terms`` are given and none occurs (whole word, any case) in the first ``limit``
+    characters, the window starts shortly before the first one that does occur."""
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
-    cut = text[:limit].rsplit(" ", 1)[0]
-    return cut + " …"
+    start = 0
+    pattern = term_pattern(terms)
+    if pattern is not None:
+        m = pattern.search(text)
+        if m is not None and m.end() > limit:
+            start = max(0, m.start() - limit // 4)
+            start = text.find(" ", start, m.start()) + 1 or m.start()  # a word boundary
+    cut = text[start:start + limit]
+    if start + limit < len(text):
+        cut = cut.rsplit(" ", 1)[0] + " …"
+    return ("… " if start else "") + cut
+
 
 
 def backoff(attempts: int, initial: timedelta, maximum: timedelta) -> timedelta:
@@ -96,7 +113,7 @@ class Pipeline:
         self.fetcher = fetcher
         self.notifier = notifier
         self.on_alert = on_alert
-        self._channels = [(c.name, c.wants) for c in cfg.enabled_channels]
+        self._channels = [(c.name, c.accepts) for c in cfg.enabled_channels]
         self._channel_cfg = {c.name: c for c in cfg.enabled_channels}
 
     # ------------------------------------------------------------ polling
@@ -169,9 +186,12 @@ class Pipeline:
     # ------------------------------------------------------------ delivery
     def notification_for(self, d: PendingDelivery) -> Notification:
         chan = self._channel_cfg.get(d.channel)
-        hits = tuple(h for h in d.hits if chan is None or chan.wants(h.name)) or d.hits
+        # The row exists because the channel accepted a hit when the alert was made; should its
+        # config have changed since, it still gets the whole alert rather than an empty one.
+        hits = tuple(h for h in d.hits if chan is None or chan.accepts(h)) or d.hits
+        terms = [t for h in hits for t in h.terms]
         return Notification(alert_id=d.alert_id, channel=d.channel, title=d.title, link=d.link, source=d.source,
-                            published=d.published, watchlists=hits, snippet=snippet(d.summary),
+                            published=d.published, watchlists=hits, snippet=snippet(d.summary, terms=terms),
                             outlets=(d.source,))
 
     async def deliver(self, ignore_backoff: bool = False) -> DeliveryReport:

@@ -15,14 +15,20 @@ Rules:
 - Schema changes are Alembic migrations under ``monitor/migrations``; ``Store.upgrade`` applies
   them (the daemon does so at start; ``monitor db upgrade`` does it by hand).
 - SQLite runs in WAL mode with a busy timeout; PostgreSQL works unchanged.
+- ``Store.open_readonly`` (``monitor backtest``) cannot write: SQLite is opened ``mode=ro``
+  (a missing file is an error, nothing is created), PostgreSQL sessions are read-only; it
+  never migrates, and ``schema_problem`` says when the schema is not the one this code needs.
+- ``iter_items`` reads stored items oldest first in keyset-paginated batches (flat memory).
 """
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlalchemy import (
     JSON,
@@ -35,6 +41,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    and_,
     create_engine,
     event,
     func,
@@ -46,7 +53,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from .model import FetchResult, Item, StoredItem, WatchlistHit
+from .model import DEFAULT_SEVERITY, FetchResult, Item, StoredItem, WatchlistHit
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -186,6 +193,18 @@ class NewItem:
 
 
 @dataclass(frozen=True)
+class ArchivedItem:
+    """A stored item as ``iter_items`` reads it back (for ``monitor backtest``)."""
+
+    id: int
+    story_id: int
+    source: str
+    item: Item
+    fresh: bool
+    first_seen: datetime
+
+
+@dataclass(frozen=True)
 class PollOutcome:
     stored: list[StoredItem]
     alerts: int
@@ -196,11 +215,13 @@ def _key(text: str) -> str:
 
 
 def _hits_json(hits: Sequence[WatchlistHit]) -> list[dict]:
-    return [{"name": h.name, "score": h.score, "terms": list(h.terms)} for h in hits]
+    return [{"name": h.name, "score": h.score, "terms": list(h.terms), "severity": h.severity} for h in hits]
 
 
 def _hits_from_json(data: list[dict]) -> tuple[WatchlistHit, ...]:
-    return tuple(WatchlistHit(d["name"], float(d.get("score", 0)), tuple(d.get("terms", ()))) for d in data)
+    """Hits as stored in ``alerts.hits``; rows written before severities existed read as the default."""
+    return tuple(WatchlistHit(d["name"], float(d.get("score", 0)), tuple(d.get("terms", ())),
+                              d.get("severity") or DEFAULT_SEVERITY) for d in data)
 
 
 class DatabaseError(Exception):
@@ -247,11 +268,48 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(f"cannot use database URL {safe_url(url)}: {e}") from None
 
 
+def make_readonly_engine(url: str) -> Engine:
+    """An engine that cannot write: SQLite opened ``mode=ro`` (the file must exist; nothing is
+    created), PostgreSQL sessions set to read-only transactions."""
+    try:
+        parsed = make_url(url)
+    except Exception as e:  # noqa: BLE001
+        raise DatabaseError(f"invalid database URL {url!r}: {e}") from None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        if not db or db == ":memory:" or db.startswith("file:"):
+            raise DatabaseError(f"cannot open {safe_url(url)} read-only: name a database file")
+        path = Path(db).expanduser().resolve()
+        if not path.is_file():
+            raise DatabaseError(f"no database at {path} (nothing has been stored yet: run the daemon first)")
+        uri = f"file:{quote(str(path))}?mode=ro"
+        return create_engine("sqlite://", creator=lambda: sqlite3.connect(
+            uri, uri=True, timeout=30, check_same_thread=False))
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except Exception as e:  # noqa: BLE001 - missing driver etc.
+        raise DatabaseError(f"cannot use database URL {safe_url(url)}: {e}") from None
+
+    @event.listens_for(engine, "connect")
+    def _read_only(dbapi_conn, _record):  # pragma: no cover - exercised by the PostgreSQL tests
+        cur = dbapi_conn.cursor()
+        cur.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        cur.close()
+        dbapi_conn.commit()
+
+    return engine
+
+
 class Store:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine or make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def open_readonly(cls, url: str) -> Store:
+        """A Store that only reads (see :func:`make_readonly_engine`); never call ``upgrade`` on it."""
+        return cls(url, make_readonly_engine(url))
 
     # ------------------------------------------------------------ schema
     def upgrade(self) -> None:
@@ -268,6 +326,30 @@ class Store:
         except Exception as e:  # noqa: BLE001 - report, don't trace back
             raise DatabaseError(f"cannot open or migrate the database {safe_url(self.url)}: "
                                 f"{e.__class__.__name__}: {e}") from e
+
+    def schema_problem(self) -> str | None:
+        """None when the database's schema is the one this code expects (Alembic head); else
+        what is wrong, in words. Reads ``alembic_version`` only: safe on a read-only store."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        script = ScriptDirectory(str(MIGRATIONS))
+        head = script.get_current_head()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except Exception as e:  # noqa: BLE001 - report, don't trace back
+            return f"cannot read the database {safe_url(self.url)}: {e.__class__.__name__}: {e}"
+        if current == head:
+            return None
+        if current is None:
+            return f"the database {safe_url(self.url)} has no schema yet (run `monitor db upgrade`)"
+        known = {rev.revision for rev in script.walk_revisions()}
+        if current in known:
+            return (f"the database schema is behind (revision {current}, this monitor needs {head}): "
+                    "run `monitor db upgrade` first")
+        return (f"the database schema (revision {current}) is newer than this monitor knows "
+                f"(latest {head}): use a newer monitor")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -329,9 +411,10 @@ class Store:
     ) -> PollOutcome:
         """Store a successful poll atomically: items, stories, alerts, outbox rows, HTTP state.
 
-        ``channels`` are (name, wants) pairs where ``wants(watchlist_name) -> bool``; an alert gets
-        an outbox row for every channel that wants at least one of its watchlists. Items that turn
-        out to be duplicates at insert time (a concurrent poll won) are skipped.
+        ``channels`` are (name, accepts) pairs where ``accepts(hit: WatchlistHit) -> bool`` (see
+        ``ChannelConfig.accepts``: the channel's watchlists and ``min_severity``); an alert gets an
+        outbox row for every channel that accepts at least one of its hits. Items that turn out to
+        be duplicates at insert time (a concurrent poll won) are skipped.
         """
         now = now or utcnow()
         stored: list[StoredItem] = []
@@ -375,8 +458,8 @@ class Store:
         alert = AlertRow(story_id=story_id, item_id=item_id, created_at=now, hits=_hits_json(hits))
         s.add(alert)
         s.flush()
-        for name, wants in channels:
-            if any(wants(h.name) for h in hits):  # type: ignore[operator]
+        for name, accepts in channels:
+            if any(accepts(h) for h in hits):  # type: ignore[operator]
                 s.add(DeliveryRow(alert_id=alert.id, channel=name, status="pending", attempts=0,
                                   next_attempt_at=now, created_at=now))
         return 1
@@ -448,6 +531,37 @@ class Store:
     @staticmethod
     def _pending(s: Session) -> int:
         return s.scalar(select(func.count()).select_from(DeliveryRow).where(DeliveryRow.status == "pending")) or 0
+
+    def iter_items(self, since: datetime, batch_size: int = 500) -> Iterator[ArchivedItem]:
+        """Items first seen at or after ``since``, oldest first (then by id), read ``batch_size``
+        at a time (keyset pagination, one short read per batch): memory stays flat however many
+        items there are."""
+        last: tuple[datetime, int] | None = None
+        while True:
+            q = (
+                select(ItemRow, SourceRow.name)
+                .join(SourceRow, SourceRow.id == ItemRow.source_id)
+                .where(ItemRow.first_seen_at >= since)
+                .order_by(ItemRow.first_seen_at, ItemRow.id)
+                .limit(batch_size)
+            )
+            if last is not None:
+                q = q.where(or_(ItemRow.first_seen_at > last[0],
+                                and_(ItemRow.first_seen_at == last[0], ItemRow.id > last[1])))
+            with self._session() as s:
+                rows = s.execute(q).all()
+                batch = [
+                    ArchivedItem(
+                        id=i.id, story_id=i.story_id, source=src, fresh=i.fresh, first_seen=i.first_seen_at,
+                        item=Item(guid=i.guid, link=i.link, canonical_link=i.canonical_link, title=i.title,
+                                  summary=i.summary, content=i.content, published=i.published_at),
+                    )
+                    for i, src in rows
+                ]
+            yield from batch
+            if len(batch) < batch_size:
+                return
+            last = (batch[-1].first_seen, batch[-1].id)
 
     def failing_sources(self) -> list[tuple[str, str | None, int]]:
         with self._session() as s:

@@ -650,3 +650,167 @@ def test_aliases_must_be_a_mapping():
         aliases: [a, b]
     """)
     assert errors() == ["cfg.yaml:1: aliases: should be a mapping of alias names to lists of terms, not a list"]
+
+
+# --------------------------------------------------------------------------- scoring keys
+
+
+def test_watchlist_scoring_keys_defaults_and_specs():
+    write("cfg.yaml", """
+        aliases:
+          dprk: ["North Korea", DPRK]
+        watchlists:
+          - name: plain
+            query: missile
+          - name: scored
+            query: "@dprk"
+            signals:
+              - query: missile* NEAR/5 launch*
+                weight: 2.5
+              - query: title:ICBM
+              - {query: '"will deploy" OR "plans to"', weight: -1.5}
+            exclude: ["video game", "@dprk AND football"]
+            min_score: 3
+            title_weight: 1.5
+            severity: critical
+          - name: signals-only
+            signals: [{query: nuclear test, weight: 1}]
+            severity: info
+        channels:
+          - {name: pager, url: "", min_severity: critical}
+          - {name: all, url: ""}
+    """)
+    cfg = load_config("cfg.yaml", env={})
+    plain, scored, only = cfg.watchlists
+    assert (plain.signals, plain.exclude, plain.min_score, plain.title_weight, plain.severity) == ([], [], 1.0, 2.0, "high")
+    assert [(s.query, s.weight) for s in scored.signals] == [
+        ("missile* NEAR/5 launch*", 2.5), ("title:ICBM", 1.0), ('"will deploy" OR "plans to"', -1.5)]
+    assert only.query is None
+    assert [c.min_severity for c in cfg.channels] == ["critical", "info"]
+    from monitor.model import Signal, WatchlistSpec
+
+    specs = cfg.matcher_watchlists()
+    assert specs[0] == WatchlistSpec("plain", "missile", {"dprk": ["North Korea", "DPRK"]})
+    assert specs[1] == WatchlistSpec(
+        "scored", "@dprk", {"dprk": ["North Korea", "DPRK"]},
+        signals=(Signal("missile* NEAR/5 launch*", 2.5), Signal("title:ICBM", 1.0),
+                 Signal('"will deploy" OR "plans to"', -1.5)),
+        exclude=("video game", "@dprk AND football"), min_score=3.0, title_weight=1.5, severity="critical")
+    assert (specs[2].query, specs[2].signals, specs[2].severity) == (None, (Signal("nuclear test"),), "info")
+    assert cfg.watchlist("scored") is scored and cfg.watchlist("nope") is None
+
+
+def test_channel_accepts_hits_by_watchlist_and_min_severity():
+    from monitor.config import ChannelConfig
+    from monitor.model import WatchlistHit
+
+    def hit(name: str, severity: str) -> WatchlistHit:
+        return WatchlistHit(name, 1.0, (), severity)
+
+    pager = ChannelConfig(name="pager", min_severity="high", watchlists=["a", "b"])
+    assert [pager.accepts(h) for h in (hit("a", "info"), hit("a", "high"), hit("b", "critical"),
+                                       hit("c", "critical"))] == [False, True, True, False]
+    everything = ChannelConfig(name="all")
+    assert all(everything.accepts(hit("x", s)) for s in ("info", "high", "critical"))
+
+
+def test_watchlist_needs_a_query_or_signals():
+    write("cfg.yaml", """
+        watchlists:
+          - name: ok
+            signals: [{query: missile}]
+          - name: empty
+            description: forgot the query
+    """)
+    assert errors() == ["cfg.yaml:4: watchlists[1]: watchlist 'empty' needs a 'query', 'signals', or both "
+                        "(it would never fire)"]
+
+
+def test_bad_scoring_values_name_file_line_and_key():
+    write("cfg.yaml", """
+        watchlists:
+          - name: probe
+            query: missile
+            min_score: 0
+            title_weight: 0.5
+            severity: hgh
+            signals:
+              - query: launch
+                weight: yes
+              - {query: test, weight: 0}
+              - {qury: x}
+              - {query: "   "}
+              - launch
+            exclude: ["video game", ""]
+          - name: inf
+            query: x
+            min_score: .inf
+        channels:
+          - {name: c, url: "", min_severity: loud}
+    """)
+    assert errors() == [
+        "cfg.yaml:4: watchlists[0].min_score: should be greater than 0 (got 0)",
+        "cfg.yaml:5: watchlists[0].title_weight: should be greater than or equal to 1 (got 0.5)",
+        "cfg.yaml:6: watchlists[0].severity: should be 'info', 'high' or 'critical' (got 'hgh')",
+        "cfg.yaml:9: watchlists[0].signals[0].weight: should be a number (got true)",
+        "cfg.yaml:10: watchlists[0].signals[1].weight: should not be 0 (a positive weight adds points, "
+        "a negative one takes them off; remove a signal that should not count)",
+        "cfg.yaml:11: watchlists[0].signals[2].query: required, but missing",
+        "cfg.yaml:11: watchlists[0].signals[2].qury: unknown key (did you mean 'query'?)",
+        "cfg.yaml:12: watchlists[0].signals[3].query: query must not be empty",
+        "cfg.yaml:13: watchlists[0].signals[4]: should be a mapping of keys, not a string",
+        "cfg.yaml:14: watchlists[0].exclude[1]: must not be empty",
+        "cfg.yaml:17: watchlists[1].min_score: should be a finite number (got inf)",
+        "cfg.yaml:19: channels[0].min_severity: should be 'info', 'high' or 'critical' (got 'loud')",
+    ]
+
+
+def test_signal_and_exclude_queries_are_checked_like_the_query():
+    write("cfg.yaml", """
+        aliases:
+          dprk: [DPRK]
+        watchlists:
+          - name: ok
+            query: missile
+          - name: probe
+            query: missile
+            signals:
+              - query: launch
+              - query: launch AND (test
+                weight: 2
+            exclude:
+              - video game
+              - NOT football
+              - "@iran"
+    """)
+    msgs = errors()
+    assert len(msgs) == 3, msgs
+    first, query_line, caret_line = msgs[0].split("\n")
+    m = re.fullmatch(r"cfg\.yaml:10: watchlists\[1\]\.signals\[1\]\.query: watchlist 'probe': .+ at column (\d+)", first)
+    assert m, first
+    assert query_line == "launch AND (test" and caret_line == " " * (int(m.group(1)) - 1) + "^"
+    first, query_line, caret_line = msgs[1].split("\n")
+    assert first.startswith("cfg.yaml:14: watchlists[1].exclude[1]: watchlist 'probe': ")
+    assert first.endswith("at column 1") and query_line == "NOT football" and caret_line == "^"
+    assert msgs[2].split("\n") == [
+        "cfg.yaml:15: watchlists[1].exclude[2]: watchlist 'probe': unknown alias '@iran' at column 1",
+        "@iran", "^"]
+
+
+def test_summary_shows_severity_min_score_and_channel_min_severity():
+    write("cfg.yaml", """
+        watchlists:
+          - {name: plain, query: missile}
+          - name: scored
+            signals: [{query: a}, {query: b, weight: 2}]
+            exclude: [c]
+            min_score: 2.5
+            severity: critical
+        channels:
+          - {name: pager, url: "", min_severity: critical, watchlists: [scored]}
+    """)
+    text = summarize(load_config("cfg.yaml", env={}))
+    for fragment in ("  - plain: severity high, min_score 1\n",
+                     "  - scored: severity critical, min_score 2.5, 2 signals, 1 exclude\n",
+                     "  - pager: disabled (no URL); scored; min_severity critical"):
+        assert fragment in text + "\n", fragment

@@ -383,3 +383,73 @@ def test_match_uses_aliases_proximity_and_fields(tmp_path):
     assert r.returncode == 0, r.stderr
     got = {d["id"]: [w["name"] for w in d["watchlists"]] for d in map(json.loads, r.stdout.splitlines())}
     assert got == {"hit": ["dprk-launch"], "far": [], "body-only": []}
+
+
+def test_channels_receive_only_hits_at_or_above_their_min_severity(tmp_path, feeds, receiver, smtp):
+    body = rss("Wire", "https://wire.example/", [
+        dict(title="Navy holds routine exercise", link="https://wire.example/drill",
+             description="A routine exercise off the coast.", published=ago(10)),
+        dict(title="North Korea launches ballistic missile", link="https://wire.example/missile",
+             description="The missile was launched at dawn &amp; flew east.", published=ago(10)),
+        dict(title="Underground nuclear test detected", link="https://wire.example/nuclear",
+             description="Seismologists detected a nuclear test; a missile was launched too.", published=ago(10)),
+    ])
+    sources = serve(feeds, {"/wire.xml": body})
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "database": {"url": f"sqlite:///{tmp_path}/m.db"}, "server": {"port": 0},
+        "sources": [{"name": n, "url": u} for n, u in sources.items()],
+        "watchlists": [
+            {"name": "drills", "query": "exercise", "severity": "info"},
+            {"name": "missile-tests", "query": "missile AND launch*"},  # severity high by default
+            {"name": "nuclear-tests", "query": '"nuclear test"', "severity": "critical"},
+        ],
+        "channels": [
+            {"name": "all", "url": receiver.url("/all")},
+            {"name": "high", "url": receiver.url("/high"), "min_severity": "high"},
+            {"name": "crit", "url": receiver.url("/crit"), "min_severity": "critical"},
+            {"name": "crit-drills", "url": receiver.url("/crit-drills"), "min_severity": "critical",
+             "watchlists": ["drills"]},
+            {"name": "mail", "url": smtp.url(), "watchlists": ["missile-tests", "drills"]},
+        ],
+    }))
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    by_path: dict[str, list[dict]] = {}
+    for req in receiver.requests:
+        by_path.setdefault(req.path, []).append(req.json())
+    links = {p: sorted(d["message"].split("Link: ")[1].split()[0].rsplit("/", 1)[1] for d in reqs)
+             for p, reqs in by_path.items()}
+    assert links == {"/all": ["drill", "missile", "nuclear"], "/high": ["missile", "nuclear"], "/crit": ["nuclear"]}
+    # a channel is told only about the hits it accepts
+    (crit,) = by_path["/crit"]
+    assert crit["title"] == "[nuclear-tests] Underground nuclear test detected"
+    assert "nuclear-tests (critical, score" in crit["message"] and "missile-tests" not in crit["message"]
+    (high_nuclear,) = [d for d in by_path["/high"] if "nuclear" in d["title"]]
+    assert high_nuclear["title"] == "[missile-tests, nuclear-tests] Underground nuclear test detected"
+    assert "missile-tests (high, score" in high_nuclear["message"]
+    # email: severity, score and terms per watchlist; the terms marked in the snippet
+    mails = smtp.wait_for(2)
+    assert sorted(m["Subject"] for m in mails) == [
+        "[drills] Navy holds routine exercise", "[missile-tests] North Korea launches ballistic missile",
+        "[missile-tests] Underground nuclear test detected"]
+    (missile,) = [m for m in mails if "ballistic" in m["Subject"]]
+    rich = missile.get_body(("html",)).get_content()
+    assert "missile-tests</strong> (high, score" in rich
+    assert ("<blockquote>The <mark>missile</mark> was <mark>launched</mark> at dawn &amp; flew east."
+            "</blockquote>") in rich
+    assert "missile-tests (high, score" in missile.get_body(("plain",)).get_content()
+
+
+def test_check_summary_shows_severity_min_score_and_min_severity(tmp_path):
+    cfg = tmp_path / "monitor.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "watchlists": [{"name": "nuclear-tests", "query": '"nuclear test"', "severity": "critical",
+                        "min_score": 2.5, "signals": [{"query": "yield", "weight": 1.5}],
+                        "exclude": ['"video game"']}],
+        "channels": [{"name": "pager", "url": "json://127.0.0.1:9/x", "min_severity": "critical"}],
+    }))
+    r = monitor("check", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "nuclear-tests: severity critical, min_score 2.5, 1 signal, 1 exclude" in r.stdout
+    assert "pager: enabled; all watchlists; min_severity critical" in r.stdout

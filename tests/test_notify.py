@@ -135,10 +135,70 @@ def test_email_lists_source_outlets_published_watchlists_snippet():
     assert "Source: Reuters World" in body
     assert "Outlets: Reuters, AP, AFP" in body
     assert "Published: 2026-03-04 05:06 UTC" in body
-    assert "strategic-deployments</strong> (score 4.5): icbm" in body
-    assert "missile-tests</strong> (score 0.33): no terms recorded" in body
+    assert "strategic-deployments</strong> (high, score 4.5): icbm" in body
+    assert "missile-tests</strong> (high, score 0.33): no terms recorded" in body
     assert "The missile flew for 70 minutes" in body
     assert "Outlets" not in render_email(make(outlets=("Reuters",))).body  # one outlet: nothing to add
+
+
+def test_every_format_shows_each_watchlists_severity_score_and_terms():
+    n = make(watchlists=(WatchlistHit("nuclear-tests", 7.25, ("nuclear test",), "critical"),
+                         WatchlistHit("drills", 1, ("exercise",), "info")))
+    assert "nuclear-tests</strong> (critical, score 7.25): nuclear test" in render_email(n).body
+    assert "drills</strong> (info, score 1): exercise" in render_email(n).body
+    slack = render_slack(n).body
+    assert "• *nuclear-tests* (critical, score 7.25): *nuclear test*" in slack
+    assert "• *drills* (info, score 1): *exercise*" in slack
+    text = render_text(n).body
+    assert "- nuclear-tests (critical, score 7.25): nuclear test" in text
+    assert "- drills (info, score 1): exercise" in text
+
+
+def _quote(body: str) -> str:
+    (quote,) = re.findall(r"<blockquote>(.*)</blockquote>", body)
+    return quote
+
+
+def test_email_marks_matched_terms_in_the_snippet_whole_word_any_case():
+    n = make(snippet="The ICBM flew over the Sea of\tJapan; icbm-class missiles, not ICBMs or sea-based ones.",
+             watchlists=(WatchlistHit("a", 2, ("icbm", "sea of japan")),))
+    assert _quote(render_email(n).body) == (
+        "The <mark>ICBM</mark> flew over the <mark>Sea of Japan</mark>; <mark>icbm</mark>-class missiles, "
+        "not ICBMs or sea-based ones.")
+
+
+def test_email_marks_the_longest_term_first_and_terms_of_every_watchlist():
+    n = make(snippet="Sea of Japan and the sea, a test-fire",
+             watchlists=(WatchlistHit("a", 1, ("sea",)), WatchlistHit("b", 1, ("sea of japan", "test-fire"))))
+    assert _quote(render_email(n).body) == (
+        "<mark>Sea of Japan</mark> and the <mark>sea</mark>, a <mark>test-fire</mark>")
+
+
+def test_email_highlighting_escapes_everything_and_never_marks_inside_an_entity():
+    n = make(snippet='<b>AT&T</b> & "amp" <script>alert(1)</script> lt gt quot',
+             watchlists=(WatchlistHit("a", 1, ("amp", "lt", "quot", "b", "script", "t")),))
+    quote = _quote(render_email(n).body)
+    assert "<b>" not in quote and "<script>" not in quote
+    assert quote == ("&lt;<mark>b</mark>&gt;AT&amp;<mark>T</mark>&lt;/<mark>b</mark>&gt; &amp; "
+                     "&quot;<mark>amp</mark>&quot; &lt;<mark>script</mark>&gt;alert(1)&lt;/<mark>script</mark>&gt; "
+                     "<mark>lt</mark> gt <mark>quot</mark>")
+    # a term that itself holds markup is escaped inside its mark
+    n = make(snippet="see <i>x</i> here", watchlists=(WatchlistHit("a", 1, ("<i>x</i>",)),))
+    assert _quote(render_email(n).body) == "see &lt;<mark>i&gt;x&lt;/i</mark>&gt; here"
+
+
+def test_email_without_terms_shows_the_plain_snippet():
+    n = make(snippet="a & b", watchlists=(WatchlistHit("a", 1, ()),))
+    assert _quote(render_email(n).body) == "a &amp; b"
+
+
+def test_slack_bolds_terms_in_the_snippet_and_keeps_mentions_defused():
+    n = make(snippet="@channel ICBM <!here> & <@U123> launched: channel here",
+             watchlists=(WatchlistHit("a", 1, ("icbm", "channel", "here", "u123", "launched")),))
+    quote = render_slack(n).body.split("\n")[-1]
+    assert re.search(r"<\s*[!@#]", quote) is None
+    assert quote == (f"> @{WORD_JOINER}*channel* *ICBM* &lt;!{WORD_JOINER}*here*&gt; &amp; "
+                     f"&lt;@{WORD_JOINER}*U123*&gt; *launched*: *channel* *here*")
 
 
 def test_slack_escape_makes_control_sequences_inert():
@@ -153,7 +213,7 @@ def test_slack_renders_mrkdwn_headline_with_link():
     first, *rest = body.split("\n")
     assert first == f"*[a, b] <{LINK}|{TITLE}>*"
     assert "Source: Reuters World" in rest and "Published: 2026-03-04 05:06 UTC" in rest
-    assert "• *b* (score 2): y, z" in rest
+    assert "• *b* (high, score 2): *y*, *z*" in rest
     assert rest[-1] == "> The missile flew for 70 minutes before splashing down."
 
 
@@ -176,7 +236,7 @@ def test_text_rendering_for_other_channels():
     lines = msg.body.split("\n")
     assert lines[:4] == [f"Link: {LINK}", "Source: Reuters World", "Outlets: Reuters, AP",
                          "Published: 2026-03-04 05:06 UTC"]
-    assert "- strategic-deployments (score 4.5): icbm, sea of japan" in lines
+    assert "- strategic-deployments (high, score 4.5): icbm, sea of japan" in lines
     assert render_text(make(published=None)).body.count("Published: unknown") == 1
 
 
@@ -356,3 +416,14 @@ def test_slack_500_is_a_failure_with_reason(slack_receiver):
 
 def test_slack_class_attribute_is_restored_after_tests():
     assert NotifySlack.webhook_url == "https://hooks.slack.com/services"
+
+
+def test_snippet_shows_a_passage_around_the_first_matched_term_when_the_start_has_none():
+    from monitor.pipeline import snippet
+
+    text = "word " * 100 + "the ICBM flew far. " + "tail " * 100
+    s = snippet(text, 100, ["icbm", "sea of japan"])
+    assert s.startswith("… word") and s.endswith(" …") and "the ICBM flew far." in s and len(s) <= 104
+    assert snippet(text, 100).startswith("word word")  # no terms: the start
+    assert snippet("ICBM " + "x " * 100, 50, ["icbm"]).startswith("ICBM x")  # already in the start
+    assert snippet("a\n short\ttext", 100, ["icbm"]) == "a short text"

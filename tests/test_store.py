@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import inspect, text
 
+from monitor.config import ChannelConfig
 from monitor.model import FetchResult, Item, WatchlistHit
-from monitor.store import NewItem, Store
+from monitor.store import DatabaseError, NewItem, Store
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 OK = FetchResult(url="http://127.0.0.1/feed.xml", status="ok", http_status=200, etag='"v1"',
@@ -22,7 +24,7 @@ def item(n: int, link: str | None = None, published: datetime | None = NOW) -> I
                 content="", published=published)
 
 
-def wants_all(_name: str) -> bool:
+def wants_all(_hit: WatchlistHit) -> bool:
     return True
 
 
@@ -55,7 +57,7 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
 def test_commit_poll_stores_items_alerts_outbox_and_http_state(db_url):
     s = fresh_store(db_url)
     out = s.commit_poll("wire", OK, [NewItem(item(1), True, HIT), NewItem(item(2), True)],
-                        [("hook", wants_all), ("mail", lambda w: w == "strategic-deployments")], NOW)
+                        [("hook", wants_all), ("mail", lambda h: h.name == "strategic-deployments")], NOW)
     assert [x.item.guid for x in out.stored] == ["g1", "g2"] and out.alerts == 1
     assert s.counts() == {"sources": 2, "items": 2, "alerts": 1, "pending": 1, "sent": 0}
     st = s.source_state("wire")
@@ -141,3 +143,98 @@ def test_concurrent_commits_of_the_same_item_store_it_once(db_url):
     assert stores[0].counts()["pending"] == 1
     for st in stores:
         st.close()
+
+
+def test_hits_keep_score_terms_and_severity_and_old_rows_read_as_the_default(db_url):
+    s = fresh_store(db_url)
+    hits = (WatchlistHit("nuclear-tests", 6.5, ("nuclear test", "yield"), "critical"),
+            WatchlistHit("drills", 1.0, ("exercise",), "info"))
+    s.commit_poll("wire", OK, [NewItem(item(1), True, hits)], [("hook", wants_all)], NOW)
+    (d,) = s.due_deliveries(NOW)
+    assert d.hits == hits
+    with s.engine.begin() as c:  # an alert written before severities existed
+        c.execute(text("update alerts set hits = :h"),
+                  {"h": '[{"name": "missile-tests", "score": 2.0, "terms": ["launch"]}]'})
+    (d,) = s.due_deliveries(NOW)
+    assert d.hits == (WatchlistHit("missile-tests", 2.0, ("launch",), "high"),)
+    s.close()
+
+
+def test_channels_get_outbox_rows_only_for_hits_they_accept(db_url):
+    s = fresh_store(db_url)
+    channels = [ChannelConfig(name="all", url="json://h/"),
+                ChannelConfig(name="high-up", url="json://h/", min_severity="high"),
+                ChannelConfig(name="critical", url="json://h/", min_severity="critical"),
+                ChannelConfig(name="drills-only", url="json://h/", watchlists=["drills"]),
+                ChannelConfig(name="drills-high", url="json://h/", watchlists=["drills"], min_severity="high")]
+    info = (WatchlistHit("drills", 1.0, ("exercise",), "info"),)
+    high = (WatchlistHit("missile-tests", 2.0, ("launch",), "high"),)
+    both = (*info, WatchlistHit("nuclear-tests", 3.0, ("nuclear test",), "critical"))
+    s.commit_poll("wire", OK, [NewItem(item(1), True, info), NewItem(item(2), True, high),
+                               NewItem(item(3), True, both)],
+                  [(c.name, c.accepts) for c in channels], NOW)
+    got = sorted((d.title, d.channel) for d in s.due_deliveries(NOW))
+    assert got == sorted([
+        ("Title 1", "all"), ("Title 1", "drills-only"),
+        ("Title 2", "all"), ("Title 2", "high-up"),
+        ("Title 3", "all"), ("Title 3", "high-up"), ("Title 3", "critical"), ("Title 3", "drills-only"),
+    ])
+    s.close()
+
+
+def _fill(s: Store, n: int) -> None:
+    """n items over n minutes on two sources; every 5th is stale, item 0 is a day older."""
+    for i in range(n):
+        seen = NOW - timedelta(days=1) if i == 0 else NOW + timedelta(minutes=i // 2)  # ties in time
+        s.commit_poll("wire" if i % 2 else "other", OK,
+                      [NewItem(item(i, published=seen), i % 5 != 4)], now=seen)
+
+
+def test_iter_items_reads_in_time_order_in_batches(db_url):
+    s = fresh_store(db_url)
+    _fill(s, 23)
+    got = list(s.iter_items(NOW - timedelta(hours=1), batch_size=4))
+    assert [g.item.guid for g in got] == [f"g{i}" for i in range(1, 23)]  # g0 is before 'since'
+    assert [g.first_seen for g in got] == sorted(g.first_seen for g in got)
+    first = got[0]
+    assert (first.source, first.item.title, first.item.summary, first.fresh) == ("wire", "Title 1", "Summary 1", True)
+    assert first.item.published == NOW and first.story_id
+    everything = list(s.iter_items(NOW - timedelta(days=2), batch_size=5))
+    assert [g.item.guid for g in everything] == [f"g{i}" for i in range(23)]
+    assert [g.fresh for g in everything] == [i % 5 != 4 for i in range(23)]
+    assert list(s.iter_items(NOW + timedelta(days=1))) == []
+    s.close()
+
+
+def test_readonly_store_reads_but_cannot_write(db_url):
+    s = fresh_store(db_url)
+    _fill(s, 3)
+    s.close()
+    ro = Store.open_readonly(db_url)
+    assert ro.schema_problem() is None
+    assert [g.item.guid for g in ro.iter_items(NOW - timedelta(days=2))] == ["g0", "g1", "g2"]
+    with pytest.raises(Exception, match="(?i)read.?only"):
+        ro.sync_sources([("new", "http://127.0.0.1/new.xml")])
+    ro.close()
+    assert fresh_store(db_url).counts()["sources"] == 2
+
+
+def test_readonly_store_reports_a_missing_file_or_schema_and_creates_nothing(tmp_path, db_url):
+    with pytest.raises(DatabaseError, match="no database at"):
+        Store.open_readonly(f"sqlite:///{tmp_path}/none/m.db")
+    assert not (tmp_path / "none").exists()
+    empty = Store(db_url)
+    with empty.engine.begin() as c:  # a database that exists but was never migrated
+        c.execute(text("create table unrelated (x integer)"))
+    empty.close()
+    ro = Store.open_readonly(db_url)
+    assert "has no schema yet" in ro.schema_problem()
+    ro.close()
+    s = fresh_store(db_url)
+    with s.engine.begin() as c:
+        c.execute(text("update alembic_version set version_num = '0000'"))
+    s.close()
+    ro = Store.open_readonly(db_url)
+    problem = ro.schema_problem()
+    assert "newer than this monitor knows" in problem  # '0000' is no revision it knows
+    ro.close()
