@@ -47,10 +47,16 @@ _DEPLOY = re.compile(r"\bdeploy\w*", re.IGNORECASE)
 _STRATEGIC = re.compile(r"\b(strategic|THAAD|bomber\w*|carrier\w*|nuclear|submarine\w*|missile\w*)\b",
                         re.IGNORECASE)
 _MISSILE = re.compile(r"\b(missile\w*|ICBM\w*|ballistic)\b", re.IGNORECASE)
+# "a hand list of launch phrases": what an analyst types first for launches
+_LAUNCH_PHRASES = re.compile(
+    r"\b(missile (test|launch|firing)\w*|rocket launch\w*|test[- ]?(fire|launch)\w*|flight[- ]test\w*|"
+    r"(launched|fired|fires|launches) (a|an|two|three|several|its)? ?(\w+ )?(ballistic |cruise )?missiles?|"
+    r"satellite launch\w*)\b", re.IGNORECASE)
 BASELINES: dict[str, tuple[str, Callable[[str], bool]]] = {
     "baseline:feed-reader-rule": (
         "strategic_deployment", lambda s: bool(_DEPLOY.search(s) and _STRATEGIC.search(s))),
     "baseline:naive-missile": ("missile_test", lambda s: bool(_MISSILE.search(s))),
+    "baseline:launch-phrases": ("missile_test", lambda s: bool(_LAUNCH_PHRASES.search(s))),
 }
 
 # (watchlist, group, minimum F1)
