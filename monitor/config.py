@@ -14,6 +14,13 @@ Rules:
   known watchlists; every watchlist query parses (``query``, each ``signals[i].query`` and each
   ``exclude[i]``, errors naming that key path); every non-empty channel URL is accepted by a
   notification service.
+- A query that does not parse is reported at the line and column *of the file* where the bad
+  spot is written, whatever the YAML spelling (plain, quoted with escapes, ``|`` or ``>``
+  blocks over several lines, flow style, behind an anchor or a tag), followed by that line of
+  the file and a caret under the spot: ``file:line: watchlists[i].query: watchlist 'name':
+  problem at column N``. A query that ``${VAR}`` interpolation changed is not in the file as
+  written: it is reported at its key's line, with the query and its own column ("at column N
+  of the query").
 - A watchlist has a ``query`` (required clause), ``signals`` (weighted optional clauses;
   a weight is any finite number but 0, negative ones being penalties), or both; ``exclude``
   queries veto; ``min_score`` > 0, ``title_weight`` >= 1, ``severity`` one of
@@ -41,6 +48,7 @@ import logging
 import os
 import re
 import types
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -415,6 +423,10 @@ class _Doc:
     lines: dict[Loc, int]
     env_refs: dict[Loc, list[str]]
     bad_refs: set[Loc]  # strings whose interpolation failed: already reported, skip later checks
+    text: str = ""  # the file's text, for pointing into it (see :func:`_source_position`)
+    #: (offset of the scalar in ``text``, YAML style) of every string scalar that interpolation
+    #: left as written (its value's characters can be found in ``text``)
+    scalars: dict[Loc, tuple[int, str]] = field(default_factory=dict)
 
     def line(self, loc: Loc) -> int:
         """The line of the deepest key of ``loc`` that the file has (1 when none)."""
@@ -438,6 +450,7 @@ class _Builder:
         self.lines: dict[Loc, int] = {}
         self.env_refs: dict[Loc, list[str]] = {}
         self.bad_refs: set[Loc] = set()
+        self.scalars: dict[Loc, tuple[int, str]] = {}
         self._active: set[int] = set()
 
     def error(self, node: Node, loc: Loc, text: str) -> None:
@@ -471,7 +484,10 @@ class _Builder:
             self.error(node, loc, problem)
             return None
         if isinstance(value, str):
+            written = value
             value, names, problems = interpolate(value, self.env)
+            if value == written:  # its characters are in the file (see _source_position)
+                self.scalars[loc] = (node.start_mark.index, node.style or "")
             if names:
                 self.env_refs[loc] = names
             for p in problems:
@@ -572,7 +588,7 @@ def _parse_yaml(name: str, text: str, order: int, env: Mapping[str, str], proble
         problems.add(order, line, f"{name}:{line}: the top level should be a mapping of keys "
                                   f"(like 'sources:'), not {_describe(data)}")
         return None
-    return _Doc(name, order, data, builder.lines, builder.env_refs, builder.bad_refs)
+    return _Doc(name, order, data, builder.lines, builder.env_refs, builder.bad_refs, text, builder.scalars)
 
 
 def _read_text(path: str) -> tuple[str | None, str | None]:
@@ -979,8 +995,15 @@ class _Loader:
                 try:
                     parse_query(query, aliases)
                 except QuerySyntaxError as err:
-                    line, where = e.where(*sub)
-                    self._add(e, line, f"{where}: watchlist '{w.name}': {_query_problem(err)}")
+                    loc = (*e.loc, *sub)
+                    spot = _source_position(e.doc, loc, query, err.column - 1)
+                    if spot is None:  # interpolated, or not found: the key's line, the query's column
+                        line, where = e.where(*sub)
+                        self._add(e, line, f"{where}: watchlist '{w.name}': {_query_problem(err)}")
+                        continue
+                    line, column, source = spot
+                    self._add(e, line, f"{e.doc.name}:{line}: {_fmt_loc(loc)}: watchlist '{w.name}': "
+                                       f"{err.message} at column {column}\n{source}\n{_caret(source, column)}")
 
     def _check_channel_urls(self, channels: list[_Entry]) -> None:
         from .notify import validate_url
@@ -1006,10 +1029,11 @@ class _Loader:
 
 
 def _query_problem(err: Any) -> str:
-    """'<message> at column N' and two more lines: the query and a caret under the column."""
+    """'<message> at column N of the query' and two more lines: the query (the line of it with
+    the error) and a caret under the column. (When the spot cannot be found in the file.)"""
     query: str = err.query
     if "\n" not in query:
-        return f"{err.message} at column {err.column}\n{err.caret()}"
+        return f"{err.message} at column {err.column} of the query\n{err.caret()}"
     offset = max(0, min(err.column - 1, len(query)))
     start = query.rfind("\n", 0, offset) + 1
     end = query.find("\n", offset)
@@ -1017,6 +1041,116 @@ def _query_problem(err: Any) -> str:
     lineno = query.count("\n", 0, start) + 1
     col = offset - start + 1
     return f"{err.message} at line {lineno}, column {col} of the query\n{text}\n{' ' * (col - 1)}^"
+
+
+_ESCAPES = {"0": "\0", "a": "\a", "b": "\b", "t": "\t", "\t": "\t", "n": "\n", "v": "\v", "f": "\f",
+            "r": "\r", "e": "\x1b", " ": " ", '"': '"', "/": "/", "\\": "\\", "N": "\x85", "_": "\xa0",
+            "L": "\u2028", "P": "\u2029"}
+_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+
+
+def _unescape(text: str, at: int) -> tuple[str, int] | None:
+    """The character a double-quoted scalar's escape at ``text[at]`` (a backslash) stands for,
+    and the escape's length (None for an escaped line break or a malformed escape)."""
+    kind = text[at + 1:at + 2]
+    if kind in _ESCAPES:
+        return _ESCAPES[kind], 2
+    width = _HEX_ESCAPES.get(kind)
+    if width is not None:
+        digits = text[at + 2:at + 2 + width]
+        if len(digits) == width and all(c in "0123456789abcdefABCDEF" for c in digits):
+            return chr(int(digits, 16)), 2 + width
+    return None
+
+
+def _align(text: str, start: int, style: str, value: str) -> list[int] | None:
+    """Where each character of ``value`` (a scalar's value, possibly stripped) is written in
+    ``text``, for the scalar that starts at ``start`` with YAML ``style``, plus one more
+    offset for the end of the value; None when the value cannot be found there.
+
+    Every non-blank character of the value must be written in the source in order (after
+    undoing ``''`` in single quotes and escapes in double quotes); blanks are flexible, since
+    YAML folds line breaks and drops indentation."""
+    n = len(text)
+    p = start
+    while text[p:p + 1] in ("&", "!"):  # an anchor or a tag (the node's start): skip it
+        while p < n and text[p] not in " \t\n":
+            p += 1
+        while p < n and text[p] in " \t\n":
+            p += 1
+    if style in ("'", '"'):
+        if text[p:p + 1] != style:
+            return None
+        p += 1
+    elif style in ("|", ">"):
+        p = text.find("\n", p) + 1  # the body starts on the line after the header
+        if p == 0:
+            return None
+    out: list[int] = []
+    for ch in value:
+        if ch in " \t\n":  # written as is, or made by folding (then it has no place of its own)
+            out.append(p)
+            escape = _unescape(text, p) if style == '"' and text[p:p + 1] == "\\" else None
+            if p < n and text[p] == ch:
+                p += 1
+            elif escape is not None and escape[0] == ch:
+                p += escape[1]
+            continue
+        while p < n:  # skip indentation, folded line breaks and (in double quotes) escaped blanks
+            c = text[p]
+            if c in " \t\n":
+                p += 1
+            elif style == '"' and c == "\\" and text[p + 1:p + 2] == "\n":
+                p += 2  # an escaped line break
+            elif style == '"' and c == "\\" and (escape := _unescape(text, p)) is not None and escape[0] in " \t":
+                p += escape[1]
+            else:
+                break
+        if p >= n:
+            return None
+        if style == "'" and ch == "'":
+            if not text.startswith("''", p):
+                return None
+            out.append(p)
+            p += 2
+        elif style == '"' and text[p] == "\\":
+            escape = _unescape(text, p)
+            if escape is None or escape[0] != ch:
+                return None
+            out.append(p)
+            p += escape[1]
+        elif text[p] == ch:
+            out.append(p)
+            p += 1
+        else:
+            return None
+    out.append(p)  # just after the last character
+    return out
+
+
+def _source_position(doc: _Doc, loc: Loc, value: str, offset: int) -> tuple[int, int, str] | None:
+    """(line, column, the text of that line) in ``doc``'s file of character ``offset`` of the
+    string ``value`` written at ``loc`` (``offset == len(value)``: just after it); None when
+    the value cannot be found in the file (it was interpolated, for one)."""
+    written = doc.scalars.get(loc)
+    if written is None or not doc.text:
+        return None
+    positions = _align(doc.text, written[0], written[1], value)
+    if positions is None:
+        return None
+    at = positions[max(0, min(offset, len(value)))]
+    text = doc.text
+    line_start = text.rfind("\n", 0, at) + 1
+    line_end = text.find("\n", at)
+    source = text[line_start:] if line_end < 0 else text[line_start:line_end]
+    return text.count("\n", 0, line_start) + 1, at - line_start + 1, source
+
+
+def _caret(line: str, column: int) -> str:
+    """A caret under ``column`` (1-based) of ``line``, lined up under tabs and wide characters."""
+    pad = "".join("\t" if c == "\t" else "  " if unicodedata.east_asian_width(c) in "WF" else " "
+                  for c in line[:column - 1])
+    return f"{pad}^"
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:

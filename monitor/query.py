@@ -799,7 +799,13 @@ def parse_query(text: str, aliases: Mapping[str, Sequence[str]] | None = None) -
 
 def parse_alias_entry(entry: str) -> Node:
     """One alias entry as a term (its words, like a quoted phrase, optionally ending in ``*``),
-    or an OR of its hyphen variants."""
+    or an OR of its hyphen variants. An entry written like a regex (``/.../``) is an error:
+    regexes are not alias entries (it would otherwise silently become the phrase of its
+    words)."""
+    stripped = entry.strip()
+    if len(stripped) >= 2 and stripped[0] == "/" and stripped[-1] == "/":
+        raise QuerySyntaxError("a regex is not an alias entry (entries are terms or phrases; write the "
+                               "regex in the query itself)", entry, entry.index("/") + 1)
     try:
         return _term(entry, 0, quoted=True)
     except _Error as e:

@@ -318,10 +318,10 @@ def test_query_syntax_error_shows_column_and_caret():
     first, query_line, caret_line = msg.split("\n")
     m = re.fullmatch(r"cfg\.yaml:5: watchlists\[1\]\.query: watchlist 'probe': .+ at column (\d+)", first)
     assert m, first
-    column = int(m.group(1))
-    assert query_line == "missile AND (test"
+    column = int(m.group(1))  # the column in the file's line, which is shown
+    assert query_line == "    query: missile AND (test"
     assert caret_line == " " * (column - 1) + "^"
-    assert column in (13, len(query_line) + 1)  # the unclosed '(' or the end of the query
+    assert column == 24  # the unclosed '('
 
 
 def test_bad_channel_url_is_rejected():
@@ -589,9 +589,9 @@ def test_unknown_alias_is_an_error_with_file_line_watchlist_alias_and_column():
     (msg,) = errors()
     first, query_line, caret_line = msg.split("\n")
     assert first == ("cfg.yaml:7: watchlists[1].query: watchlist 'probe': unknown alias '@iran' "
-                     "at column 13")
-    assert query_line == "missile AND @iran"
-    assert caret_line == " " * 12 + "^"
+                     "at column 24")
+    assert query_line == "    query: missile AND @iran"
+    assert caret_line == " " * 23 + "^"
 
 
 def test_another_watchlists_alias_is_not_visible():
@@ -603,7 +603,8 @@ def test_another_watchlists_alias_is_not_visible():
           - name: b
             query: "@x"
     """)
-    assert errors() == ["cfg.yaml:6: watchlists[1].query: watchlist 'b': unknown alias '@x' (no aliases are defined) at column 1\n@x\n^"]
+    assert errors() == ["cfg.yaml:6: watchlists[1].query: watchlist 'b': unknown alias '@x' (no aliases are defined) "
+                        "at column 13\n    query: \"@x\"\n            ^"]
 
 
 def test_duplicate_shared_alias_across_files_names_both_places():
@@ -788,13 +789,14 @@ def test_signal_and_exclude_queries_are_checked_like_the_query():
     first, query_line, caret_line = msgs[0].split("\n")
     m = re.fullmatch(r"cfg\.yaml:10: watchlists\[1\]\.signals\[1\]\.query: watchlist 'probe': .+ at column (\d+)", first)
     assert m, first
-    assert query_line == "launch AND (test" and caret_line == " " * (int(m.group(1)) - 1) + "^"
+    assert query_line == "      - query: launch AND (test" and caret_line == " " * (int(m.group(1)) - 1) + "^"
+    assert int(m.group(1)) == 27
     first, query_line, caret_line = msgs[1].split("\n")
     assert first.startswith("cfg.yaml:14: watchlists[1].exclude[1]: watchlist 'probe': ")
-    assert first.endswith("at column 1") and query_line == "NOT football" and caret_line == "^"
+    assert first.endswith("at column 9") and query_line == "      - NOT football" and caret_line == " " * 8 + "^"
     assert msgs[2].split("\n") == [
-        "cfg.yaml:15: watchlists[1].exclude[2]: watchlist 'probe': unknown alias '@iran' at column 1",
-        "@iran", "^"]
+        "cfg.yaml:15: watchlists[1].exclude[2]: watchlist 'probe': unknown alias '@iran' at column 10",
+        '      - "@iran"', " " * 9 + "^"]
 
 
 def test_summary_shows_severity_min_score_and_channel_min_severity():
@@ -814,3 +816,273 @@ def test_summary_shows_severity_min_score_and_channel_min_severity():
                      "  - scored: severity critical, min_score 2.5, 2 signals, 1 exclude\n",
                      "  - pager: disabled (no URL); scored; min_severity critical"):
         assert fragment in text + "\n", fragment
+
+
+# --------------------------------------------------------------------------- query errors: file, line, column, caret
+
+# (query, the message's start, the text at the error spot and how far into it the spot is)
+BAD_QUERIES = {
+    "unknown alias": ("missile AND @dprkk", "unknown alias '@dprkk' (did you mean '@dprk'?)", "@dprkk", 0),
+    "empty OR group": ("missile OR ()", "empty parentheses", "()", 0),
+    "empty group": ("()", "empty parentheses", "()", 0),
+    "NEAR/0": ("missile NEAR/0 launch*", "NEAR distance must be a whole number from 1 to 100 (got '0')", "NEAR/0", 5),
+    "bad regex": ("missile AND /(unclosed/", "bad regex: missing ), unterminated subpattern", "/(unclosed", 1),
+    "NOT in a NEAR operand": ("(NOT test) NEAR/5 missile", "the left operand of NEAR/5 contains NOT: NEAR operands "
+                              "may only be terms, phrases, wildcards, @aliases or parenthesised OR-groups of those",
+                              "NEAR/5", 0),
+}
+
+# how the query is written in the YAML file ({q}: the query; the block styles spread it over lines)
+STYLES = {
+    "plain": "query: {q}",
+    "single-quoted": "query: '{q}'",
+    "double-quoted": 'query: "{q}"',
+    "literal block": "query: |\n  (launch* OR\n    test*)\n  AND {q}",
+    "literal block, header comment": "query: |-  # a comment\n\n  launch* AND\n  {q}\n",
+    "folded block": "query: >\n  (launch* OR\n  test*)\n  AND {q}",
+    "flow mapping": '{{query: "{q}"}}',
+}
+
+
+def _position(text: str, spot: str, delta: int) -> tuple[int, int, str]:
+    """(line, column, line text) of the ``delta``-th character of the one ``spot`` in ``text``."""
+    assert text.count(spot) == 1, spot
+    at = text.index(spot) + delta
+    start = text.rfind("\n", 0, at) + 1
+    return text.count("\n", 0, start) + 1, at - start + 1, text[start:text.index("\n", at)]
+
+
+def _watchlist_file(entry: str) -> str:
+    """A main file including watchlists/*.yaml, and watchlists/probe.yaml with one good and one
+    bad watchlist (``entry`` is the bad one's keys, indented for the list item)."""
+    write("cfg.yaml", "include: watchlists/*.yaml\n")
+    body = ("# probe watchlists\naliases:\n  dprk: [DPRK, North Korea]\nwatchlists:\n"
+            "  - name: good\n    query: missile\n  - name: probe\n" + textwrap.indent(entry, "    ") + "\n")
+    Path("watchlists").mkdir(exist_ok=True)
+    Path("watchlists/probe.yaml").write_text(body, encoding="utf-8")
+    return body
+
+
+@pytest.mark.parametrize("kind", BAD_QUERIES)
+@pytest.mark.parametrize("style", STYLES)
+def test_query_error_names_file_line_column_and_watchlist_in_every_yaml_style(kind, style):
+    query, message, spot, delta = BAD_QUERIES[kind]
+    entry = STYLES[style].format(q=query)
+    if style == "flow mapping":
+        body = _watchlist_file("")
+        body = body.replace("  - name: probe\n", f"  - {{name: probe, {entry[1:-1]}}}\n")
+        Path("watchlists/probe.yaml").write_text(body, encoding="utf-8")
+    else:
+        body = _watchlist_file(entry)
+    line, column, source = _position(body, spot, delta)
+    (msg,) = errors()
+    assert msg.split("\n") == [
+        f"watchlists/probe.yaml:{line}: watchlists[1].query: watchlist 'probe': {message} at column {column}",
+        source,
+        " " * (column - 1) + "^",
+    ]
+
+
+@pytest.mark.parametrize("kind", BAD_QUERIES)
+@pytest.mark.parametrize("clause, entry", [
+    ("signals[1].query", "query: missile\nsignals:\n  - query: launch*\n  - query: {q}\n    weight: 2"),
+    ("signals[1].query", "query: missile\nsignals:\n  - {{query: launch*}}\n  - query: |\n      test*\n      OR ({q})"),
+    ("signals[0].query", "signals:\n  - weight: 2\n    query: >-\n      test* AND\n      {q}\nmin_score: 2"),
+    ("exclude[1]", "query: missile\nexclude:\n  - video game\n  - '{q}'"),
+    ("exclude[0]", "query: missile\nexclude: [\"{q}\", video game]"),
+    ("exclude[1]", "query: missile\nexclude:\n  - video game\n  - |\n    football\n    OR ({q})"),
+])
+def test_signal_and_exclude_errors_point_into_the_file(kind, clause, entry):
+    query, message, spot, delta = BAD_QUERIES[kind]
+    body = _watchlist_file(entry.format(q=query))
+    line, column, source = _position(body, spot, delta)
+    (msg,) = errors()
+    assert msg.split("\n") == [
+        f"watchlists/probe.yaml:{line}: watchlists[1].{clause}: watchlist 'probe': {message} at column {column}",
+        source,
+        " " * (column - 1) + "^",
+    ]
+
+
+def test_query_error_in_double_quotes_with_escapes_and_over_several_lines():
+    body = _watchlist_file('query: "\\"ballistic missile\\" AND\n  \\t(launch* OR\n  ()) AND @iran"')
+    msgs = errors()
+    assert len(msgs) == 1
+    line, column, source = _position(body, "())", 0)
+    assert msgs[0].split("\n") == [
+        f"watchlists/probe.yaml:{line}: watchlists[1].query: watchlist 'probe': empty parentheses at column {column}",
+        source, " " * (column - 1) + "^"]
+    body = _watchlist_file('query: "\\"ballistic\\x20missile\\" AND @iran"')
+    line, column, source = _position(body, "@iran", 0)
+    (msg,) = errors()
+    assert msg.startswith(f"watchlists/probe.yaml:{line}: watchlists[1].query: watchlist 'probe': "
+                          f"unknown alias '@iran' at column {column}\n")
+
+
+def test_query_error_at_the_end_of_a_block_query_points_after_its_last_word():
+    body = _watchlist_file("query: |\n  missile AND\n  (launch* OR test*) AND\n\nseverity: high")
+    (msg,) = errors()
+    line, column, source = _position(body, "test*) AND\n", len("test*) AND"))
+    assert source == "      (launch* OR test*) AND" and column == len(source) + 1
+    assert msg.split("\n") == [
+        f"watchlists/probe.yaml:{line}: watchlists[1].query: watchlist 'probe': AND needs a term after it at column "
+        f"{column - 3}", source, " " * (column - 4) + "^"]
+
+
+def test_caret_lines_up_under_tabs_and_wide_characters():
+    write("cfg.yaml", "watchlists:\n  - name: probe\n    query: 导弹 OR\tミサイル OR ()\n")
+    (msg,) = errors()
+    first, source, caret = msg.split("\n")
+    assert first == "cfg.yaml:3: watchlists[0].query: watchlist 'probe': empty parentheses at column 26"
+    assert source == "    query: 导弹 OR\tミサイル OR ()"
+    assert caret == " " * 11 + "    " + "   \t" + "        " + "    " + "^"
+
+
+def test_interpolated_query_error_falls_back_to_the_key_line_and_the_querys_column():
+    write("cfg.yaml", """
+        watchlists:
+          - name: probe
+            query: "missile AND ${EXTRA}"
+    """)
+    assert errors(env={"EXTRA": "(test"}) == [
+        "cfg.yaml:3: watchlists[0].query: watchlist 'probe': missing closing parenthesis at column 13 of the query\n"
+        "missile AND (test\n"
+        "            ^"]
+
+
+def test_query_errors_are_listed_in_line_order_with_other_errors():
+    write("cfg.yaml", """
+        sources:
+          - {name: s, url: "ftp://nope"}
+        watchlists:
+          - name: a
+            query: |
+              missile
+              AND ()
+          - name: b
+            description: ${NOPE}
+            query: x NEAR/0 y
+    """)
+    msgs = errors()
+    assert [m.split(":", 2)[:2] for m in msgs] == [["cfg.yaml", str(n)] for n in (2, 7, 9, 10)]
+    assert msgs[1] == "cfg.yaml:7: watchlists[0].query: watchlist 'a': empty parentheses at column 11\n      AND ()\n" \
+                      + " " * 10 + "^"
+    assert msgs[2].startswith("cfg.yaml:9: watchlists[1].description: environment variable NOPE is not set")
+    assert msgs[3].startswith("cfg.yaml:10: watchlists[1].query: watchlist 'b': NEAR distance must be")
+
+
+def test_regex_is_not_an_alias_entry_in_the_config():
+    write("cfg.yaml", """
+        aliases:
+          dprk: [DPRK, "/north ?korea/"]
+        watchlists:
+          - name: probe
+            query: missile AND @dprk
+    """)
+    assert errors() == [
+        "cfg.yaml:2: aliases.dprk[1]: alias 'dprk': '/north ?korea/' is not a term: a regex is not an alias "
+        "entry (entries are terms or phrases; write the regex in the query itself)",
+        "cfg.yaml:5: watchlists[0].query: watchlist 'probe': alias '@dprk': entry '/north ?korea/': a regex is "
+        "not an alias entry (entries are terms or phrases; write the regex in the query itself) at column 24\n"
+        "    query: missile AND @dprk\n" + " " * 23 + "^"]
+
+
+def test_monitor_check_cli_reports_query_errors_with_exit_2(in_tmp):
+    import subprocess
+    import sys
+
+    body = _watchlist_file("query: |\n  (missile* OR rocket*)\n  AND launch* NEAR/0 test\n"
+                           "exclude:\n  - /(video/\n  - '@iran OR game'")
+    monitor = Path(sys.executable).with_name("monitor")
+    r = subprocess.run([str(monitor), "check", "--config", "cfg.yaml"], capture_output=True, text=True,
+                       cwd=in_tmp, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    near_line, near_col, near_src = _position(body, "NEAR/0", 5)
+    re_line, re_col, re_src = _position(body, "/(video", 1)
+    alias_line, alias_col, alias_src = _position(body, "@iran", 0)
+    assert r.stderr.splitlines() == [
+        "configuration errors in cfg.yaml:",
+        f"watchlists/probe.yaml:{near_line}: watchlists[1].query: watchlist 'probe': NEAR distance must be a whole "
+        f"number from 1 to 100 (got '0') at column {near_col}",
+        near_src, " " * (near_col - 1) + "^",
+        f"watchlists/probe.yaml:{re_line}: watchlists[1].exclude[0]: watchlist 'probe': bad regex: missing ), "
+        f"unterminated subpattern at column {re_col}",
+        re_src, " " * (re_col - 1) + "^",
+        f"watchlists/probe.yaml:{alias_line}: watchlists[1].exclude[1]: watchlist 'probe': unknown alias '@iran' "
+        f"at column {alias_col}",
+        alias_src, " " * (alias_col - 1) + "^",
+    ]
+    assert (near_line, near_col, re_line, re_col, alias_line, alias_col) == (10, 24, 12, 10, 13, 10)
+
+
+@pytest.mark.parametrize("yaml_text", [
+    # a plain scalar over several lines
+    "watchlists:\n  - name: probe\n    query: missile\n      AND\n      ()\n",
+    # an escaped line break in double quotes
+    'watchlists:\n  - name: probe\n    query: "missile \\\n      AND ()"\n',
+    # an explicit indentation indicator: the extra spaces are part of the value
+    "watchlists:\n  - name: probe\n    query: |2\n         missile\n        AND ()\n",
+    # a folded block with a more-indented line (kept as a line of its own)
+    "watchlists:\n  - name: probe\n    query: >\n      missile\n        AND\n      ()\n",
+    # tags and anchors before the value
+    "watchlists:\n  - name: probe\n    query: !!str missile AND ()\n",
+    "watchlists:\n  - name: probe\n    query: &q |\n      missile\n      AND ()\n",
+    "watchlists:\n  - name: probe\n    query: &q\n      missile AND ()\n",
+    # escapes in double quotes before the spot, and '' in single quotes
+    'watchlists:\n  - name: probe\n    query: "\\u00e9t\\u00e9 \\"x\\" AND ()"\n',
+    "watchlists:\n  - name: probe\n    query: '\"it''s\" AND ()'\n",
+    # a regex with a $ (not an interpolation) and a comment after the value
+    "watchlists:\n  - name: probe\n    query: /\\$\\d+/ AND ()  # wrong\n",
+], ids=["plain multi-line", "escaped break", "indent indicator", "folded more-indented", "tag", "anchored block",
+        "anchored plain", "double-quoted escapes", "single-quoted quote", "dollar and comment"])
+def test_query_error_position_in_other_yaml_spellings(yaml_text):
+    write("cfg.yaml", yaml_text)
+    line, column, source = _position(yaml_text, "()", 0)
+    assert errors() == [f"cfg.yaml:{line}: watchlists[0].query: watchlist 'probe': empty parentheses at column "
+                        f"{column}\n{source}\n{' ' * (column - 1)}^"]
+
+
+def test_query_used_through_a_yaml_alias_is_shown_where_it_is_written():
+    write("cfg.yaml", """
+        x-queries:
+          broken: &broken "missile AND ()"
+        watchlists:
+          - name: a
+            query: *broken
+    """)
+    assert errors() == ["cfg.yaml:2: watchlists[0].query: watchlist 'a': empty parentheses at column 32\n"
+                        '  broken: &broken "missile AND ()"\n' + " " * 31 + "^"]
+
+
+def test_query_error_position_with_windows_line_ends_and_a_byte_order_mark(in_tmp):
+    (in_tmp / "cfg.yaml").write_bytes(b"\xef\xbb\xbfwatchlists:\r\n  - name: probe\r\n    query: |\r\n"
+                                      b"      missile\r\n      AND ()\r\n")
+    assert errors() == ["cfg.yaml:5: watchlists[0].query: watchlist 'probe': empty parentheses at column 11\n"
+                        "      AND ()\n" + " " * 10 + "^"]
+
+
+def test_query_changed_by_a_dollar_escape_falls_back_to_the_querys_column():
+    write("cfg.yaml", """
+        watchlists:
+          - name: probe
+            query: "$$x AND ()"
+    """)
+    assert errors() == ["cfg.yaml:3: watchlists[0].query: watchlist 'probe': empty parentheses at column 8 of the "
+                        "query\n$x AND ()\n       ^"]
+
+
+def test_the_readme_example_of_a_query_error():
+    write("config/monitor.yaml", "include: watchlists/*.yaml\n")
+    write("config/watchlists/x.yaml", """
+        watchlists:
+          - name: x
+            query: "@missile NEAR/5 @misile"
+            aliases:
+              missile: [missile*]
+    """)
+    assert errors("config/monitor.yaml") == [
+        "config/watchlists/x.yaml:3: watchlists[0].query: watchlist 'x': unknown alias '@misile' (did you mean "
+        "'@missile'?) at column 29\n"
+        '    query: "@missile NEAR/5 @misile"\n'
+        "                            ^"]

@@ -13,11 +13,13 @@ from monitor.query import (
     Not,
     Or,
     QuerySyntaxError,
+    Regex,
     Term,
     evaluate,
     fold_case,
     fold_text,
     iter_terms,
+    parse_alias_entry,
     parse_query,
     word_spans,
     words_of,
@@ -420,7 +422,7 @@ def test_fields_parse():
     assert parse_query('title:"a b"') == Field("title", t("a", "b"))
     assert parse_query("title:launch*") == Field("title", t("launch", prefix=True))
     assert parse_query("title:(a NEAR/5 b)") == Field("title", Near(t("a"), t("b"), 5))
-    assert parse_query("subtitle:x") == t("subtitle", "x")  # only title: and text: are fields
+    assert parse_query("subtitle:x") == t("subtitle", "x")  # only title:, text: and lead: are fields
 
 
 @pytest.mark.parametrize("query, message, column", [
@@ -474,3 +476,172 @@ def test_empty_groups_are_still_errors():
     for query in ("()", "a OR ()", "OR ()", "missile NEAR/3 ()"):
         with pytest.raises(QuerySyntaxError):
             parse_query(query)
+
+
+# --------------------------------------------------------------------------- regex terms
+
+def test_regex_term_parses_to_a_regex_node():
+    assert parse_query("/hwasong-?1[5-9]/") == Regex("hwasong-?1[5-9]")
+    assert parse_query("/hwasong-?1[5-9]/ missile") == And((Regex("hwasong-?1[5-9]"), t("missile")))
+    # spaces, quotes, parentheses and an escaped slash belong to the pattern
+    assert parse_query('/a b (c) "d"/') == Regex('a b (c) "d"')
+    assert parse_query(r"/24\/7/ OR x") == Or((Regex(r"24\/7"), t("x")))
+    # the pattern is kept as written (case and all); matching is case-insensitive
+    assert parse_query("/ICBM|SLBM/") == Regex("ICBM|SLBM")
+
+
+def test_regex_offset_is_not_compared_but_kept_for_messages():
+    node = parse_query("missile AND /kn-?2[0-9]/")
+    assert isinstance(node, And)
+    regex = node.children[1]
+    assert isinstance(regex, Regex) and regex.offset == 12
+    assert regex == Regex("kn-?2[0-9]")
+    assert hash(regex) == hash(Regex("kn-?2[0-9]"))
+
+
+def test_regex_compiled_is_case_insensitive_and_folds_non_ascii():
+    assert Regex("café").compiled.search("cafe au lait")
+    assert Regex("ICBM").compiled.search("an icbm")
+    assert not Regex("café").compiled.search("caffe")
+
+
+@pytest.mark.parametrize("query", [
+    "/hwasong-?1[5-9]/", "/a b/ OR c", r"/a\/b c/ AND NOT d", 'missile NOT /game[sr]?/',
+    "title:/x+/", "text:(/ab+/ OR c)", "lead:/kn-?23/", "(/a+/ OR b) AND (c OR /d+/)", '/"q"/ x',
+])
+def test_regex_canonical_form_round_trips(query):
+    node = parse_query(query)
+    assert parse_query(str(node)) == node
+    assert str(parse_query(str(node))) == str(node)
+
+
+def test_regexes_in_iter_terms_and_evaluate():
+    node = parse_query("(/a+/ OR b) NOT /c+/")
+    assert list(iter_terms(node)) == [(Regex("a+"), 0), (t("b"), 0), (Regex("c+"), 1)]
+    assert evaluate(node, {Regex("a+")})
+    assert not evaluate(node, {Regex("a+"), Regex("c+")})
+
+
+def test_regex_inside_a_field():
+    assert parse_query("title:/x+/") == Field("title", Regex("x+"))
+    assert parse_query("text:(/ab+/ OR c)") == Field("text", Or((Regex("ab+"), t("c"))))
+    assert parse_query("lead:/kn-?23/ missile") == And((Field("lead", Regex("kn-?23")), t("missile")))
+    assert parse_query("title:(a NOT /b+/)") == Field("title", And((t("a"), Not(Regex("b+")))))
+
+
+@pytest.mark.parametrize("query, message, column", [
+    # a pattern that does not compile: the column of re's error inside the pattern
+    ("/(unclosed/", "bad regex: missing ), unterminated subpattern", 2),
+    ("missile AND /(unclosed/", "bad regex: missing ), unterminated subpattern", 14),
+    ("/[a-/", "bad regex: unterminated character set", 2),
+    ("x /a)/", "bad regex: unbalanced parenthesis", 5),
+    ("/a{2,1}/", "bad regex: min repeat greater than max repeat", 4),
+    ("title:/(x/", "bad regex: missing ), unterminated subpattern", 8),
+    # empty
+    ("//", "empty regex", 1),
+    ("a OR //", "empty regex", 6),
+    ("lead://", "empty regex", 6),
+    # a pattern that matches the empty string would match every item
+    ("/x*/", "regex /x*/ can match empty text", 1),
+    ("a OR /x*/", "regex /x*/ can match empty text", 6),
+    ("/^/", "regex /^/ can match empty text", 1),
+    (r"/\b/", r"regex /\b/ can match empty text", 1),
+    ("/a|/", "regex /a|/ can match empty text", 1),
+    ("/(missile)?/", "regex /(missile)?/ can match empty text", 1),
+    # flags glued after the closing slash
+    ("/x/i", "unexpected 'i' after the regex's closing '/'", 4),
+    ("a /x/gi b", "unexpected 'gi' after the regex's closing '/'", 6),
+    ("/x/)", "unmatched closing parenthesis", 4),  # ')' ends the token: not glued
+    # unterminated
+    ("a /b", "unterminated regex", 3),
+    (r"a /b\/", "unterminated regex", 3),
+    # not as a NEAR operand
+    ("a NEAR/3 /b/", "the right operand of NEAR/3 contains a regex", 3),
+    ("/b/ NEAR/3 a", "the left operand of NEAR/3 contains a regex", 5),
+    ("(a OR /b+/) ONEAR/3 c", "the left operand of ONEAR/3 contains a regex", 13),
+    # a regex alone under NOT requires nothing
+    ("NOT /x/", "query needs at least one term that must be present", 1),
+    ("/a/ OR NOT b", "query needs at least one term that must be present", 8),
+])
+def test_regex_errors_have_a_message_and_column(query, message, column):
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query(query)
+    err = info.value
+    assert err.message.startswith(message), err.message
+    assert err.column == column, (err.message, err.column)
+
+
+def test_regex_error_caret_points_into_the_pattern():
+    with pytest.raises(QuerySyntaxError) as info:
+        parse_query("missile AND /(unclosed/")
+    assert info.value.caret() == "missile AND /(unclosed/\n             ^"
+
+
+@pytest.mark.parametrize("entry", ["/a/", " /hwasong-?1[5-9]/ ", "/x*/"])
+def test_regex_is_not_an_alias_entry(entry):
+    with pytest.raises(QuerySyntaxError, match=re.escape("a regex is not an alias entry")) as info:
+        parse_query("missile @dprk", {"dprk": ["DPRK", entry]})
+    assert info.value.column == 9  # the '@'
+    assert info.value.message.startswith(f"alias '@dprk': entry {entry!r}: ")
+    with pytest.raises(QuerySyntaxError, match="a regex is not an alias entry") as info:
+        parse_alias_entry(entry)
+    assert info.value.column == entry.index("/") + 1
+
+
+def test_alias_entries_with_slashes_that_are_not_regexes_are_terms():
+    assert parse_alias_entry("24/7") == t("24", "7")
+    assert parse_query("@x", {"x": ["a/b/"]}) == t("a", "b")
+
+
+# --------------------------------------------------------------------------- lead:
+
+def test_lead_field_parses():
+    assert parse_query("lead:(a NEAR/5 b)") == Field("lead", Near(t("a"), t("b"), 5))
+    assert parse_query('lead:"x y"') == Field("lead", t("x", "y"))
+    assert parse_query("lead:launch*") == Field("lead", t("launch", prefix=True))
+    assert parse_query("lead:(a OR b) NOT lead:c") == And((Field("lead", Or((t("a"), t("b")))),
+                                                            Not(Field("lead", t("c")))))
+    assert parse_query("x AND NOT lead:y") == And((t("x"), Not(Field("lead", t("y")))))
+    assert parse_query("lead:(@dprk OR test)", ALIASES) == Field(
+        "lead", Or((t("north", "korea"), t("dprk"), t("pyongyang"), t("kim", "jong", "un"), t("test"))))
+    assert parse_query("lead:test-fire") == Field("lead", Or((t("test", "fire"), t("testfire"))))
+
+
+def test_lead_is_a_field_only_as_written():
+    assert parse_query("Lead:x") == t("lead", "x")  # fields are lower case, like the operators' case rule
+    assert parse_query("leads:x") == t("leads", "x")
+    assert parse_query("lead") == t("lead")
+
+
+@pytest.mark.parametrize("query, message, column", [
+    ("lead:(title:a)", "fields do not nest: title: inside lead:(...)", 7),
+    ("lead:(a OR text:b)", "fields do not nest: text: inside lead:(...)", 12),
+    ("title:(lead:a)", "fields do not nest: lead: inside title:(...)", 8),
+    ("text:(x NOT lead:y)", "fields do not nest: lead: inside text:(...)", 13),
+    ("lead:(lead:a)", "fields do not nest: lead: inside lead:(...)", 7),
+    ("lead:", "lead: needs a term after it", 1),
+    ("a lead:()", "empty parentheses", 8),
+    ("lead:(NOT x)", "query needs at least one term that must be present", 7),
+    ("NOT lead:x", "query needs at least one term that must be present", 1),
+    ("lead:a NEAR/3 b", "put the field around the NEAR", 8),
+    ("lead:(a NEAR/0 b)", "from 1 to 100", 14),
+])
+def test_lead_errors_have_columns(query, message, column):
+    with pytest.raises(QuerySyntaxError, match=re.escape(message)) as info:
+        parse_query(query)
+    assert info.value.column == column
+
+
+@pytest.mark.parametrize("query, canonical", [
+    ("lead:(a NEAR/5 b)", "lead:(a NEAR/5 b)"),
+    ('lead:"X Y"', 'lead:"x y"'),
+    ("lead:(a b) OR c", "lead:(a AND b) OR c"),
+    ("x NOT lead:(y OR z)", "x AND NOT lead:(y OR z)"),
+    ("lead:(NOT a b)", "lead:(NOT a AND b)"),
+    ("lead:/kn-?23/", "lead:/kn-?23/"),
+    ("lead:(a ONEAR/2 (b OR c*))", "lead:(a ONEAR/2 (b OR c*))"),
+])
+def test_lead_canonical_form_round_trips(query, canonical):
+    node = parse_query(query)
+    assert str(node) == canonical
+    assert parse_query(str(node)) == node
