@@ -46,30 +46,62 @@ Record = tuple[str, str | None, str, str]  # (id, link, title, text)
 PARALLEL_MIN_BYTES = 1 << 20
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+_scan_json = json.JSONDecoder().scan_once  # json.loads's parser (C), settings as json.loads
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C speed; what _encode does for a str
 
 
 def format_line(rid: str, link: object, hits: Sequence[WatchlistHit]) -> str:
     """One output line (with its newline): exactly ``json.dumps`` of ``{"id", "link",
     "watchlists": [{"name", "score", "severity", "terms"}]}`` with ``ensure_ascii=False``."""
-    if hits:
-        found = ", ".join(
-            f'{{"name": {_string(h.name)}, "score": '
-            f'{float.__repr__(h.score) if math.isfinite(h.score) else _encode(h.score)}, '
-            f'"severity": {_string(h.severity)}, "terms": [{", ".join(map(_string, h.terms))}]}}' for h in hits)
-        found = f"[{found}]"
-    else:
-        found = "[]"
+    found = f"[{', '.join(map(_hit_json, hits))}]" if hits else "[]"
     shown_link = "null" if link is None else _string(link) if isinstance(link, str) else _encode(link)
     return f'{{"id": {_string(rid)}, "link": {shown_link}, "watchlists": {found}}}\n'
+
+
+def _hit_json(h: WatchlistHit) -> str:
+    """``json.dumps`` of one hit as :func:`format_line` shows it."""
+    return (f'{{"name": {_string(h.name)}, "score": '
+            f'{float.__repr__(h.score) if math.isfinite(h.score) else _encode(h.score)}, '
+            f'"severity": {_string(h.severity)}, "terms": [{", ".join(map(_string, h.terms))}]}}')
+
+
+class _LineFormatter:
+    """:func:`format_line` for the bulk loop: the matcher hands out the same hit objects
+    again and again (it caches the common ones), so each one's JSON is made once. Entries
+    keep their hit alive, so an ``id`` is never reused while it is a key."""
+
+    LIMIT = 1 << 14  # entries before the cache starts over
+
+    def __init__(self) -> None:
+        self._cache: dict[int, tuple[WatchlistHit, str]] = {}
+
+    def __call__(self, rid: str, link: object, hits: Sequence[WatchlistHit]) -> str:
+        if hits:
+            cache = self._cache
+            parts = []
+            for h in hits:
+                got = cache.get(id(h))
+                if got is None or got[0] is not h:
+                    if len(cache) >= self.LIMIT:
+                        cache.clear()
+                    got = cache[id(h)] = (h, _hit_json(h))
+                parts.append(got[1])
+            found = f"[{', '.join(parts)}]"
+        else:
+            found = "[]"
+        shown_link = "null" if link is None else _string(link) if isinstance(link, str) else _encode(link)
+        return f'{{"id": {_string(rid)}, "link": {shown_link}, "watchlists": {found}}}\n'
 
 
 def match_command(cfg: Config, input_: str, jobs: int = 0) -> int:
     """Print one JSON line per item; returns the exit status (1 if any input line was bad)."""
     from .matcher import Matcher
 
+    # the configuration and the matcher live to the end: keep them out of garbage collections
+    # (a build among the config's objects would walk them again and again) and of copy-on-write
+    gc.freeze()
     matcher = Matcher(cfg.matcher_watchlists())
-    gc.freeze()  # the matcher lives to the end: keep it out of garbage collections (and copy-on-write)
+    gc.freeze()
     workers = worker_count(jobs)
     if workers > 1:
         path = _parallel_input(input_)
@@ -89,25 +121,54 @@ def worker_count(jobs: int) -> int:
 
 
 def _match_records(matcher: Matcher, records: Iterable[Record | str], out: TextIO, err: TextIO) -> int:
-    write, match = out.write, matcher.match
-    bad = 0
-    for record in records:
-        if isinstance(record, str):  # an error about one input line
-            click.echo(record, file=err)
-            bad += 1
-            continue
-        rid, link, title, text = record
-        write(format_line(rid, link, match(title, text)))
+    write, match, line = out.write, matcher.match, _LineFormatter()
+    # output lines are written a few at a time (as the stream's buffer would), except on a
+    # terminal (line buffered), which sees each line at once as before
+    block = 1 if getattr(out, "line_buffering", False) else _BLOCK
+    bad = done = 0
+    pending: list[str] = []  # output lines not yet written
+    collect = gc.isenabled()
+    # Matching makes no reference cycles: the cyclic collector would only walk the young
+    # objects over and over. It runs once every _COLLECT_EVERY items instead.
+    gc.disable()
+    try:
+        for record in records:
+            if isinstance(record, str):  # an error about one input line
+                if pending:
+                    write("".join(pending))
+                    pending.clear()
+                click.echo(record, file=err)
+                bad += 1
+                continue
+            rid, link, title, text = record
+            pending.append(line(rid, link, match(title, text)))
+            if len(pending) >= block:
+                write("".join(pending))
+                pending.clear()
+            done += 1
+            if collect and not done % _COLLECT_EVERY:
+                gc.collect(1)
+        if pending:
+            write("".join(pending))
+    finally:
+        if collect:
+            gc.enable()
     out.flush()
     err.flush()
     return 1 if bad else 0
 
 
+#: Output lines the bulk loop writes at a time (about a stream buffer's worth).
+_BLOCK = 32
+#: Items between two runs of the cyclic garbage collector in the bulk loop.
+_COLLECT_EVERY = 4096
+
+
 def read_records(input_: str, cfg: Config) -> Iterator[Record | str]:
     """Yield (id, link, title, text) per item, or an error string for a bad line."""
-    from .fetch import fetch_sync
-
     if input_.startswith(("http://", "https://")):
+        from .fetch import fetch_sync  # aiohttp: only imported when needed
+
         result = fetch_sync(input_, cfg.fetch)
         if not result.ok:
             raise click.ClickException(f"cannot fetch {input_}: {result.error or result.status}")
@@ -133,19 +194,28 @@ def _is_jsonl(head: bytes) -> bool:
 
 
 def _jsonl_records(lines: Iterable[str], name: str, first_line: int = 1) -> Iterator[Record | str]:
-    loads = json.loads
+    loads, scan = json.loads, _scan_json
     for n, raw in enumerate(lines, first_line):
         line = raw.strip()
         if not line:
             continue
-        try:
-            d = loads(line)
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            yield f"{name}:{n}: invalid JSON line ({e})"
-            continue
-        text = "\n".join(str(d[k]) for k in ("summary", "text", "content") if d.get(k))
+        try:  # the C scanner json.loads ends in, without its per-call overhead
+            d, end = scan(line, 0)
+            if end != len(line) or type(d) is not dict:
+                raise ValueError
+        except (ValueError, StopIteration, RecursionError):
+            try:  # not a plain object: json.loads says what is wrong (same message as ever)
+                d = loads(line)
+                if not isinstance(d, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                yield f"{name}:{n}: invalid JSON line ({e})"
+                continue
+        summary, body, content = d.get("summary"), d.get("text"), d.get("content")
+        if body or content:
+            text = "\n".join(str(v) for v in (summary, body, content) if v)
+        else:
+            text = str(summary) if summary else ""
         rid = d.get("id", n)
         yield (str(rid) if rid is not None else str(n), d.get("link"), str(d.get("title") or ""), text)
 

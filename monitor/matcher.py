@@ -55,18 +55,28 @@ How (built for thousands of watchlists):
 - Each clause is compiled once to a Python boolean expression over the terms that occurred
   (``tid in h``); signals are evaluated only for candidates whose query is true, excludes
   only for watchlists about to fire. A watchlist with only a query costs one expression and
-  one more for the title-alone check.
+  one more for the title-alone check. A NEAR or a field test only looks at positions once
+  the terms it needs occur at all (``tid in h`` first). Clauses of the same shape share one
+  compiled template (the code is copied with each clause's numbers as its constants), so
+  building costs little more than parsing.
+- The terms of a hit: for a simple query (see ``_is_simple``) in a plain item they come
+  straight from the word string (a word is its own surface, a prefix's is the word it
+  starts), and the hit of a query made true by one word is made once and reused; only
+  phrases and positional clauses go through ``_Item.surfaces``.
 - Occurrences keep their end offset in the word string, from which the field and the word
   index follow (:class:`_Item`); NEAR and field restrictions are compiled to calls that
   look at those positions, computed lazily only for items that reach such a clause.
 """
 from __future__ import annotations
 
+import codecs
 import itertools
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import FunctionType
 
 import ahocorasick
 
@@ -129,6 +139,8 @@ class _Clause:
     positive: tuple[int, ...]  # ids of its leaves under no NOT, in query order (regexes: ~rid)
     leaves: tuple[int, ...]  # ids of all its leaves (regexes: ~rid)
     simple: bool  # true => every positive leaf that occurred helped make it true
+    positional: bool = False  # has a NEAR, field or regex (its test needs the item, not just the terms)
+    plain_terms: frozenset[int] | None = None  # simple and without regex: ``positive`` as a set (else None)
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,7 +164,7 @@ class _Watchlist:
                 and self.min_score <= min(self.query.weight, self.query.weight * self.title_weight))
 
 
-@dataclass
+@dataclass(slots=True)
 class _Fast:
     """What the hot loop needs of a watchlist that has only a query (see ``Matcher.match``)."""
 
@@ -164,6 +176,8 @@ class _Fast:
     points: float  # score when true
     title_points: float  # score when true in the title alone
     hits: dict[int, WatchlistHit]  # tid (~tid: not in the title alone) -> the hit of that term alone
+    words_only: bool = False  # ``positive`` is set and all its terms are single words
+    positive_set: frozenset[int] = frozenset()  # ``positive`` as a set
 
 
 def _as_spec(entry: WatchlistEntry) -> WatchlistSpec:
@@ -236,14 +250,21 @@ class Matcher:
         self._kinds = [_PHRASE if t.is_phrase else _PREFIX if t.prefix else _WORD for t in self._terms]
         self._n_words = [len(t.words) for t in self._terms]
         self._fast: list[_Fast | None] = [self._fast_path(w) if w.plain else None for w in self._watchlists]
+        # per watchlist index, everything the hot loop looks up: (query test or None, does
+        # that test need the item (positions, regexes), _Fast or None)
+        self._plans: list[tuple[Callable[[Present, _Item], bool] | None, bool, _Fast | None]] = [
+            (test, w.query is not None and w.query.positional, fast)
+            for w, test, fast in zip(self._watchlists, self._query_tests, self._fast, strict=True)]
         self._automaton = self._build_automaton()
 
     def _fast_path(self, watchlist: _Watchlist) -> _Fast:
         clause: _Clause = watchlist.query  # type: ignore[assignment]
         regex = any(lid < 0 for lid in clause.leaves)
-        return _Fast(watchlist, clause, None if regex else frozenset(clause.leaves),
-                     clause.positive if clause.simple and not regex else None, _positional(clause.node),
-                     clause.weight, clause.weight * watchlist.title_weight, {})
+        positive = clause.positive if clause.simple and not regex else None
+        return _Fast(watchlist, clause, None if regex else frozenset(clause.leaves), positive,
+                     clause.positional, clause.weight, clause.weight * watchlist.title_weight, {},
+                     positive is not None and all(self._kinds[t] == _WORD for t in positive),
+                     frozenset(positive or ()))
 
     # ------------------------------------------------------------------ building
 
@@ -272,7 +293,10 @@ class Matcher:
                     leaves.append(lid)
                 if nots == 0 and lid not in positive:
                     positive.append(lid)
-            made = _Clause(kind, label, str(node), node, float(weight), tuple(positive), tuple(leaves), _is_simple(node))
+            simple = _is_simple(node)
+            made = _Clause(kind, label, str(node), node, float(weight), tuple(positive), tuple(leaves), simple,
+                           _positional(node),
+                           frozenset(positive) if simple and all(lid >= 0 for lid in leaves) else None)
             sources.append(_source(node, self._term_ids, self._regex_ids))
             return made
 
@@ -342,21 +366,15 @@ class Matcher:
         ws, plain = _word_string(title, text)
         sep = ws.index(FIELD_SEP)
         present: Present = {}
-        title_ids: set[int] | frozenset[int] = _NOTHING  # the terms that occur in the title
+        n_title = 0  # how many terms occur in the title: the first ones in ``present``
         if automaton is not None:
             get = present.get
-            for end, tid in automaton.iter(ws, 0, sep):  # the title (no key contains the separator)
+            for end, tid in automaton.iter(ws):  # title and text at once: no key contains FIELD_SEP
                 ends = get(tid)
                 if ends is None:
                     present[tid] = [end]
-                else:
-                    ends.append(end)
-            if present:
-                title_ids = set(present)
-            for end, tid in automaton.iter(ws, sep):  # the text
-                ends = get(tid)
-                if ends is None:
-                    present[tid] = [end]
+                    if end < sep:
+                        n_title += 1
                 else:
                     ends.append(end)
         watchers = self._watchers
@@ -372,55 +390,96 @@ class Matcher:
             candidates = self._always
         else:
             return []
-        item = _Item(self, ws, present, title, text, plain)
-        item._sep = sep
-        query_tests = self._query_tests
-        fasts = self._fast
+        item: _Item | None = None  # made when a test or the terms need it
+        title_ids: set[int] | frozenset[int] | None = None  # the terms that occur in the title, when needed
+        plans = self._plans
         kinds = self._kinds
         hits: list[WatchlistHit] = []
         for index in candidates:
-            test = query_tests[index]
-            if test is not None and not test(present, item):
+            test, needs_item, fast = plans[index]
+            if needs_item and item is None:
+                item = _Item(self, ws, present, title, text, plain)
+                item._sep = sep
+            if test is not None and not test(present, item):  # type: ignore[arg-type]
                 continue
-            fast = fasts[index]
             if fast is None:
+                if item is None:
+                    item = _Item(self, ws, present, title, text, plain)
+                    item._sep = sep
                 hit = self._full_hit(self._watchlists[index], item)
                 if hit is not None:
                     hits.append(hit)
                 continue
             # a watchlist with only a query, which is true: is it true in the title alone?
+            if title_ids is None:  # (occurrences come in order: the title's terms came first)
+                title_ids = set(itertools.islice(present, n_title)) if n_title else _NOTHING
             leaves = fast.leaves
             if leaves is not None and (not title_ids or leaves.isdisjoint(title_ids)):
                 in_title = False  # none of its terms is in the title (and it has no regex)
             elif fast.positional:
-                view = item.title_view()
+                view = item.title_view()  # type: ignore[union-attr]  # made above: its test needs it
                 in_title = view is not None and test(view.present, view)  # type: ignore[misc]
             else:  # only presence tests ("tid in h"): no item needed
                 in_title = test(title_ids, None)  # type: ignore[misc,arg-type]
-            positive = fast.positive
-            if positive is not None and plain:
-                tids = [t for t in positive if t in present]  # all of them made it true
-                if len(tids) == 1 and kinds[tids[0]] == _WORD:  # a word's surface is the word
-                    key = tids[0] if in_title else ~tids[0]
-                    hit = fast.hits.get(key)
-                    if hit is None:
-                        w = fast.watchlist
-                        hit = fast.hits[key] = WatchlistHit(w.name, fast.title_points if in_title else fast.points,
-                                                             self._terms[tids[0]].words, w.severity)
-                    hits.append(hit)
-                    continue
-                if len(tids) > 1 and all(kinds[t] == _WORD for t in tids):
-                    # single words never overlap: the order of first ends is the order first seen
-                    tids.sort(key=lambda t: present[t][0])
+            if plain and fast.positive is not None:
+                # a simple query: every positive term that occurs helped make it true
+                tids = fast.positive_set.intersection(present)
+                if len(tids) == 1:
+                    (tid,) = tids
+                    if kinds[tid] == _WORD:  # a word's surface is the word
+                        hit = fast.hits.get(tid if in_title else ~tid)
+                        if hit is None:
+                            hit = self._word_hit(fast, tid, in_title)
+                        hits.append(hit)
+                        continue
+                elif tids and fast.words_only:  # words never overlap: the order of first ends is the order first seen
                     terms = self._terms
                     w = fast.watchlist
-                    hits.append(WatchlistHit(w.name, fast.title_points if in_title else fast.points,
-                                             tuple(terms[t].words[0] for t in tids), w.severity))
+                    hits.append(WatchlistHit(
+                        w.name, fast.title_points if in_title else fast.points,
+                        tuple(terms[t].words[0] for t in sorted(tids, key=lambda t: present[t][0])), w.severity))
                     continue
+                found = self._plain_surfaces(tids, present, ws)
+                if found is not None:
+                    w = fast.watchlist
+                    hits.append(WatchlistHit(w.name, fast.title_points if in_title else fast.points, found,
+                                             w.severity))
+                    continue
+            if item is None:
+                item = _Item(self, ws, present, title, text, plain)
+                item._sep = sep
             w = fast.watchlist
             hits.append(WatchlistHit(w.name, fast.title_points if in_title else fast.points,
                                      item.surfaces([fast.clause]), w.severity))
         return hits
+
+    def _plain_surfaces(self, tids: Iterable[int], present: Present, ws: str) -> tuple[str, ...] | None:
+        """What ``_Item.surfaces`` gives for a simple clause whose occurred positive terms are
+        ``tids``, in a plain item, when they are all words or one-word prefixes (their
+        surfaces are in the word string); None otherwise."""
+        kinds, n_words, key_lengths, terms = self._kinds, self._n_words, self._key_lengths, self._terms
+        firsts: list[tuple[int, str]] = []
+        for tid in tids:
+            kind = kinds[tid]
+            ends = present[tid]
+            if kind == _WORD:  # its only surface is the word
+                firsts.append((ends[0] - key_lengths[tid] + 1, terms[tid].words[0]))
+            elif kind == _PREFIX and n_words[tid] == 1:  # the whole word of each occurrence
+                seen: dict[str, int] = {}
+                for end in ends:
+                    seen.setdefault(ws[end - key_lengths[tid] + 2:ws.find(" ", end)], end)
+                firsts.extend((end - key_lengths[tid] + 1, surface) for surface, end in seen.items())
+            else:
+                return None
+        firsts.sort()  # (one term's surfaces are in order already: sorting changes nothing)
+        return tuple(dict.fromkeys(surface for _, surface in firsts))
+
+    def _word_hit(self, fast: _Fast, tid: int, in_title: bool) -> WatchlistHit:
+        """The hit of a query-only watchlist made true by the single word ``tid`` (cached)."""
+        w = fast.watchlist
+        hit = fast.hits[tid if in_title else ~tid] = WatchlistHit(
+            w.name, fast.title_points if in_title else fast.points, self._terms[tid].words, w.severity)
+        return hit
 
     def _full_hit(self, watchlist: _Watchlist, item: _Item) -> WatchlistHit | None:
         """The hit of a watchlist with signals or excludes (its query, if any, is true)."""
@@ -437,10 +496,19 @@ class Matcher:
         for clause in watchlist.excludes:
             if tests[clause](present, item):
                 return None
-        return WatchlistHit(watchlist.name, score, item.surfaces(true), watchlist.severity)
+        found = None
+        if item.plain and all(c.plain_terms is not None for c in true):  # as in match's fast path
+            found = self._plain_surfaces(set().union(*(c.plain_terms.intersection(present) for c in true)),  # type: ignore[union-attr]
+                                         present, item.ws)
+        return WatchlistHit(watchlist.name, score, item.surfaces(true) if found is None else found,
+                            watchlist.severity)
 
     def _points(self, watchlist: _Watchlist, clause: _Clause, item: _Item) -> float:
         """What a true clause adds to the score."""
+        if not clause.positional:  # only presence tests: the title's terms are enough
+            if self._tests[clause](item.title_present(), None):  # type: ignore[arg-type]
+                return clause.weight * watchlist.title_weight
+            return clause.weight
         title = item.title_view()
         if title is not None and self._tests[clause](title.present, title):
             return clause.weight * watchlist.title_weight
@@ -521,6 +589,7 @@ _ASCII_FOLD = bytes(
     for c in range(128)
 ) + bytes(range(128, 256))
 _possessive_sub = ASCII_POSSESSIVE_RE.sub
+_collapse_spaces = re.compile(b"  +").sub
 
 
 def word_string(title: str, text: str) -> str:
@@ -532,6 +601,27 @@ def word_string(title: str, text: str) -> str:
 def _word_string(title: str, text: str) -> tuple[str, bool]:
     """The word string, and whether it was built on the ASCII path (then every word is its
     original characters lower-cased, so a word term's surface is the word itself)."""
+    if FIELD_SEP in title or FIELD_SEP in text:  # a field holds the separator itself
+        return _word_string_translated(title, text)
+    joined = f" {title} {FIELD_SEP} {text} "
+    if not joined.isascii():  # (O(1)) the commonest punctuation first: str.replace is fast
+        for char, ascii_ in _COMMON_PUNCTUATION:
+            if char in joined:
+                joined = joined.replace(char, ascii_)
+    try:  # ASCII, once (the rest of) the punctuation of _PUNCTUATION_TO_ASCII is mapped (by the codec)
+        both = joined.encode("ascii", _PUNCTUATION_ERRORS)
+    except UnicodeEncodeError:  # other non-ASCII characters
+        return _word_string_translated(title, text)
+    # fast path: gives exactly what the general path gives. After the translation only
+    # spaces separate words, and runs of them become one.
+    if 39 in both:  # an apostrophe: drop possessives (two spaces keep the offsets)
+        both = _possessive_sub(b"  ", both)
+    return _collapse_spaces(b" ", both.translate(_ASCII_FOLD)).decode("ascii"), True
+
+
+def _word_string_translated(title: str, text: str) -> tuple[str, bool]:
+    """:func:`_word_string` for text with non-ASCII characters besides the mapped
+    punctuation, or with FIELD_SEP in it."""
     if not title.isascii():
         title = title.translate(_PUNCTUATION_TO_ASCII)
         if not title.isascii():
@@ -542,12 +632,55 @@ def _word_string(title: str, text: str) -> tuple[str, bool]:
             return _word_string_general(title, text), False
     if FIELD_SEP in title or FIELD_SEP in text:
         return _word_string_general(title, text), True
-    # fast path (isascii is O(1)); gives exactly what the general path gives
-    both = f"{title} {FIELD_SEP} {text}".encode("ascii")
-    if b"'" in both:
+    both = f" {title} {FIELD_SEP} {text} ".encode("ascii")
+    if 39 in both:
         both = _possessive_sub(b"  ", both)
-    both = both.translate(_ASCII_FOLD)
-    return f" {b' '.join(both.split()).decode('ascii')} ", True
+    return _collapse_spaces(b" ", both.translate(_ASCII_FOLD)).decode("ascii"), True
+
+
+def _punctuation_error(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler for the ASCII encoder: the characters of _PUNCTUATION_TO_ASCII
+    become their ASCII stand-ins (one for one, so offsets stay valid); any other non-ASCII
+    character is an error. (Called once per run of non-ASCII characters: much cheaper than
+    ``str.translate`` over the whole text.)"""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    mapped = error.object[error.start:error.end].translate(_PUNCTUATION_TO_ASCII)
+    if not mapped.isascii():
+        raise error
+    return mapped, error.end
+
+
+_PUNCTUATION_ERRORS = "monitor.matcher.punctuation"
+codecs.register_error(_PUNCTUATION_ERRORS, _punctuation_error)
+#: The commonest of them in news text (curly quotes, dashes), with their stand-ins.
+_COMMON_PUNCTUATION = tuple((c, _PUNCTUATION_TO_ASCII[ord(c)]) for c in "\u2019\u201c\u201d\u2014\u2018\u2013")
+
+
+def _ascii_text(text: str) -> str:
+    """The text of a field of a plain item (see :func:`_word_string`) with its punctuation
+    mapped to ASCII: the same words at the same offsets, for the ASCII path of word_spans."""
+    if text.isascii():
+        return text
+    try:
+        return text.encode("ascii", _PUNCTUATION_ERRORS).decode("ascii")
+    except UnicodeEncodeError:  # pragma: no cover - a plain item's text always maps
+        return text
+
+
+def _plain_runs(field: str) -> bytes | None:
+    """A field of a plain item as the ASCII path folds it, before runs of spaces become one:
+    its words are the runs of other bytes, at their offsets in the field (None when the
+    field holds FIELD_SEP, which is not a space there)."""
+    runs = _ascii_text(field).encode("ascii")
+    if 39 in runs:  # (an apostrophe)
+        runs = _possessive_sub(b"  ", runs)
+    runs = runs.translate(_ASCII_FOLD)
+    return None if 0 in runs else runs
+
+
+#: A word in the bytes of _plain_runs.
+_RUN_RE = re.compile(b"[^ ]+")
 
 
 def _word_string_general(title: str, text: str) -> str:
@@ -589,7 +722,8 @@ def _source(node: Node, term_ids: Mapping[Term, int], regex_ids: Mapping[Regex, 
     def source(n: Node, field: int | None) -> str:
         if isinstance(n, Term):
             tid = term_ids[n]
-            return f"{tid} in h" if field is None else f"{('_t', '_x', '_l')[field]}(h, c, {tid})"
+            # a field test only when the term occurs at all (the test implies it)
+            return f"{tid} in h" if field is None else f"({tid} in h and {('_t', '_x', '_l')[field]}(h, c, {tid}))"
         if isinstance(n, Regex):
             return f"_r(c, {regex_ids[n]}, {field})"
         if isinstance(n, Not):
@@ -597,8 +731,10 @@ def _source(node: Node, term_ids: Mapping[Term, int], regex_ids: Mapping[Regex, 
         if isinstance(n, Field):
             return source(n.child, FIELDS.index(n.name))
         if isinstance(n, Near):
-            return (f"_n(c, {_operand_ids(n.left, term_ids)}, {_operand_ids(n.right, term_ids)}, "
-                    f"{n.distance}, {n.ordered}, {field})")
+            # positions are looked at only when both sides occur (which the NEAR implies)
+            left, right = _operand_ids(n.left, term_ids), _operand_ids(n.right, term_ids)
+            return (f"(({' or '.join(f'{t} in h' for t in left)}) and ({' or '.join(f'{t} in h' for t in right)})"
+                    f" and _n(c, {left}, {right}, {n.distance}, {n.ordered}, {field}))")
         children = sorted(n.children, key=_cost) if isinstance(n, And) else n.children
         joiner = " and " if isinstance(n, And) else " or "
         return "(" + joiner.join(source(c, field) for c in children) + ")"
@@ -607,12 +743,51 @@ def _source(node: Node, term_ids: Mapping[Term, int], regex_ids: Mapping[Regex, 
 
 
 def _compile_tests(sources: list[str]) -> list[Callable[[Present, _Item], bool]]:
-    """Compile every clause's expression in one go (one ``compile`` call)."""
+    """Compile every clause's expression. Clauses of the same shape (the same source up to
+    its integers) share one compiled template: each distinct template is compiled once (all
+    in one ``compile`` call) and each clause gets a copy of its template's code with its own
+    integers as the constants, so it runs exactly as if compiled on its own."""
     if not sources:
         return []
-    code = compile("[\n" + ",\n".join(sources) + "\n]", "<watchlist clauses>", "eval")
-    return eval(code, {"__builtins__": {}, "_t": _in_title, "_x": _in_text, "_l": _in_lead, "_n": _near,
-                       "_r": _regex})
+    template_of: dict[str, int] = {}  # template source -> index in templates
+    templates: list[str] = []
+    plans: list[tuple[int, tuple[int, ...]]] = []  # per clause: (template, its integers)
+    for src in sources:
+        values: dict[int, int] = {}  # integer -> placeholder number, in order of appearance
+
+        def placeholder(m: re.Match[str], values: dict[int, int] = values) -> str:
+            return str(_PLACEHOLDER + values.setdefault(int(m.group()), len(values)))
+
+        template = _INTEGER_RE.sub(placeholder, src)
+        index = template_of.get(template)
+        if index is None:
+            index = template_of[template] = len(templates)
+            templates.append(template)
+        plans.append((index, tuple(values)))
+    scope = {"__builtins__": {}, "_t": _in_title, "_x": _in_text, "_l": _in_lead, "_n": _near, "_r": _regex}
+    compiled = eval(compile("[\n" + ",\n".join(templates) + "\n]", "<watchlist clauses>", "eval"), scope)
+    codes = [f.__code__ for f in compiled]
+    out: list[Callable[[Present, _Item], bool]] = []
+    for index, values in plans:
+        code = codes[index]
+        out.append(FunctionType(code.replace(co_consts=tuple(_fill(c, values) for c in code.co_consts)), scope,
+                                code.co_name))
+    return out
+
+
+#: Integer literals of a clause source (term, regex and field numbers, NEAR distances).
+_INTEGER_RE = re.compile(r"\b\d+\b")
+#: Placeholders stand for them in a template (larger than any of them).
+_PLACEHOLDER = 1 << 60
+
+
+def _fill(const: object, values: tuple[int, ...]) -> object:
+    """A template's constant with the placeholders replaced by ``values``."""
+    if type(const) is int and const >= _PLACEHOLDER:
+        return values[const - _PLACEHOLDER]
+    if type(const) is tuple:
+        return tuple(_fill(c, values) for c in const)
+    return const
 
 
 def _in_title(h: Present, item: _Item, tid: int) -> bool:
@@ -722,7 +897,8 @@ class _Item:
     surfaces and original spans of occurrences."""
 
     __slots__ = ("matcher", "ws", "present", "title", "text", "plain", "title_only", "_sep", "_lead", "_occ",
-                 "_title_present", "_title_view", "_regex", "_folded", "_spans", "_firsts", "_present_terms")
+                 "_title_present", "_title_view", "_regex", "_folded", "_spans", "_firsts", "_present_terms",
+                 "_runs")
 
     def __init__(self, matcher: Matcher, ws: str, present: Present, title: str, text: str, plain: bool,
                  title_only: bool = False):
@@ -744,6 +920,7 @@ class _Item:
         self._spans: list[list[tuple[str, int, int]] | None] | None = None
         self._firsts: dict[int, list[tuple[int, str]]] | None = None
         self._present_terms: frozenset[Leaf] | None = None
+        self._runs: list[bytes | None | bool] | None = None  # per field: see _plain_runs (False: not made)
 
     @property
     def sep(self) -> int:
@@ -799,7 +976,7 @@ class _Item:
                 view = _Item(self.matcher, self.ws, present, self.title, "", self.plain, title_only=True)
                 view._sep = self.sep
                 if self._folded is not None:
-                    view._folded = [self._folded[0], None, None]
+                    view._folded = [self._folded[0], None]
                 if self._spans is not None:
                     view._spans = [self._spans[0], None]
             self._title_view = view
@@ -851,13 +1028,12 @@ class _Item:
     # ---------------------------------------------------------------- regexes
 
     def folded(self, field: int) -> tuple[str, list[tuple[int, int]] | None]:
-        """The folded text of the title (0), the text (1) or the text's part of the lead (2)."""
+        """The folded text of the title (0) or the text (1)."""
         if self._folded is None:
-            self._folded = [None, None, None]
+            self._folded = [None, None]
         got = self._folded[field]
         if got is None:
-            got = self._folded[field] = fold_text(self.title if field == 0 else self.text if field == 1
-                                                  else self.text[:self.lead_chars()])
+            got = self._folded[field] = fold_text(self.title if field == 0 else self.text)
         return got
 
     def lead_chars(self) -> int:
@@ -882,21 +1058,34 @@ class _Item:
             self._regex = {}
         got = self._regex.get(key)
         if got is None:
-            got = self._regex[key] = self.matcher._regexes[rid].compiled.search(self.folded(field)[0]) is not None
+            if field == 2:
+                got = bool(self.regex_matches(rid, 2, first=True))
+            else:
+                got = self.matcher._regexes[rid].compiled.search(self.folded(field)[0]) is not None
+            self._regex[key] = got
         return got
 
-    def regex_matches(self, rid: int, field: int) -> list[tuple[int, int]]:
-        """(start, end) in the original field of every non-empty match of regex ``rid`` (field
-        2: in the text's part of the lead, offsets into the text)."""
+    def regex_matches(self, rid: int, field: int, first: bool = False) -> list[tuple[int, int]]:
+        """(start, end) in the original field of every non-empty match of regex ``rid`` (only
+        the first with ``first``). Field 2: the matches in the whole text that end within the
+        text's part of the lead (the text is searched whole, so ``$`` or a lookahead never
+        takes the end of the lead for the end of the text), offsets into the text."""
         if field != 0 and self.title_only:
             return []
-        folded, spans = self.folded(field)
+        folded, spans = self.folded(min(field, 1))
+        limit = self.lead_chars() if field == 2 else len(folded) + len(self.text) + 1
         out = []
         for m in self.matcher._regexes[rid].compiled.finditer(folded):
             a, b = m.span()
             if a == b:
                 continue
-            out.append((a, b) if spans is None else (spans[a][0], spans[b - 1][1]))
+            span = (a, b) if spans is None else (spans[a][0], spans[b - 1][1])
+            if span[0] >= limit:
+                break
+            if span[1] <= limit:
+                out.append(span)
+                if first:
+                    break
         return out
 
     # ---------------------------------------------------------------- contributing terms
@@ -1030,9 +1219,9 @@ class _Item:
                     surface = ws[start + 1:ws.find(" ", end)]
                 else:
                     f, first = self.word_index(start)
-                    spans = self.spans(f)
+                    a, b = self.word_bounds(f, first, first + n_words - 1)
                     source = self.title if f == 0 else self.text
-                    surface = " ".join(fold_case(source[spans[first][1]:spans[first + n_words - 1][2]]).split())
+                    surface = " ".join(fold_case(source[a:b]).split())
                 seen.setdefault(surface, start)
             out = [(start, surface) for surface, start in seen.items()]
         if field is None:
@@ -1047,13 +1236,34 @@ class _Item:
                 out.append(((min(f, 1), start), " ".join(fold_case(source[start:stop]).split())))
         return out
 
+    def word_bounds(self, field: int, first: int, last: int) -> tuple[int, int]:
+        """(start of word ``first``, end of word ``last``) of a field in its original text,
+        as :meth:`spans` has them; in a plain item without tokenising the whole field."""
+        spans = self._spans[field] if self._spans is not None else None
+        if spans is None and self.plain:
+            runs = self._runs[field] if self._runs is not None else False
+            if runs is False:
+                if self._runs is None:
+                    self._runs = [False, False]
+                runs = self._runs[field] = _plain_runs(self.title if field == 0 else self.text)
+            if runs is not None:
+                found = _RUN_RE.finditer(runs)
+                head = next(itertools.islice(found, first, None))
+                tail = head if last == first else next(itertools.islice(found, last - first - 1, None))
+                return head.start(), tail.end()
+        spans = self.spans(field)
+        return spans[first][1], spans[last][2]
+
     def spans(self, field: int) -> list[tuple[str, int, int]]:
         """(word, start, end) of every word of a field, as the word string has them."""
         if self._spans is None:
             self._spans = [None, None]
         got = self._spans[field]
         if got is None:
-            got = self._spans[field] = word_spans(self.title if field == 0 else self.text)
+            source = self.title if field == 0 else self.text
+            # a plain item's non-ASCII characters are all mapped punctuation: word_spans of
+            # the mapped text is the same, on its (much faster) ASCII path
+            got = self._spans[field] = word_spans(_ascii_text(source) if self.plain else source)
         return got
 
     def spans_of(self, used: Used) -> tuple[tuple[str, int, int], ...]:

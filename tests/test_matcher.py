@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from bisect import bisect_left
 from collections import Counter
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from monitor.matcher import (
     _word_string_general,
     word_string,
 )
-from monitor.model import Signal, WatchlistHit, WatchlistSpec
-from monitor.query import QuerySyntaxError, words_of
+from monitor.model import Explanation, Signal, WatchlistHit, WatchlistSpec
+from monitor.query import LEAD_WORDS, QuerySyntaxError, word_spans, words_of
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CORPUS = SHARED / "corpus" / "items.jsonl"
@@ -743,3 +744,256 @@ def test_explain_agrees_with_match_for_the_shipped_watchlists():
         title, text = r.get("title") or "", r.get("text") or ""
         got = [(h.name, h.score) for h in m.match(title, text)]
         assert [(e.name, e.score) for e in m.explain(title, text) if e.matched] == got
+
+
+# --------------------------------------------------------------------------- lead:
+
+def filler(n: int, word: str = "x") -> str:
+    return " ".join([word] * n)
+
+
+def agree(query: str, title: str, text: str) -> Explanation | None:
+    """match() and explain() on one watchlist: they agree on firing and score; returns the
+    explanation (None when it did not fire)."""
+    m = Matcher([("w", query)])
+    got = m.match(title, text)
+    explained = [e for e in m.explain(title, text, near_misses=True) if e.matched]
+    assert [(h.name, h.score) for h in got] == [(e.name, e.score) for e in explained], (query, title, text)
+    assert [e.name for e in m.explain(title, text)] == [h.name for h in got]
+    return explained[0] if explained else None
+
+
+def lead_matches(query: str, title: str, text: str) -> bool:
+    return agree(query, title, text) is not None
+
+
+def shown_spans(e: Explanation, title: str, text: str) -> list[str]:
+    return [(title if f == "title" else text)[a:b] for c in e.clauses for f, a, b in c.spans]
+
+
+def test_lead_is_the_title_and_the_first_100_words_of_the_text():
+    assert LEAD_WORDS == 100
+    assert lead_matches("lead:target", "Target today", filler(300))  # in the title: always in the lead
+    assert lead_matches("lead:target", "t", "target " + filler(300))  # word 1
+    assert lead_matches("lead:target", "t", filler(99) + " target " + filler(300))  # word 100
+    assert not lead_matches("lead:target", "t", filler(100) + " target " + filler(300))  # word 101
+    assert not lead_matches("lead:target", "t", filler(500) + " target")
+    assert lead_matches("target", "t", filler(100) + " target")  # a bare term searches the whole text
+    assert lead_matches("text:target", "t", filler(100) + " target")
+
+
+def test_lead_words_are_counted_like_the_matcher_splits_text():
+    # punctuation and possessives are not words; a hyphen separates two
+    text = "x, " * 97 + "Korea's test-fire target"  # words 98, 99, 100, 101
+    assert lead_matches("lead:fire", "t", text)
+    assert not lead_matches("lead:target", "t", text)
+    # "½" is two words after normalisation (1 and 2): target is word 101
+    assert not lead_matches("lead:target", "t", filler(98) + " ½ target")
+    assert lead_matches("lead:target", "t", filler(97) + " ½ target")
+
+
+def test_lead_phrase_counts_when_it_ends_within_the_lead():
+    assert lead_matches('lead:"a b"', "t", filler(98) + " a b c")  # words 99-100
+    assert not lead_matches('lead:"a b"', "t", filler(99) + " a b c")  # words 100-101: straddles
+    assert lead_matches('lead:"a b*"', "t", filler(98) + " a bee c")
+    assert not lead_matches('lead:"a b*"', "t", filler(99) + " a bee c")
+    assert lead_matches('lead:"a b"', "x a b", filler(200))  # in the title
+
+
+def test_lead_phrase_never_runs_from_the_title_into_the_text():
+    assert not lead_matches('lead:"a b"', "x a", "b c")
+
+
+def test_lead_near_needs_both_occurrences_in_the_lead_and_in_one_field():
+    assert lead_matches("lead:(a NEAR/3 b)", "t", filler(95) + " a x b " + filler(10))  # words 96, 98
+    assert lead_matches("lead:(a NEAR/3 b)", "t", filler(97) + " a x b " + filler(10))  # words 98, 100
+    assert not lead_matches("lead:(a NEAR/3 b)", "t", filler(98) + " a x b " + filler(10))  # b is word 101
+    assert not lead_matches("lead:(b NEAR/3 a)", "t", filler(98) + " a x b " + filler(10))
+    assert not lead_matches("lead:(a NEAR/3 b)", "x a", "b " + filler(200))  # title + text: two fields
+    assert lead_matches("lead:(a NEAR/3 b)", "a x b", filler(200))
+    assert lead_matches("a NEAR/3 b", "t", filler(98) + " a x b")  # without lead: anywhere
+    # an earlier qualifying pair counts even when a later one straddles the boundary
+    assert lead_matches("lead:(a ONEAR/1 b)", "t", "a b " + filler(96) + " a x b")
+    assert not lead_matches("lead:(a ONEAR/1 b)", "t", "b a " + filler(96) + " a x b")
+
+
+def test_lead_near_reports_only_the_pair_in_the_lead():
+    title, text = "t", "a x b " + filler(200) + " a b"
+    e = agree("lead:(a NEAR/3 b)", title, text)
+    assert e is not None
+    assert e.clauses[0].spans == (("text", 0, 1), ("text", 4, 5))
+
+
+def test_lead_regex_searches_the_title_and_the_first_100_words():
+    assert lead_matches("lead:/kn-?2[0-9]/", "KN-23 launched", filler(200))
+    assert lead_matches("lead:/kn-?2[0-9]/", "t", filler(98) + " KN-23")  # kn, 23: words 99-100
+    assert not lead_matches("lead:/kn-?2[0-9]/", "t", filler(99) + " KN-23")  # 23 is word 101
+    assert not lead_matches("lead:/kn-?2[0-9]/", "t", filler(200) + " KN-23")
+    assert lead_matches("/kn-?2[0-9]/", "t", filler(200) + " KN-23")
+    e = agree("lead:/kn-?2[0-9]/", "t", "KN-23 " + filler(200) + " KN-24")
+    assert e is not None and e.clauses[0].spans == (("text", 0, 5),)
+    assert e.clauses[0].terms == ("kn-23",)
+
+
+@pytest.mark.parametrize("query", ["lead:/x$/", "lead:/x(?! y)/", r"lead:/x(?!\s+y)/"])
+def test_lead_regex_does_not_see_the_cut_as_the_end_of_the_text(query):
+    # "x" is word 100, followed by " y": neither regex matches the text, nor should it the lead
+    assert not lead_matches(query, "t", "a " * 99 + "x y")
+
+
+def test_not_lead():
+    q = "x AND NOT lead:y"
+    assert lead_matches(q, "x", filler(100, "z") + " y")  # y only after the lead
+    assert not lead_matches(q, "x", "y")
+    assert not lead_matches(q, "x y", "")
+    assert not lead_matches(q, "x", filler(99, "z") + " y")
+    assert lead_matches("x NOT lead:/y+/", "x", filler(100, "z") + " yy")
+    assert not lead_matches("x NOT lead:/y+/", "x", filler(99, "z") + " yy")
+    assert lead_matches('x NOT lead:"y z"', "x", filler(99, "w") + " y z")  # straddles: not in the lead
+
+
+def test_lead_inside_or_and_with_other_fields():
+    q = "lead:missile* OR title:rocket"
+    assert lead_matches(q, "Rocket", "")
+    assert lead_matches(q, "t", "missiles")
+    assert not lead_matches(q, "t", filler(100) + " missiles rocket")
+    q = "lead:missile AND text:launch"
+    assert lead_matches(q, "Missile", filler(300) + " launch")
+    assert not lead_matches(q, "Missile launch", "")
+
+
+def test_lead_clause_true_in_the_title_alone_scores_the_title_weight():
+    assert hits("lead:missile", "Missile", "")[0].score == 2.0
+    assert hits("lead:missile", "x", "Missile")[0].score == 1.0
+    m = Matcher([spec(query="missile", signals=(Signal("lead:launch*", 2.0),))])
+    assert m.match("Missile launched", "")[0].score == 2.0 + 4.0
+    assert m.match("Missile", "launched")[0].score == 2.0 + 2.0
+    assert m.match("Missile", filler(100) + " launched")[0].score == 2.0
+
+
+def test_lead_with_an_empty_title_or_a_short_or_empty_text():
+    assert lead_matches("lead:target", "", "target")
+    assert lead_matches("lead:target", "", filler(99) + " target")
+    assert not lead_matches("lead:target", "", filler(100) + " target")
+    assert lead_matches("lead:target", "target", "")
+    assert not lead_matches("lead:target", "", "")
+    assert lead_matches('lead:"a b"', "", "a b")  # the whole (short) text is the lead
+    assert lead_matches("lead:(a NEAR/1 b)", "", "b x a")
+    assert lead_matches("lead:/tar.et/", "", "a target")
+    assert not lead_matches("lead:/tar.et/", "", "")
+
+
+def test_lead_explain_spans_point_into_the_original_text_within_the_lead():
+    title = "Launch report"
+    text = filler(99) + " launched " + filler(5) + " launches"
+    e = agree("lead:launch*", title, text)
+    assert e is not None
+    assert shown_spans(e, title, text) == ["Launch", "launched"]
+    assert e.clauses[0].terms == ("launch", "launched")
+    # a regex: the title's matches and the text's within the lead only
+    e = agree("lead:/launch\\w*/", title, text)
+    assert e is not None
+    assert shown_spans(e, title, text) == ["Launch", "launched"]
+    assert e.clauses[0].terms == ("launch", "launched")
+
+
+def test_lead_explain_spans_and_terms_in_non_ascii_text():
+    title = "Prüfung"
+    text = "Été " * 98 + "Straße Café " + "Café " * 3
+    e = agree('lead:cafe OR lead:"strasse cafe"', title, text)
+    assert e is not None
+    # words 99-100: the phrase, and "Café" (word 100) on its own; the three after are out
+    assert shown_spans(e, title, text) == ["Straße Café", "Café"]
+    assert e.clauses[0].terms == ("straße café", "café")
+    e = agree("lead:(prufung OR cafe)", title, "Café " + text)
+    assert e is not None
+    assert shown_spans(e, title, "Café " + text) == ["Prüfung", "Café"]
+    e = agree("lead:/caf./", title, "Été " * 99 + "Café x")
+    assert e is not None and shown_spans(e, title, "Été " * 99 + "Café x") == ["Café"]
+    assert not lead_matches("lead:/caf./", title, "Été " * 100 + "Café")
+    assert lead_matches("lead:ete", "", "Été")
+
+
+def test_lead_counts_cjk_characters_as_words():
+    assert lead_matches("lead:导弹", "t", "朝" * 98 + "导弹发射")  # characters 99-100
+    assert not lead_matches("lead:导弹", "t", "朝" * 99 + "导弹发射")  # 100-101
+    assert lead_matches("lead:/导弹/", "t", "朝" * 98 + "导弹")
+    assert not lead_matches("lead:/导弹/", "t", "朝" * 99 + "导弹")
+    assert lead_matches("lead:(北朝鮮 NEAR/2 発射)", "t", "北朝鮮がミ発射" + "あ" * 200)
+    assert not lead_matches("lead:(北朝鮮 NEAR/2 発射)", "t", "あ" * 95 + "北朝鮮がミ発射")  # 発 is 102
+    title, text = "北朝鮮ミサイル", "あ" * 98 + "ミサイル" + "ミサイル"
+    e = agree("lead:ミサイル", title, text)
+    assert e is not None
+    assert e.clauses[0].spans == (("title", 3, 7),)  # the text's first one ends at character 102
+    e = agree("lead:ミサ*", title, text)
+    assert e is not None
+    assert e.clauses[0].spans == (("title", 3, 5), ("text", 98, 100))
+
+
+def _lead_oracle_occurrences(words: tuple[str, ...], pattern: tuple[str, ...], prefix: bool) -> list[tuple[int, int]]:
+    k = len(pattern)
+    out = []
+    for i in range(len(words) - k + 1):
+        got = words[i:i + k]
+        if got[:-1] == pattern[:-1] and (got[-1].startswith(pattern[-1]) if prefix else got[-1] == pattern[-1]):
+            out.append((i, i + k - 1))
+    return out
+
+
+def test_lead_agrees_with_an_oracle_on_random_items():
+    """Random items whose text is about LEAD_WORDS long; the oracle counts the words itself."""
+    rng = random.Random(1009)
+    spellings = {"alpha": ["alpha", "Alpha", "ÁLPHA", "alpha's"], "alps": ["alps", "Alps"],
+                 "beta": ["beta", "Béta", "BETA"], "gamma": ["gamma", "Gamma"], "x": ["x", "X", "½", "导弹", "x-y"]}
+    vocab = list(spellings)
+    terms = {"alpha": (("alpha",), False), "ab": (("alpha", "beta"), False), "alp": (("alp",), True),
+             "bg": (("beta", "gamma"), False), "beta": (("beta",), False), "gamma": (("gamma",), False)}
+    queries = {
+        "lead:alpha": lambda o: bool(o["alpha"]),
+        'lead:"alpha beta"': lambda o: bool(o["ab"]),
+        "lead:alp*": lambda o: bool(o["alp"]),
+        "lead:(alpha NEAR/2 beta)": lambda o: near(o["alpha"], o["beta"], 2, False),
+        'lead:(alpha ONEAR/3 "beta gamma")': lambda o: near(o["alpha"], o["bg"], 3, True),
+        "gamma AND NOT lead:alpha": lambda o: bool(o["all_gamma"]) and not o["alpha"],
+        'lead:(alp* OR "beta gamma") AND lead:beta': lambda o: bool(o["alp"] or o["bg"]) and bool(o["beta"]),
+    }
+
+    def near(lo, ro, distance, ordered):
+        return any(fl == fr and (sr > el and sr - el - 1 <= distance or
+                                 not ordered and sl > er and sl - er - 1 <= distance)
+                   for fl, sl, el in lo for fr, sr, er in ro)
+
+    def item() -> tuple[str, str]:
+        # mostly filler, with a few key words placed around the lead's end (word 100)
+        def words(n: int, near: int) -> str:
+            chosen = [rng.choice(spellings["x"]) for _ in range(n)]
+            for _ in range(rng.randint(0, 5)):
+                at = min(n - 1, max(0, near + rng.randint(-4, 3))) if rng.random() < 0.8 else rng.randrange(n)
+                chosen[at] = rng.choice(spellings[rng.choice(vocab[:-1])])
+            return "".join(w + rng.choice([" ", ", ", " — ", "\n"]) for w in chosen)
+        return words(rng.randint(1, 4), 0) if rng.random() < 0.3 else "", words(rng.randint(80, 110), LEAD_WORDS - 3)
+
+    m = Matcher([(query, query) for query in queries])
+    fired = missed = 0
+    for _ in range(300):
+        title, text = item()
+        title_words, text_words = words_of(title), words_of(text)
+        occ: dict[str, list[tuple[int, int, int]]] = {}
+        for name, (pattern, prefix) in terms.items():
+            occ[name] = [(0, s, e) for s, e in _lead_oracle_occurrences(title_words, pattern, prefix)] + [
+                (1, s, e) for s, e in _lead_oracle_occurrences(text_words, pattern, prefix) if e < LEAD_WORDS]
+        occ["all_gamma"] = _lead_oracle_occurrences(title_words + ("\x00",) + text_words, ("gamma",), False)
+        want = [name for name, oracle in queries.items() if oracle(occ)]
+        got = [h.name for h in m.match(title, text)]
+        assert got == want, (title, text)
+        explained = m.explain(title, text, near_misses=True)
+        assert [e.name for e in explained if e.matched] == got
+        starts = [start for _, start, _ in word_spans(text)]
+        for e in explained:  # a true lead clause's spans are all within the lead
+            for c in e.clauses:
+                if c.true and e.name != "gamma AND NOT lead:alpha":
+                    for f, _, end in c.spans:  # the words of the span are among the first 100
+                        assert f == "title" or bisect_left(starts, end) <= LEAD_WORDS, (e.name, text)
+        fired += len(got)
+        missed += len(queries) - len(got)
+    assert fired > 150 and missed > 150
