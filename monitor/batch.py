@@ -2,7 +2,8 @@
 
 Input records are read by :func:`read_records` (shared with ``--explain``): a feed (RSS,
 Atom) fetched or read from a file, or JSON Lines of ``{"id", "title", "summary", "text",
-"link"}``. This is the matcher's bulk path, so the loop is kept lean.
+"link"}`` (summary, text and content joined, one that repeats another left out, as the daemon
+does). This is the matcher's bulk path, so the loop is kept lean.
 
 Rules:
 - One output line per item, in input order: ``{"id": …, "link": …, "watchlists": [{"name":
@@ -100,7 +101,13 @@ def match_command(cfg: Config, input_: str, jobs: int = 0) -> int:
     # the configuration and the matcher live to the end: keep them out of garbage collections
     # (a build among the config's objects would walk them again and again) and of copy-on-write
     gc.freeze()
-    matcher = Matcher(cfg.matcher_watchlists())
+    enabled = gc.isenabled()
+    gc.disable()  # building makes no garbage cycles
+    try:
+        matcher = Matcher(cfg.matcher_watchlists())
+    finally:
+        if enabled:
+            gc.enable()
     gc.freeze()
     workers = worker_count(jobs)
     if workers > 1:
@@ -212,12 +219,25 @@ def _jsonl_records(lines: Iterable[str], name: str, first_line: int = 1) -> Iter
                 yield f"{name}:{n}: invalid JSON line ({e})"
                 continue
         summary, body, content = d.get("summary"), d.get("text"), d.get("content")
-        if body or content:
-            text = "\n".join(str(v) for v in (summary, body, content) if v)
-        else:
-            text = str(summary) if summary else ""
+        text = _join_text(summary, body, content) if body or content else str(summary) if summary else ""
         rid = d.get("id", n)
         yield (str(rid) if rid is not None else str(n), d.get("link"), str(d.get("title") or ""), text)
+
+
+def _join_text(*fields: object) -> str:
+    """The text the matcher sees, as the daemon builds it (``Item.text``): the non-empty
+    fields joined by newlines, leaving out one that repeats another (a summary that is the
+    start of the body is not matched twice)."""
+    parts: list[str] = []
+    for value in fields:
+        if not value:
+            continue
+        v = str(value)
+        if any(v in p for p in parts):
+            continue
+        parts = [p for p in parts if p not in v]
+        parts.append(v)
+    return "\n".join(parts)
 
 
 def _feed_records(body: bytes, name: str) -> Iterator[Record]:

@@ -941,12 +941,13 @@ class _Loader:
 
     # -- checks across files
 
-    def check(self, entries: dict[str, list[_Entry]]) -> None:
+    def check(self, entries: dict[str, list[_Entry]], check_channels: bool = True) -> None:
         for kind, (label, _) in _LISTS.items():
             self._check_unique(entries[kind], label)
         self._check_channel_watchlists(entries["channels"])
         self._check_queries(entries["watchlists"])
-        self._check_channel_urls(entries["channels"])
+        if check_channels:
+            self._check_channel_urls(entries["channels"])
 
     def _add(self, entry: _Entry, line: int, text: str) -> None:
         self.problems.add(entry.doc.order, line, text)
@@ -1153,8 +1154,12 @@ def _caret(line: str, column: int) -> str:
     return f"{pad}^"
 
 
-def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
-    """Read, interpolate, include, validate. Raises ConfigError listing every problem."""
+def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, check_channels: bool = True) -> Config:
+    """Read, interpolate, include, validate. Raises ConfigError listing every problem.
+
+    ``check_channels=False`` skips asking Apprise whether each channel URL is one it can
+    send to (importing Apprise's plugins takes about half a second): for the commands that
+    never send (``monitor match``, ``monitor backtest``). Everything else is checked."""
     env = os.environ if env is None else env
     name = os.fspath(path)
     loader = _Loader(env)
@@ -1162,7 +1167,7 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> Confi
     if main is None:
         raise ConfigError(loader.problems.messages())
     settings, entries = loader.validate(main)
-    loader.check(entries)
+    loader.check(entries, check_channels=check_channels)
     if loader.problems.items or settings is None:
         raise ConfigError(loader.problems.messages())
     loader.warn_disabled_channels(entries["channels"])

@@ -265,6 +265,16 @@ def test_jsonl_records_fields():
         ("7", "L", "T", "s\nt\nc"), ("11", None, "", "only text"), ("12", None, "", "5"), ("13", None, "T", "same")]
 
 
+def test_a_summary_repeated_in_the_text_is_matched_once():
+    # as the daemon's Item.text: a summary that is part of the body is not joined again, so
+    # explain does not show every snippet twice
+    lines = ['{"summary": "Lead para.", "text": "Lead para. More text."}',
+             '{"summary": "Lead para. More text.", "text": "Lead para."}',
+             '{"summary": "Other", "text": "Body", "content": "Body"}']
+    assert [r[3] for r in batch._jsonl_records(lines, "in")] == [
+        "Lead para. More text.", "Lead para. More text.", "Other\nBody"]
+
+
 def test_line_formatter_equals_json_dumps():
     fmt = batch._LineFormatter()
     hits = [WatchlistHit("a", 2.0, ("x", "ü"), "high"), WatchlistHit("b\"q", 1.5, (), "info"),

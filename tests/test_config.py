@@ -338,6 +338,33 @@ def test_bad_channel_url_is_rejected():
         r"'notaservice://nowhere' \(.+\)", msg), msg
 
 
+def test_commands_that_never_send_can_skip_the_channel_url_check():
+    # monitor match / backtest load the config with check_channels=False: a channel URL Apprise
+    # rejects does not stop a dry run, while everything else is still checked
+    write("cfg.yaml", """
+        watchlists:
+          - name: missile-tests
+            query: missile
+        channels:
+          - name: desk
+            url: notaservice://nowhere
+    """)
+    cfg = load_config("cfg.yaml", env={}, check_channels=False)
+    assert [c.name for c in cfg.channels] == ["desk"]
+    assert len(errors()) == 1
+    write("cfg.yaml", """
+        watchlists:
+          - name: missile-tests
+            query: missile AND (
+        channels:
+          - name: desk
+            url: notaservice://nowhere
+    """)
+    with pytest.raises(ConfigError) as info:
+        load_config("cfg.yaml", env={}, check_channels=False)
+    assert len(info.value.messages) == 1 and "missile-tests" in info.value.messages[0]
+
+
 def test_channel_naming_unknown_watchlist():
     write("cfg.yaml", """
         watchlists:
