@@ -29,13 +29,14 @@ import shutil
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import click
 
 from .config import Config
+from .model import join_text
 
 if TYPE_CHECKING:
     from .matcher import Matcher
@@ -51,10 +52,12 @@ _scan_json = json.JSONDecoder().scan_once  # json.loads's parser (C), settings a
 _string = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C speed; what _encode does for a str
 
 
-def format_line(rid: str, link: object, hits: Sequence[WatchlistHit]) -> str:
+def format_line(rid: str, link: object, hits: Sequence[WatchlistHit],
+                hit_json: Callable[[WatchlistHit], str] | None = None) -> str:
     """One output line (with its newline): exactly ``json.dumps`` of ``{"id", "link",
-    "watchlists": [{"name", "score", "severity", "terms"}]}`` with ``ensure_ascii=False``."""
-    found = f"[{', '.join(map(_hit_json, hits))}]" if hits else "[]"
+    "watchlists": [{"name", "score", "severity", "terms"}]}`` with ``ensure_ascii=False``
+    (``hit_json``: how one hit is written, :func:`_hit_json` by default)."""
+    found = f"[{', '.join(map(hit_json or _hit_json, hits))}]" if hits else "[]"
     shown_link = "null" if link is None else _string(link) if isinstance(link, str) else _encode(link)
     return f'{{"id": {_string(rid)}, "link": {shown_link}, "watchlists": {found}}}\n'
 
@@ -76,22 +79,17 @@ class _LineFormatter:
     def __init__(self) -> None:
         self._cache: dict[int, tuple[WatchlistHit, str]] = {}
 
+    def _hit_json(self, h: WatchlistHit) -> str:
+        cache = self._cache
+        got = cache.get(id(h))
+        if got is None or got[0] is not h:
+            if len(cache) >= self.LIMIT:
+                cache.clear()
+            got = cache[id(h)] = (h, _hit_json(h))
+        return got[1]
+
     def __call__(self, rid: str, link: object, hits: Sequence[WatchlistHit]) -> str:
-        if hits:
-            cache = self._cache
-            parts = []
-            for h in hits:
-                got = cache.get(id(h))
-                if got is None or got[0] is not h:
-                    if len(cache) >= self.LIMIT:
-                        cache.clear()
-                    got = cache[id(h)] = (h, _hit_json(h))
-                parts.append(got[1])
-            found = f"[{', '.join(parts)}]"
-        else:
-            found = "[]"
-        shown_link = "null" if link is None else _string(link) if isinstance(link, str) else _encode(link)
-        return f'{{"id": {_string(rid)}, "link": {shown_link}, "watchlists": {found}}}\n'
+        return format_line(rid, link, hits, self._hit_json)
 
 
 def match_command(cfg: Config, input_: str, jobs: int = 0) -> int:
@@ -219,25 +217,9 @@ def _jsonl_records(lines: Iterable[str], name: str, first_line: int = 1) -> Iter
                 yield f"{name}:{n}: invalid JSON line ({e})"
                 continue
         summary, body, content = d.get("summary"), d.get("text"), d.get("content")
-        text = _join_text(summary, body, content) if body or content else str(summary) if summary else ""
+        text = join_text(summary, body, content) if body or content else str(summary) if summary else ""
         rid = d.get("id", n)
         yield (str(rid) if rid is not None else str(n), d.get("link"), str(d.get("title") or ""), text)
-
-
-def _join_text(*fields: object) -> str:
-    """The text the matcher sees, as the daemon builds it (``Item.text``): the non-empty
-    fields joined by newlines, leaving out one that repeats another (a summary that is the
-    start of the body is not matched twice)."""
-    parts: list[str] = []
-    for value in fields:
-        if not value:
-            continue
-        v = str(value)
-        if any(v in p for p in parts):
-            continue
-        parts = [p for p in parts if p not in v]
-        parts.append(v)
-    return "\n".join(parts)
 
 
 def _feed_records(body: bytes, name: str) -> Iterator[Record]:

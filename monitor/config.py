@@ -969,13 +969,7 @@ class _Loader:
                 if wl in known:
                     continue
                 line, where = e.where("watchlists", j)
-                close = difflib.get_close_matches(wl, known, n=1, cutoff=0.6)
-                if close:
-                    hint = f"did you mean '{close[0]}'?"
-                elif known:
-                    hint = f"known: {', '.join(known)}"
-                else:
-                    hint = "no watchlists are defined"
+                hint = name_hint(wl, known, "no watchlists are defined")
                 self._add(e, line, f"{where}: channel '{e.model.name}': unknown watchlist '{wl}' ({hint})")
 
     def _check_queries(self, watchlists: list[_Entry]) -> None:
@@ -1152,6 +1146,14 @@ def _caret(line: str, column: int) -> str:
     pad = "".join("\t" if c == "\t" else "  " if unicodedata.east_asian_width(c) in "WF" else " "
                   for c in line[:column - 1])
     return f"{pad}^"
+
+
+def name_hint(name: str, known: list[str], none: str) -> str:
+    """Help for an unknown name: "did you mean 'x'?", else the known names, else ``none``."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean '{close[0]}'?"
+    return f"known: {', '.join(known)}" if known else none
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, check_channels: bool = True) -> Config:

@@ -21,7 +21,6 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import sys
 import time
@@ -31,7 +30,7 @@ from typing import TextIO
 
 import click
 
-from .config import Config
+from .config import Config, name_hint
 from .model import ClauseExplanation, Explanation
 from .query import WORD_RE
 
@@ -188,14 +187,8 @@ def _render_clause(c: ClauseExplanation, title: str, text: str, mark: Callable[[
 
 def unknown_watchlist(cfg: Config, name: str) -> str:
     """'unknown watchlist ...' with a did-you-mean or the known names."""
-    known = [w.name for w in cfg.watchlists]
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    if close:
-        hint = f"did you mean '{close[0]}'?"
-    elif known:
-        hint = f"known: {', '.join(known)}"
-    else:
-        hint = f"{cfg.path or 'the configuration'} defines no watchlists"
+    hint = name_hint(name, [w.name for w in cfg.watchlists],
+                     f"{cfg.path or 'the configuration'} defines no watchlists")
     return f"unknown watchlist '{name}' ({hint})"
 
 

@@ -75,11 +75,23 @@ class Item:
     @property
     def text(self) -> str:
         """Body text the matcher sees besides the title: summary plus content, without repeats."""
-        if not self.content:
-            return self.summary
-        if not self.summary or self.summary in self.content:
-            return self.content
-        return f"{self.summary}\n{self.content}"
+        return join_text(self.summary, self.content)
+
+
+def join_text(*fields: object) -> str:
+    """The text the matcher sees besides the title: the non-empty fields joined by newlines,
+    leaving out one that another contains (a summary that is the start of the body is not
+    matched twice)."""
+    parts: list[str] = []
+    for value in fields:
+        if not value:
+            continue
+        v = str(value)
+        if any(v in p for p in parts):
+            continue
+        parts = [p for p in parts if p not in v]
+        parts.append(v)
+    return "\n".join(parts)
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,6 @@ def snippet(text: str, limit: int = SNIPPET_CHARS, terms: Iterable[str] = ()) ->
     return ("… " if start else "") + cut
 
 
-
 def backoff(attempts: int, initial: timedelta, maximum: timedelta) -> timedelta:
     """Delay before retry number ``attempts`` (1 = after the first failure)."""
     base = min(initial.total_seconds() * (2 ** max(0, attempts - 1)), maximum.total_seconds())

@@ -2,14 +2,26 @@
 on the server named by MONITOR_TEST_POSTGRES_URL) and paths to the shared seeds/corpus."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import uuid
 from pathlib import Path
+from types import ModuleType
 from urllib.parse import quote
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script (e.g. under bench/) as module ``name``, to test its functions."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 SHARED = ROOT.parent / "shared"
 SEEDS = SHARED / "seeds"
 PG_URL = os.environ.get("MONITOR_TEST_POSTGRES_URL", "")

@@ -3,13 +3,12 @@ between the Matcher and the naive evaluator), the naive evaluator on hand-made c
 report/--strict logic. No timing assertions: speeds depend on the machine."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from monitor.matcher import Matcher
 
@@ -19,11 +18,7 @@ TARGETS = {"matcher items/s (one core)", "matcher / naive baseline", "compile se
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_matcher", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "bench_matcher")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -1,23 +1,18 @@
 """bench/watchlist_quality.py: the scoring arithmetic on a tiny synthetic corpus."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "watchlist_quality.py"
+SCRIPT = ROOT / "bench" / "watchlist_quality.py"
 
 
 @pytest.fixture(scope="module")
 def wq():
-    spec = importlib.util.spec_from_file_location("watchlist_quality", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "watchlist_quality")
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
