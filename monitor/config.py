@@ -118,6 +118,20 @@ class AlertsConfig(Strict):
     max_age: Duration = timedelta(days=3)
 
 
+class StoriesConfig(Strict):
+    """How reposts of one story are merged (see monitor.dedupe)."""
+
+    window: Duration = timedelta(days=7)
+    notify_on_repost: bool = False
+
+    @field_validator("window")
+    @classmethod
+    def _window_positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return v
+
+
 class DeliveryConfig(Strict):
     retry_initial: Duration = timedelta(seconds=30)
     retry_max: Duration = timedelta(hours=1)
@@ -259,6 +273,7 @@ class Config(Strict):
     server: ServerConfig = ServerConfig()
     fetch: FetchConfig = FetchConfig()
     alerts: AlertsConfig = AlertsConfig()
+    stories: StoriesConfig = StoriesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
     logging: LoggingConfig = LoggingConfig()
     sources: list[SourceConfig] = []

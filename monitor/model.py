@@ -104,6 +104,8 @@ class StoredItem:
     source: str
     item: Item
     fresh: bool
+    joined: bool = False  # it joined a story an earlier item opened
+    alerted: bool = False  # it made its story's alert
 
 
 #: Watchlist severities, lowest first (a channel's ``min_severity`` compares by this order).
@@ -201,4 +203,5 @@ class Notification:
     published: datetime | None
     watchlists: tuple[WatchlistHit, ...]
     snippet: str = ""
-    outlets: tuple[str, ...] = ()
+    outlets: tuple[str, ...] = ()  # every outlet known to carry the story, first seen first
+    update: bool = False  # a repost update ("now reported by N outlets"), not the first alert

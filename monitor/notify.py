@@ -180,6 +180,8 @@ def _http_link(link: str | None) -> str | None:
 def _heading(n: Notification, limit: int = SUBJECT_MAX) -> str:
     """``[wl-a, wl-b] title`` on one line (watchlists in the order given)."""
     title = one_line(n.title, limit) or "(untitled)"
+    if n.update:
+        title = f"{title} (now reported by {len(_outlets(n)) or 1} outlets)"
     names = ", ".join(one_line(w.name, 80) for w in n.watchlists)
     return one_line(f"[{names}] {title}" if names else title, limit)
 

@@ -1,15 +1,21 @@
 """Pipeline: one poll of one source, and one pass over the outbox.
 
 Rules:
-- A poll runs fetch -> parse -> normalize -> (drop known items) -> match -> store. Everything a
+- A poll runs fetch -> parse -> normalize -> (drop known items) -> fingerprint (monitor.dedupe)
+  -> match -> store. Everything a
   poll decides is written by one ``Store.commit_poll`` transaction; a failure at any stage is
   logged with its reason, recorded on the source, and never affects another source.
 - An item is matched only when it is new and *fresh*: first seen with a published date within
   ``alerts.max_age`` (items without a date count as fresh). Older items are stored silently.
-- Each matched fresh item opens its own story and one alert naming every watchlist it
-  matched (with score, terms and severity); the alert gets one outbox row per enabled
-  channel that accepts one of its hits: one of the channel's ``watchlists`` with severity
-  at least its ``min_severity``. A channel's notification lists only the hits it accepts.
+- Every new item joins the story of its nearest stored copy within ``stories.window`` or opens
+  a new one (the store decides, in the poll's transaction). A story alerts once, on its first
+  fresh item that matched, naming every watchlist that item matched (with score, terms and
+  severity); a copy arriving later never re-alerts (with ``stories.notify_on_repost``, the
+  first new outlet after the alert was sent brings one "now reported by N outlets" update).
+  The alert gets one outbox row per enabled channel that accepts one of its hits: one of the
+  channel's ``watchlists`` with severity at least its ``min_severity``. A channel's
+  notification lists only the hits it accepts, and every outlet of the story known when it
+  is sent.
 - The snippet is the start of the item's summary, or, when none of the matched terms occur
   there, a window around the first one.
 - Delivery sends due outbox rows; success marks the row sent, failure schedules the next try
@@ -28,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from . import metrics
+from . import dedupe, metrics
 from .config import Config, SourceConfig
 from .fetch import Fetcher
 from .logs import event
@@ -37,7 +43,7 @@ from .model import FetchResult, Item, Notification
 from .normalize import normalize_entry
 from .notify import Notifier, term_pattern
 from .parse import FeedParseError, parse_feed
-from .store import NewItem, PendingDelivery, Store, utcnow
+from .store import NewItem, PendingDelivery, Store, StoryPolicy, utcnow
 
 log = logging.getLogger("monitor.pipeline")
 
@@ -114,6 +120,7 @@ class Pipeline:
         self.on_alert = on_alert
         self._channels = [(c.name, c.accepts) for c in cfg.enabled_channels]
         self._channel_cfg = {c.name: c for c in cfg.enabled_channels}
+        self._stories = StoryPolicy(cfg.stories.window, cfg.stories.notify_on_repost)
 
     # ------------------------------------------------------------ polling
     async def poll(self, source: SourceConfig) -> PollReport:
@@ -167,19 +174,23 @@ class Pipeline:
             if it.guid in known:
                 continue
             fresh = is_fresh(it, now, self.cfg.alerts.max_age)
-            hits = tuple(self.matcher.match(it.title, it.text)) if fresh else ()
-            new_items.append(NewItem(it, fresh, hits))
+            text = it.text
+            hits = tuple(self.matcher.match(it.title, text)) if fresh else ()
+            new_items.append(NewItem(it, fresh, hits, dedupe.fingerprint(it.title, text)))
         outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
-                                          self._channels, now)
+                                          self._channels, now, self._stories)
         metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
         metrics.ALERTS.inc(outcome.alerts)
         hits_by_guid = {n.item.guid: n.hits for n in new_items}
         for st in outcome.stored:
             hits = hits_by_guid.get(st.item.guid) or ()
-            if st.fresh and hits:
+            if st.alerted:
                 event(log, "alert", source=source.name, story=st.story_id, title=st.item.title,
                       link=st.item.link, watchlists=",".join(h.name for h in hits),
                       terms=",".join(t for h in hits for t in h.terms))
+            elif st.joined:
+                event(log, "repost", logging.DEBUG if not hits else logging.INFO, source=source.name,
+                      story=st.story_id, title=st.item.title, link=st.item.link)
         return PollReport(source.name, "ok", items=len(items), new=len(outcome.stored), alerts=outcome.alerts)
 
     # ------------------------------------------------------------ delivery
@@ -191,7 +202,7 @@ class Pipeline:
         terms = [t for h in hits for t in h.terms]
         return Notification(alert_id=d.alert_id, channel=d.channel, title=d.title, link=d.link, source=d.source,
                             published=d.published, watchlists=hits, snippet=snippet(d.summary, terms=terms),
-                            outlets=(d.source,))
+                            outlets=d.outlets, update=d.kind == "update")
 
     async def deliver(self, ignore_backoff: bool = False) -> DeliveryReport:
         """Send every due outbox row once; return how many went and how many failed."""

@@ -25,18 +25,20 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -47,15 +49,20 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from . import dedupe
+from .dedupe import Fingerprint
 from .model import DEFAULT_SEVERITY, FetchResult, Item, StoredItem, WatchlistHit
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+#: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
+STORY_LOCK = 0x6E657773  # "news"
 
 
 def utcnow() -> datetime:
@@ -105,6 +112,7 @@ class SourceRow(Base):
 
 class StoryRow(Base):
     __tablename__ = "stories"
+    __table_args__ = (Index("ix_stories_created", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -133,6 +141,36 @@ class ItemRow(Base):
     fresh: Mapped[bool] = mapped_column(Boolean)
 
 
+class FingerprintRow(Base):
+    """What finds an item's story: see monitor.dedupe. ``at`` is when the item says the story
+    happened (its published time, never later than first seen)."""
+
+    __tablename__ = "fingerprints"
+    __table_args__ = (
+        Index("ix_fingerprints_lead", "lead_key", "at"),
+        Index("ix_fingerprints_title", "title_key", "at"),
+        Index("ix_fingerprints_story", "story_id"),
+    )
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    size: Mapped[int] = mapped_column(Integer)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    lead_key: Mapped[str | None] = mapped_column(String(40))
+    title_key: Mapped[str | None] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(Text)
+
+
+class BandRow(Base):
+    """One LSH band key of an item's fingerprint (the primary key is the lookup index)."""
+
+    __tablename__ = "story_bands"
+    __table_args__ = (Index("ix_story_bands_item", "item_id"),)
+    band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+
+
 class AlertRow(Base):
     __tablename__ = "alerts"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -145,12 +183,13 @@ class AlertRow(Base):
 class DeliveryRow(Base):
     __tablename__ = "deliveries"
     __table_args__ = (
-        UniqueConstraint("alert_id", "channel", name="uq_deliveries_alert_channel"),
+        UniqueConstraint("alert_id", "channel", "kind", name="uq_deliveries_alert_channel_kind"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
     channel: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), default="alert")  # alert | update (a repost joined)
     status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -181,15 +220,47 @@ class PendingDelivery:
     published: datetime | None
     summary: str
     hits: tuple[WatchlistHit, ...]
+    kind: str = "alert"  # alert | update
+    outlets: tuple[str, ...] = ()  # every outlet of the story when read: "source (host)", first seen first
 
 
 @dataclass(frozen=True)
 class NewItem:
-    """An item the pipeline wants stored, with the watchlists it matched (empty if none)."""
+    """An item the pipeline wants stored, with the watchlists it matched (empty if none) and
+    its fingerprint (computed by the store when not given)."""
 
     item: Item
     fresh: bool
     hits: tuple[WatchlistHit, ...] = ()
+    fingerprint: Fingerprint | None = None
+
+
+@dataclass(frozen=True)
+class StoryPolicy:
+    """How items join stories: look ``window`` either side of an item's time; with
+    ``notify_on_repost`` an alerted story gets one update when another outlet carries it."""
+
+    window: timedelta = timedelta(days=7)
+    notify_on_repost: bool = False
+
+
+@dataclass(frozen=True)
+class StoryItem:
+    link: str | None
+    source: str
+    title: str
+    first_seen: datetime
+
+
+@dataclass(frozen=True)
+class StoryListing:
+    """A story and every stored item in it, first seen first (``monitor stories``)."""
+
+    id: int
+    title: str
+    created_at: datetime
+    alerted: bool
+    items: tuple[StoryItem, ...]
 
 
 @dataclass(frozen=True)
@@ -260,6 +331,15 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # SQLAlchemy, not the driver, begins transactions (see _sqlite_begin)
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # pragma: no cover - exercised by every test
+            # A writing transaction takes the write lock when it begins: one that read first and
+            # wrote later could not upgrade its lock while another poll commits, and would fail
+            # with "database is locked" instead of waiting its turn (busy_timeout).
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("sqlite_write") else "BEGIN")
 
         return engine
     try:
@@ -305,6 +385,8 @@ class Store:
         self.url = url
         self.engine = engine or make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        # sessions that write: on SQLite they hold the write lock from their first statement
+        self._write = sessionmaker(self.engine.execution_options(sqlite_write=True), expire_on_commit=False)
 
     @classmethod
     def open_readonly(cls, url: str) -> Store:
@@ -357,7 +439,7 @@ class Store:
     # ------------------------------------------------------------ sources
     def sync_sources(self, sources: Iterable[tuple[str, str]]) -> None:
         """Make sure a row exists for each (name, url); a changed URL resets its HTTP cache state."""
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             rows = {r.name: r for r in s.scalars(select(SourceRow))}
             for name, url in sources:
                 row = rows.get(name)
@@ -393,7 +475,7 @@ class Store:
 
     def record_failure(self, source: str, result: FetchResult, now: datetime | None = None) -> None:
         now = now or utcnow()
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             row = self._source_row(s, source)
             row.last_polled_at = now
             row.last_status = "error"
@@ -408,22 +490,32 @@ class Store:
         new_items: Sequence[NewItem],
         channels: Sequence[tuple[str, object]] = (),
         now: datetime | None = None,
+        stories: StoryPolicy | None = None,
     ) -> PollOutcome:
-        """Store a successful poll atomically: items, stories, alerts, outbox rows, HTTP state.
+        """Store a successful poll atomically: items, their stories, alerts, outbox rows, HTTP state.
 
-        ``channels`` are (name, accepts) pairs where ``accepts(hit: WatchlistHit) -> bool`` (see
-        ``ChannelConfig.accepts``: the channel's watchlists and ``min_severity``); an alert gets an
-        outbox row for every channel that accepts at least one of its hits. Items that turn out to
-        be duplicates at insert time (a concurrent poll won) are skipped.
+        Each item joins the story of its most similar stored copy within ``stories.window``
+        (see monitor.dedupe), else opens a new story. A story is alerted once: by the first of
+        its fresh items that matched a watchlist. ``channels`` are (name, accepts) pairs where
+        ``accepts(hit: WatchlistHit) -> bool`` (see ``ChannelConfig.accepts``); an alert gets
+        an outbox row for every channel that accepts at least one of its hits. With
+        ``stories.notify_on_repost``, an alerted story that a new outlet joins gets one
+        ``update`` row per channel of its alert. Items that turn out to be duplicates at insert
+        time (a concurrent poll won) are skipped.
         """
         now = now or utcnow()
+        policy = stories or StoryPolicy()
         stored: list[StoredItem] = []
         alerts = 0
-        with self._session.begin() as s:
+        with self._write.begin() as s:
+            if new_items and s.get_bind().dialect.name == "postgresql":
+                # one poll at a time finds stories, so two copies committed at once still meet
+                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
             src = self._source_row(s, source)
             for new in new_items:
                 item = new.item
-                story = StoryRow(title=item.title[:2000], created_at=now)
+                at = item.published if item.published is not None and item.published < now else now
+                fp = new.fingerprint or dedupe.fingerprint(item.title, item.text)
                 row = ItemRow(
                     source_id=src.id, guid=item.guid, guid_key=_key(item.guid), link=item.link,
                     canonical_link=item.canonical_link,
@@ -433,16 +525,28 @@ class Store:
                 )
                 try:
                     with s.begin_nested():
-                        s.add(story)
-                        s.flush()
-                        row.story_id = story.id
+                        story_id = self._find_story(s, fp, at, policy.window)
+                        joined = story_id is not None
+                        if story_id is None:
+                            story = StoryRow(title=item.title[:2000], created_at=now)
+                            s.add(story)
+                            s.flush()
+                            story_id = story.id
+                        row.story_id = story_id
                         s.add(row)
                         s.flush()
                 except IntegrityError:
                     continue  # stored meanwhile by another poll: an exact duplicate
-                stored.append(StoredItem(row.id, story.id, source, item, new.fresh))
-                if new.fresh and new.hits:
-                    alerts += self._add_alert(s, story.id, row.id, new.hits, channels, now)
+                self._add_fingerprint(s, row.id, story_id, fp, at)
+                alert_id = s.scalar(select(AlertRow.id).where(AlertRow.story_id == story_id)) if joined else None
+                alerted = False
+                if alert_id is None:
+                    if new.fresh and new.hits:
+                        alerts += self._add_alert(s, story_id, row.id, new.hits, channels, now)
+                        alerted = True
+                elif policy.notify_on_repost and self._new_outlet(s, story_id, src.id, row.id):
+                    self._add_update(s, alert_id, now)
+                stored.append(StoredItem(row.id, story_id, source, item, new.fresh, joined, alerted))
             src.etag, src.last_modified = result.etag, result.last_modified
             src.last_polled_at = src.last_success_at = now
             src.last_status, src.last_error = result.status, None
@@ -453,6 +557,67 @@ class Store:
     def record_not_modified(self, source: str, result: FetchResult, now: datetime | None = None) -> None:
         self.commit_poll(source, result, (), now=now)
 
+    #: Candidates compared per item at most (the most recent first): bounds the work when a
+    #: band key is common.
+    MAX_CANDIDATES = 200
+
+    @classmethod
+    def _find_story(cls, s: Session, fp: Fingerprint, at: datetime, window: timedelta) -> int | None:
+        """The story of the stored item most similar to ``fp`` within ``window`` of ``at``."""
+        lo, hi = at - window, at + window
+        near_lo, near_hi = at - timedelta(days=dedupe.NEAR_DAYS), at + timedelta(days=dedupe.NEAR_DAYS)
+        F = FingerprintRow
+        queries = []
+        if fp.bands:
+            queries.append(select(BandRow.item_id).where(BandRow.band_key.in_(set(fp.bands)),
+                                                         BandRow.at >= lo, BandRow.at <= hi))
+        if fp.lead_key:
+            queries.append(select(F.item_id).where(F.lead_key == fp.lead_key, F.at >= near_lo, F.at <= near_hi))
+        if fp.title_key:
+            queries.append(select(F.item_id).where(F.title_key == fp.title_key, F.at >= near_lo, F.at <= near_hi))
+        if not queries:
+            return None
+        ids = set(s.scalars(queries[0].union(*queries[1:]) if len(queries) > 1 else queries[0]))
+        if not ids:
+            return None
+        if len(ids) > cls.MAX_CANDIDATES:
+            ids = set(sorted(ids)[-cls.MAX_CANDIDATES:])
+        rows = s.execute(select(F).where(F.item_id.in_(ids))).scalars().all()
+        probe = replace(fp, at=at)
+        best: tuple[float, int] | None = None  # (similarity, -story id): most similar, then oldest story
+        for r in rows:
+            score = dedupe.similarity(probe, Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at))
+            if score > 0 and (best is None or (score, -r.story_id) > best):
+                best = (score, -r.story_id)
+        return -best[1] if best is not None else None
+
+    @staticmethod
+    def _add_fingerprint(s: Session, item_id: int, story_id: int, fp: Fingerprint, at: datetime) -> None:
+        s.add(FingerprintRow(item_id=item_id, story_id=story_id, at=at, size=fp.size, signature=fp.signature,
+                             lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title))
+        for band in set(fp.bands):
+            s.add(BandRow(band_key=band, at=at, item_id=item_id))
+        s.flush()
+
+    @staticmethod
+    def _new_outlet(s: Session, story_id: int, source_id: int, item_id: int) -> bool:
+        """Whether ``item_id`` is the story's first item from ``source_id``."""
+        q = select(ItemRow.id).where(ItemRow.story_id == story_id, ItemRow.source_id == source_id,
+                                     ItemRow.id != item_id).limit(1)
+        return s.scalar(q) is None
+
+    @staticmethod
+    def _add_update(s: Session, alert_id: int, now: datetime) -> None:
+        """One ``update`` outbox row per channel the alert was sent to, unless it has one
+        already (a channel whose alert is still pending will list the new outlet anyway)."""
+        have = set(s.scalars(select(DeliveryRow.channel).where(DeliveryRow.alert_id == alert_id,
+                                                                 DeliveryRow.kind == "update")))
+        for channel in s.scalars(select(DeliveryRow.channel).where(
+                DeliveryRow.alert_id == alert_id, DeliveryRow.kind == "alert", DeliveryRow.status == "sent")):
+            if channel not in have:
+                s.add(DeliveryRow(alert_id=alert_id, channel=channel, kind="update", status="pending",
+                                  attempts=0, next_attempt_at=now, created_at=now))
+
     @staticmethod
     def _add_alert(s: Session, story_id, item_id, hits, channels, now) -> int:
         alert = AlertRow(story_id=story_id, item_id=item_id, created_at=now, hits=_hits_json(hits))
@@ -460,7 +625,7 @@ class Store:
         s.flush()
         for name, accepts in channels:
             if any(accepts(h) for h in hits):  # type: ignore[operator]
-                s.add(DeliveryRow(alert_id=alert.id, channel=name, status="pending", attempts=0,
+                s.add(DeliveryRow(alert_id=alert.id, channel=name, kind="alert", status="pending", attempts=0,
                                   next_attempt_at=now, created_at=now))
         return 1
 
@@ -490,23 +655,38 @@ class Store:
         if channels is not None:
             q = q.where(DeliveryRow.channel.in_(list(channels)))
         with self._session() as s:
+            rows = s.execute(q).all()
+            outlets = self._outlets(s, {a.story_id for _, a, _, _ in rows})
             return [
                 PendingDelivery(
                     id=d.id, alert_id=a.id, channel=d.channel, attempts=d.attempts, title=i.title,
                     link=i.link, source=src, published=i.published_at,
-                    summary=i.summary or i.content, hits=_hits_from_json(a.hits),
+                    summary=i.summary or i.content, hits=_hits_from_json(a.hits), kind=d.kind,
+                    outlets=outlets.get(a.story_id, (src,)),
                 )
-                for d, a, i, src in s.execute(q)
+                for d, a, i, src in rows
             ]
+
+    @staticmethod
+    def _outlets(s: Session, story_ids: set[int]) -> dict[int, tuple[str, ...]]:
+        """Each story's outlets, first seen first: ``source (host of its link)``, once each."""
+        out: dict[int, dict[str, None]] = {}
+        for chunk in _chunks(sorted(story_ids), 500):
+            q = (select(ItemRow.story_id, SourceRow.name, ItemRow.link)
+                 .join(SourceRow, SourceRow.id == ItemRow.source_id)
+                 .where(ItemRow.story_id.in_(chunk)).order_by(ItemRow.first_seen_at, ItemRow.id))
+            for story_id, name, link in s.execute(q):
+                out.setdefault(story_id, {})[outlet_name(name, link)] = None
+        return {k: tuple(v) for k, v in out.items()}
 
     def mark_sent(self, delivery_id: int, now: datetime | None = None) -> None:
         now = now or utcnow()
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id)
                       .values(status="sent", sent_at=now, attempts=DeliveryRow.attempts + 1, last_error=None))
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime) -> None:
-        with self._session.begin() as s:
+        with self._write.begin() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.status == "pending")
                       .values(attempts=DeliveryRow.attempts + 1, last_error=error[:2000],
                               next_attempt_at=next_attempt_at))
@@ -563,11 +743,50 @@ class Store:
                 return
             last = (batch[-1].first_seen, batch[-1].id)
 
+    def iter_stories(self, since: datetime | None = None, batch_size: int = 500) -> Iterator[StoryListing]:
+        """Stories with an item first seen at or after ``since`` (all stories when None), oldest
+        first, each with all of its items; read ``batch_size`` stories at a time (flat memory)."""
+        last = 0
+        while True:
+            q = select(StoryRow).where(StoryRow.id > last).order_by(StoryRow.id).limit(batch_size)
+            if since is not None:
+                active = select(ItemRow.story_id).where(ItemRow.first_seen_at >= since)
+                q = q.where(StoryRow.id.in_(active))
+            with self._session() as s:
+                stories = s.scalars(q).all()
+                if not stories:
+                    return
+                ids = [st.id for st in stories]
+                items: dict[int, list[StoryItem]] = {}
+                iq = (select(ItemRow.story_id, ItemRow.link, SourceRow.name, ItemRow.title, ItemRow.first_seen_at)
+                      .join(SourceRow, SourceRow.id == ItemRow.source_id)
+                      .where(ItemRow.story_id.in_(ids)).order_by(ItemRow.first_seen_at, ItemRow.id))
+                for story_id, link, source, title, seen in s.execute(iq):
+                    items.setdefault(story_id, []).append(StoryItem(link, source, title, seen))
+                alerted = set(s.scalars(select(AlertRow.story_id).where(AlertRow.story_id.in_(ids))))
+                batch = [StoryListing(st.id, st.title, st.created_at, st.id in alerted, tuple(items.get(st.id, ())))
+                         for st in stories]
+            yield from batch
+            if len(stories) < batch_size:
+                return
+            last = stories[-1].id
+
     def failing_sources(self) -> list[tuple[str, str | None, int]]:
         with self._session() as s:
             q = select(SourceRow.name, SourceRow.last_error, SourceRow.consecutive_failures).where(
                 or_(SourceRow.consecutive_failures > 0))
             return [tuple(r) for r in s.execute(q)]
+
+
+def outlet_name(source: str, link: str | None) -> str:
+    """``source (host)``: the source as configured and the host its link points to."""
+    try:
+        host = urlsplit(link).hostname if link else None
+    except ValueError:
+        host = None
+    if host and host.startswith("www."):
+        host = host[4:]
+    return f"{source} ({host})" if host and host != source else source
 
 
 def _chunks(seq: list, n: int):

@@ -40,9 +40,10 @@ def test_migrations_create_schema_and_are_idempotent(db_url):
     s.upgrade()
     s.upgrade()
     tables = set(inspect(s.engine).get_table_names())
-    assert {"sources", "stories", "items", "alerts", "deliveries", "alembic_version"} <= tables
+    assert {"sources", "stories", "items", "alerts", "deliveries", "fingerprints", "story_bands",
+            "alembic_version"} <= tables
     with s.engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002"
     s.close()
 
 

@@ -1,0 +1,281 @@
+"""Dedupe: the fingerprint of an item, and whether two fingerprints are one story.
+
+Rules:
+- The fingerprint is taken from the item's text after *story normalisation*: page chrome
+  lines dropped ("No Script", "Please Wait...", "folder_open…", "access_time 11 days ago",
+  "starAdd to favorites", "By Staff, Agencies", share/subscribe lines, a line that repeats
+  the title, and short lines without sentence punctuation such as section names and
+  banners), syndication credit lines dropped ("This story first appeared on …", "Reposted
+  with permission", "Source: …", "© …"), a dateline at the start of a paragraph dropped
+  ("MOSCOW (Sputnik) —", "SEOUL, Oct. 5 (Yonhap) --", "Pyongyang, August 2 (KCNA) --",
+  "ISLAMABAD -", "Reuters -"), a trailing "… Read more" cut, and repeated paragraphs
+  collapsed to their first occurrence. Words are the matcher's (case, accents, NFKC
+  folded); dotted abbreviations lose their dots ("U.S." is "us").
+- Shingles are the word 3-grams of that text (the words themselves when it has fewer than
+  three), hashed to 32 bits. The fingerprint holds a MinHash signature of them
+  (``NUM_PERM`` values, datasketch) and their count; LSH band keys (``BANDS`` bands of
+  ``ROWS`` values each, hashed to a signed 64-bit integer) find candidates; the lead key
+  (the first ``LEAD_KEY_WORDS`` words) finds copies cut short, which MinHash alone ranks low.
+- The title key is the folded title without an outlet suffix (" | Site", " - Site Name"),
+  an "UPDATE:"/"BREAKING:" prefix or a trailing agency tag ("(AP)", "(Reuters)").
+- Two fingerprints are the same story when (estimated from the signatures):
+  - both have text (``MIN_TEXT_SHINGLES`` shingles or more): the Jaccard similarity of the
+    shingle sets is at least ``JACCARD``, or the shorter is at least ``CONTAINMENT``
+    contained in the longer and shares the lead key;
+  - one of them has (almost) no text — a photo or video page, a headline-only entry: the
+    title keys are equal and the two are at most ``TITLE_ONLY_DAYS`` apart.
+  The caller looks only within the story window (default 7 days) and picks the most
+  similar candidate; an item that joins none opens a new story.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from datasketch import MinHash
+
+from .query import words_of
+
+NUM_PERM = 64
+BANDS = 16
+ROWS = NUM_PERM // BANDS
+SEED = 20161020
+#: Same story when the estimated Jaccard similarity of the shingle sets reaches this.
+JACCARD = 0.5
+#: ... or when the shorter text is this much contained in the longer and the leads agree.
+CONTAINMENT = 0.8
+#: Below this many shingles a text is too short to compare; titles decide (see rules).
+MIN_TEXT_SHINGLES = 4
+LEAD_KEY_WORDS = 12
+#: Copies of one story appear within this many days of each other; beyond, only near-identical
+#: texts (``FAR_JACCARD``) are one story, and headline-only pages never join.
+NEAR_DAYS = 2
+FAR_JACCARD = 0.8
+#: Texts shorter than this many shingles need headlines in common too (``SHORT_TITLE_OVERLAP``),
+#: unless they are near-identical.
+SHORT_TEXT_SHINGLES = 60
+SHORT_TITLE_OVERLAP = 0.34
+SHINGLE = 3
+
+_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=SEED)  # its permutations are reused: made once
+_PERMUTATIONS, _SCHEME = _TEMPLATE.permutations, _TEMPLATE.scheme
+
+
+# ---------------------------------------------------------------- story normalisation
+
+#: Lines of page chrome that are never part of a story (matched case-insensitively, whole line).
+_CHROME = re.compile(
+    r"""^(?:
+        no\s*script | please\s+wait\.*\s* | loading\.*\s* | javascript\s+(?:is\s+)?(?:required|disabled).*
+      | folder_open.* | access_time.* | star\s*add\s+to\s+favou?rites | add\s+to\s+favou?rites
+      | by\s+staff(?:,\s*agencies)? | by\s+[\w.' -]{1,40},\s*agencies
+      | (?:share|tweet|email|print|comment|subscribe|advertisement|sponsored|related(?:\s+(?:news|stories|articles))?)
+        (?:\s+(?:this|on|to|now|article|story|us))*\s*:?
+      | (?:read|see)\s+(?:more|also|full\s+story)\b.* | click\s+here\b.* | follow\s+us\b.*
+      | \d+\s+(?:seconds?|minutes?|hours?|days?|weeks?|months?|years?)\s+ago
+      | (?:breaking|latest|top)\s+news
+    )$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+#: Syndication credit lines: a short line that says where the text came from.
+_CREDIT = re.compile(
+    r"""(?:^\W*(?:\(c\)|©|copyright\b|source\s*:|via\s*:|\(end\)))
+      | \b(?:first|originally)\s+(?:appeared|published|ran|posted)\b
+      | \b(?:re)?(?:posted|published|printed|produced)\s+(?:here\s+)?with\s+(?:kind\s+)?permission\b
+      | \b(?:republished|reprinted|reproduced|syndicated)\s+(?:from|by|under|with|via)\b
+      | \bcontent[-\s](?:sharing|syndication)\b | \ball\s+rights\s+reserved\b
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+_CREDIT_MAX_WORDS = 40
+#: A dateline opening a paragraph: a place (and date) with a parenthesised outlet, an
+#: upper-case place, or a bare agency name, then a dash.
+_DATELINE = re.compile(
+    r"""^(?:
+        [^\n()]{0,60}?\([^()\n]{1,40}\)\s*(?:--|[-–—])
+      | [A-Z][A-Z.'’/ ,-]{1,50}?(?:,\s*[A-Z][a-z]+\.?(?:\s+\d{1,2})?)?\s+(?:--|[-–—])
+      | (?:AP|AFP|Reuters|UPI|Xinhua|Yonhap|KCNA|TASS|Sputnik|dpa|ANSA|EFE)\s*(?:--|[-–—])
+    )\s+""",
+    re.VERBOSE,
+)
+_READ_MORE = re.compile(r"\s*(?:…|\.\.\.)?\s*\(?(?:read|continue|see)\s+(?:more|reading|full\s+story)\)?\W*$",
+                        re.IGNORECASE)
+_ABBREVIATION = re.compile(r"\b(?:[A-Za-z]\.){2,}")
+_SENTENCE_END = re.compile(r"[.!?:;\"”’)\]]$|[.!?]\s")
+_SHORT_LINE_WORDS = 5
+
+#: Title decorations that differ between outlets carrying one story.
+_TITLE_PREFIX = re.compile(r"^\W*(?:update[ds]?|breaking(?:\s+news)?|exclusive|watch|video|live|just\s+in|"
+                           r"\(lead\)|\(update\s*\d*\))\s*[:\-–—|]\s*", re.IGNORECASE)
+_TITLE_SUFFIX = re.compile(r"\s+(?:[|–—]|-|::)\s+[^|–—]{1,40}$")
+_TITLE_AGENCY = re.compile(r"\s*\((?:AP|AFP|Reuters|UPI|Xinhua|Yonhap|KCNA|TASS|Sputnik|dpa|[A-Z][\w.]{1,15})\)\s*$")
+
+
+def _strip_abbreviations(text: str) -> str:
+    if "." not in text:
+        return text
+    return _ABBREVIATION.sub(lambda m: m.group(0).replace(".", ""), text)
+
+
+def title_words(title: str) -> tuple[str, ...]:
+    """The words of ``title`` that every outlet shares (decorations removed)."""
+    t = " ".join(title.split())
+    for _ in range(2):
+        t = _TITLE_PREFIX.sub("", t)
+    stripped = _TITLE_SUFFIX.sub("", t)
+    if len(words_of(stripped)) >= 2:  # "Fed - Rates" keeps its words; a site suffix goes
+        t = stripped
+    t = _TITLE_AGENCY.sub("", t)
+    return words_of(_strip_abbreviations(t))
+
+
+def story_paragraphs(title: str, text: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The paragraphs of ``text`` that belong to the story (see the module rules), in order,
+    each once, with their folded words."""
+    title_key = title_words(title)
+    seen: set[tuple[str, ...]] = set()
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for raw in text.splitlines():
+        line = " ".join(raw.split())
+        if not line or (len(line) < 80 and _CHROME.match(line)):
+            continue
+        n_words = line.count(" ") + 1
+        if n_words <= _CREDIT_MAX_WORDS and _CREDIT.search(line):
+            continue
+        dateline = _DATELINE.match(line)
+        if dateline:
+            line = line[dateline.end():]
+        tail = line[-30:].lower()
+        if "more" in tail or "reading" in tail or "story" in tail:
+            line = _READ_MORE.sub("", line)
+        words = words_of(_strip_abbreviations(line))
+        if not words:
+            continue
+        if len(words) <= 2 * len(title_key) + 2 and (words == title_key or title_words(line) == title_key):
+            continue  # the headline repeated on the page
+        if len(words) < _SHORT_LINE_WORDS and not _SENTENCE_END.search(line):  # a banner or section name
+            continue
+        if words in seen:
+            continue
+        seen.add(words)
+        out.append((line, words))
+    return out
+
+
+def story_words(title: str, text: str) -> list[str]:
+    """The folded words of the story text, paragraphs in order."""
+    words: list[str] = []
+    for _, w in story_paragraphs(title, text):
+        words.extend(w)
+    return words
+
+
+def shingles(words: list[str]) -> set[int]:
+    """32-bit hashes of the word ``SHINGLE``-grams (of the words themselves when fewer)."""
+    if len(words) < SHINGLE:
+        grams = words
+    else:
+        grams = [" ".join(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)]
+    return {zlib.crc32(g.encode("utf-8")) for g in grams}
+
+
+# ---------------------------------------------------------------- fingerprints
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the store keeps of an item to find its story later."""
+
+    signature: bytes  # NUM_PERM little-endian uint32 MinHash values; empty when no text
+    size: int  # number of distinct shingles
+    lead_key: str | None  # sha1 of the first LEAD_KEY_WORDS words, when there are that many
+    title: str  # the title words (see title_words), space-separated
+    bands: tuple[int, ...]  # LSH band keys (signed 64-bit), empty when the text is too short
+    at: datetime | None = None  # when the story happened, as far as the item says
+
+    @property
+    def has_text(self) -> bool:
+        return self.size >= MIN_TEXT_SHINGLES
+
+    @property
+    def title_key(self) -> str | None:
+        """sha1 of the title words (None when the title has none)."""
+        return hashlib.sha1(self.title.encode("utf-8")).hexdigest() if self.title else None
+
+    def values(self) -> np.ndarray:
+        return np.frombuffer(self.signature, dtype="<u4")
+
+
+def _sha1(words: tuple[str, ...] | list[str]) -> str:
+    return hashlib.sha1(" ".join(words).encode("utf-8")).hexdigest()
+
+
+def _band_key(band: int, values: np.ndarray) -> int:
+    digest = hashlib.blake2b(values.tobytes(), digest_size=8, person=b"band%04d" % band).digest()
+    return int.from_bytes(digest, "little", signed=True)
+
+
+def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprint:
+    """The fingerprint of an item (title and body text, already plain text)."""
+    words = story_words(title, text)
+    grams = shingles(words)
+    title_text = " ".join(title_words(title))
+    lead_key = _sha1(words[:LEAD_KEY_WORDS]) if len(words) >= LEAD_KEY_WORDS else None
+    if not grams:
+        return Fingerprint(b"", 0, lead_key, title_text, (), at)
+    m = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMUTATIONS, scheme=_SCHEME, hashfunc=int)
+    m.update_batch(grams)
+    values = m.hashvalues.astype("<u4")
+    bands: tuple[int, ...] = ()
+    if len(grams) >= MIN_TEXT_SHINGLES:
+        bands = tuple(_band_key(b, values[b * ROWS:(b + 1) * ROWS]) for b in range(BANDS))
+    return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, bands, at)
+
+
+def jaccard(a: Fingerprint, b: Fingerprint) -> float:
+    """Estimated Jaccard similarity of the two shingle sets (0 when either has no text)."""
+    if not a.signature or not b.signature:
+        return 0.0
+    return float(np.count_nonzero(a.values() == b.values())) / NUM_PERM
+
+
+def containment(a: Fingerprint, b: Fingerprint, j: float | None = None) -> float:
+    """How much of the smaller shingle set is in the larger, estimated from the Jaccard
+    similarity and the set sizes: |A∩B| = J(|A|+|B|)/(1+J)."""
+    j = jaccard(a, b) if j is None else j
+    small = min(a.size, b.size)
+    if not small:
+        return 0.0
+    return min(1.0, j * (a.size + b.size) / (1 + j) / small)
+
+
+def title_overlap(a: Fingerprint, b: Fingerprint) -> float:
+    """Share of the shorter title's words that the other title has (0 when one has none)."""
+    wa, wb = set(a.title.split()), set(b.title.split())
+    if not wa or not wb:
+        return 0.0
+    return len(wa & wb) / min(len(wa), len(wb))
+
+
+def similarity(a: Fingerprint, b: Fingerprint) -> float:
+    """How strongly ``a`` and ``b`` are one story: 0 when they are not (see the module
+    rules), else a score in (0, 1] for picking the best of several candidates."""
+    apart = abs(a.at - b.at) if a.at is not None and b.at is not None else timedelta(0)
+    near = apart <= timedelta(days=NEAR_DAYS)
+    if a.has_text and b.has_text:
+        j = jaccard(a, b)
+        if not near:
+            return j if j >= FAR_JACCARD else 0.0
+        if min(a.size, b.size) < SHORT_TEXT_SHINGLES and j < FAR_JACCARD and title_overlap(a, b) < SHORT_TITLE_OVERLAP:
+            return 0.0  # short texts with unrelated headlines: a shared stock sentence, not one story
+        if j >= JACCARD:
+            return j
+        if a.lead_key is not None and a.lead_key == b.lead_key and containment(a, b, j) >= CONTAINMENT:
+            return max(j, 0.5 * CONTAINMENT)
+        return 0.0
+    if not a.title or a.title != b.title or apart > timedelta(days=NEAR_DAYS):
+        return 0.0
+    return 0.45 - apart.total_seconds() / 86400 / 100  # headline-only page: below any text match, nearest first
