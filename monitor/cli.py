@@ -169,6 +169,22 @@ def backtest(config_path: str, name: str, since: timedelta, limit: int | None, i
     sys.exit(backtest_command(cfg, name, since, limit=limit, include_stale=include_stale))
 
 
+@cli.command()
+@CONFIG_OPTION
+@click.option("--since", default=None, callback=lambda c, p, v: None if v is None else _duration(c, p, v),
+              help="Only stories with an item first seen within this duration (1d, 12h, 1w ...); default all.")
+@click.option("--json", "as_json", is_flag=True,
+              help='One JSON object per line: {"story": id, "items": [{"link", "source", "title"}, ...]}.')
+def stories(config_path: str, since: timedelta | None, as_json: bool) -> None:
+    """The stories in the database, each with every item (outlet) that carried it.
+
+    Reads the database read-only and sends nothing. Exit 1 if the database cannot be read."""
+    from .stories import stories_command
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(stories_command(cfg, since, as_json=as_json))
+
+
 def main() -> None:
     cli(prog_name="monitor")
 

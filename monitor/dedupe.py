@@ -19,11 +19,16 @@ Rules:
 - The title key is the folded title without an outlet suffix (" | Site", " - Site Name"),
   an "UPDATE:"/"BREAKING:" prefix or a trailing agency tag ("(AP)", "(Reuters)").
 - Two fingerprints are the same story when (estimated from the signatures):
-  - both have text (``MIN_TEXT_SHINGLES`` shingles or more): the Jaccard similarity of the
-    shingle sets is at least ``JACCARD``, or the shorter is at least ``CONTAINMENT``
-    contained in the longer and shares the lead key;
+  - both have text (``MIN_TEXT_SHINGLES`` shingles or more) and are at most ``NEAR_DAYS``
+    apart: the Jaccard similarity of the shingle sets is at least ``JACCARD``; or the
+    shorter is at least ``CONTAINMENT`` contained in the longer and shares the lead key (a
+    copy cut short). The title assist for short texts (under ``SHORT_TEXT_SHINGLES``): when
+    their headlines share less than ``SHORT_TITLE_OVERLAP`` of their words they are the same
+    story only when near-identical (``FAR_JACCARD``) — a stock sentence two stories share is
+    not a story;
+  - both have text and are further apart: only near-identical texts (``FAR_JACCARD``);
   - one of them has (almost) no text — a photo or video page, a headline-only entry: the
-    title keys are equal and the two are at most ``TITLE_ONLY_DAYS`` apart.
+    title keys are equal and the two are at most ``NEAR_DAYS`` apart.
   The caller looks only within the story window (default 7 days) and picks the most
   similar candidate; an item that joins none opens a new story.
 """
@@ -213,9 +218,23 @@ def _sha1(words: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha1(" ".join(words).encode("utf-8")).hexdigest()
 
 
-def _band_key(band: int, values: np.ndarray) -> int:
-    digest = hashlib.blake2b(values.tobytes(), digest_size=8, person=b"band%04d" % band).digest()
-    return int.from_bytes(digest, "little", signed=True)
+#: Odd 64-bit multipliers mixing a band's ROWS values (and its number) into one key.
+_MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9][:ROWS],
+                dtype=np.uint64)
+_BAND_SALT = (np.arange(BANDS, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x2545F4914F6CDD1D)
+
+
+def band_keys(values: np.ndarray) -> tuple[int, ...]:
+    """The LSH band keys of a signature: each band's ROWS values mixed into a signed 64-bit
+    integer (multiply-xorshift; the same on every machine and in every process)."""
+    with np.errstate(over="ignore"):
+        v = values.astype(np.uint64).reshape(BANDS, ROWS) * _MIX
+        h = np.bitwise_xor.reduce(v, axis=1) ^ _BAND_SALT
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(29)
+    return tuple(h.view(np.int64).tolist())
 
 
 def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprint:
@@ -231,7 +250,7 @@ def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprin
     values = m.hashvalues.astype("<u4")
     bands: tuple[int, ...] = ()
     if len(grams) >= MIN_TEXT_SHINGLES:
-        bands = tuple(_band_key(b, values[b * ROWS:(b + 1) * ROWS]) for b in range(BANDS))
+        bands = band_keys(values)
     return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, bands, at)
 
 

@@ -27,6 +27,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -44,6 +45,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
+    bindparam,
     create_engine,
     event,
     func,
@@ -53,8 +55,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.sql.elements import TextClause
+from sqlalchemy.types import TypeEngine
 
 from . import dedupe
 from .dedupe import Fingerprint
@@ -165,10 +168,10 @@ class BandRow(Base):
     """One LSH band key of an item's fingerprint (the primary key is the lookup index)."""
 
     __tablename__ = "story_bands"
-    __table_args__ = (Index("ix_story_bands_item", "item_id"),)
+    __table_args__ = {"sqlite_with_rowid": False}
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
-    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    item_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # items.id (no foreign key: it costs)
 
 
 class AlertRow(Base):
@@ -275,6 +278,18 @@ class ArchivedItem:
     first_seen: datetime
 
 
+@dataclass
+class _Planned:
+    """An item of a poll on its way into the database, and the story it joins."""
+
+    new: NewItem
+    fingerprint: Fingerprint  # its ``at`` set
+    guid_key: str
+    link_key: str | None
+    story: int  # a stored story's id, or ~k for the k-th story this poll opens
+    joined: bool  # joins a story opened before (stored, or earlier in this poll)
+
+
 @dataclass(frozen=True)
 class PollOutcome:
     stored: list[StoredItem]
@@ -330,6 +345,10 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # story lookups and band-key inserts touch random index pages: a bigger page cache
+            # and rarer checkpoints keep them off the disk (bounded: 32 MB per connection)
+            cur.execute("PRAGMA cache_size=-32768")
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
             cur.close()
             # SQLAlchemy, not the driver, begins transactions (see _sqlite_begin)
             dbapi_conn.isolation_level = None
@@ -494,59 +513,26 @@ class Store:
     ) -> PollOutcome:
         """Store a successful poll atomically: items, their stories, alerts, outbox rows, HTTP state.
 
-        Each item joins the story of its most similar stored copy within ``stories.window``
-        (see monitor.dedupe), else opens a new story. A story is alerted once: by the first of
-        its fresh items that matched a watchlist. ``channels`` are (name, accepts) pairs where
-        ``accepts(hit: WatchlistHit) -> bool`` (see ``ChannelConfig.accepts``); an alert gets
-        an outbox row for every channel that accepts at least one of its hits. With
-        ``stories.notify_on_repost``, an alerted story that a new outlet joins gets one
-        ``update`` row per channel of its alert. Items that turn out to be duplicates at insert
-        time (a concurrent poll won) are skipped.
+        Each item joins the story of its most similar copy — stored within ``stories.window``
+        or earlier in this poll (see monitor.dedupe) — else opens a new story. A story is
+        alerted once: by the first of its fresh items that matched a watchlist. ``channels``
+        are (name, accepts) pairs where ``accepts(hit: WatchlistHit) -> bool`` (see
+        ``ChannelConfig.accepts``); an alert gets an outbox row for every channel that accepts
+        at least one of its hits. With ``stories.notify_on_repost``, an alerted story that a
+        new outlet joins gets one ``update`` row per channel its alert was sent to. Items
+        already stored (same guid from this source, or same canonical link) are skipped.
+
+        Polls are serialised while they assign stories (SQLite: the write lock taken at
+        BEGIN; PostgreSQL: an advisory lock), so two copies committed at once still meet.
         """
         now = now or utcnow()
         policy = stories or StoryPolicy()
-        stored: list[StoredItem] = []
-        alerts = 0
         with self._write.begin() as s:
             if new_items and s.get_bind().dialect.name == "postgresql":
-                # one poll at a time finds stories, so two copies committed at once still meet
                 s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
             src = self._source_row(s, source)
-            for new in new_items:
-                item = new.item
-                at = item.published if item.published is not None and item.published < now else now
-                fp = new.fingerprint or dedupe.fingerprint(item.title, item.text)
-                row = ItemRow(
-                    source_id=src.id, guid=item.guid, guid_key=_key(item.guid), link=item.link,
-                    canonical_link=item.canonical_link,
-                    link_key=_key(item.canonical_link) if item.canonical_link else None,
-                    title=item.title, summary=item.summary, content=item.content,
-                    published_at=item.published, first_seen_at=now, fresh=new.fresh,
-                )
-                try:
-                    with s.begin_nested():
-                        story_id = self._find_story(s, fp, at, policy.window)
-                        joined = story_id is not None
-                        if story_id is None:
-                            story = StoryRow(title=item.title[:2000], created_at=now)
-                            s.add(story)
-                            s.flush()
-                            story_id = story.id
-                        row.story_id = story_id
-                        s.add(row)
-                        s.flush()
-                except IntegrityError:
-                    continue  # stored meanwhile by another poll: an exact duplicate
-                self._add_fingerprint(s, row.id, story_id, fp, at)
-                alert_id = s.scalar(select(AlertRow.id).where(AlertRow.story_id == story_id)) if joined else None
-                alerted = False
-                if alert_id is None:
-                    if new.fresh and new.hits:
-                        alerts += self._add_alert(s, story_id, row.id, new.hits, channels, now)
-                        alerted = True
-                elif policy.notify_on_repost and self._new_outlet(s, story_id, src.id, row.id):
-                    self._add_update(s, alert_id, now)
-                stored.append(StoredItem(row.id, story_id, source, item, new.fresh, joined, alerted))
+            plan = self._plan(s, src.id, new_items, now, policy.window)
+            stored, alerts = self._write_plan(s, src.id, source, plan, channels, now, policy)
             src.etag, src.last_modified = result.etag, result.last_modified
             src.last_polled_at = src.last_success_at = now
             src.last_status, src.last_error = result.status, None
@@ -561,50 +547,140 @@ class Store:
     #: band key is common.
     MAX_CANDIDATES = 200
 
-    @classmethod
-    def _find_story(cls, s: Session, fp: Fingerprint, at: datetime, window: timedelta) -> int | None:
-        """The story of the stored item most similar to ``fp`` within ``window`` of ``at``."""
-        lo, hi = at - window, at + window
-        near_lo, near_hi = at - timedelta(days=dedupe.NEAR_DAYS), at + timedelta(days=dedupe.NEAR_DAYS)
-        F = FingerprintRow
-        queries = []
-        if fp.bands:
-            queries.append(select(BandRow.item_id).where(BandRow.band_key.in_(set(fp.bands)),
-                                                         BandRow.at >= lo, BandRow.at <= hi))
-        if fp.lead_key:
-            queries.append(select(F.item_id).where(F.lead_key == fp.lead_key, F.at >= near_lo, F.at <= near_hi))
-        if fp.title_key:
-            queries.append(select(F.item_id).where(F.title_key == fp.title_key, F.at >= near_lo, F.at <= near_hi))
-        if not queries:
-            return None
-        ids = set(s.scalars(queries[0].union(*queries[1:]) if len(queries) > 1 else queries[0]))
-        if not ids:
-            return None
-        if len(ids) > cls.MAX_CANDIDATES:
-            ids = set(sorted(ids)[-cls.MAX_CANDIDATES:])
-        rows = s.execute(select(F).where(F.item_id.in_(ids))).scalars().all()
-        probe = replace(fp, at=at)
-        best: tuple[float, int] | None = None  # (similarity, -story id): most similar, then oldest story
-        for r in rows:
-            score = dedupe.similarity(probe, Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at))
-            if score > 0 and (best is None or (score, -r.story_id) > best):
-                best = (score, -r.story_id)
-        return -best[1] if best is not None else None
+    def _plan(self, s: Session, source_id: int, new_items: Sequence[NewItem], now: datetime,
+              window: timedelta) -> list[_Planned]:
+        """Which of ``new_items`` to store and the story each joins: an existing story's id,
+        or ``~k`` for the k-th new story of this poll."""
+        guid_keys = [_key(n.item.guid) for n in new_items]
+        link_keys = [_key(n.item.canonical_link) if n.item.canonical_link else None for n in new_items]
+        known = self._stored_keys(s, source_id, guid_keys, [k for k in link_keys if k])
+        fps = []
+        for new in new_items:
+            item = new.item
+            at = item.published if item.published is not None and item.published < now else now
+            fps.append(replace(new.fingerprint or dedupe.fingerprint(item.title, item.text), at=at))
+        copies = self._stored_copies(s, fps, window)
+        plan: list[_Planned] = []
+        keyed: dict[object, list[int]] = {}  # band, lead and title keys of the planned items
+        opened = 0
+        for new, fp, guid_key, link_key in zip(new_items, fps, guid_keys, link_keys, strict=True):
+            if guid_key in known or (link_key and link_key in known):
+                continue  # stored already (by an earlier poll, or earlier in this one)
+            known.add(guid_key)
+            if link_key:
+                known.add(link_key)
+            best: tuple[float, int] | None = None  # (similarity, -story): most similar, then oldest story
+            for other, story in copies.candidates(fp, window, self.MAX_CANDIDATES):
+                score = dedupe.similarity(fp, other)
+                if score > 0 and (best is None or (score, -story) > best):
+                    best = (score, -story)
+            for earlier in _earlier_copies(plan, keyed, fp, window):  # not in the database yet
+                score = dedupe.similarity(fp, earlier.fingerprint)
+                if score > 0 and (best is None or score > best[0]):
+                    best = (score, -earlier.story)
+            if best is None:
+                story, joined = ~opened, False
+                opened += 1
+            else:
+                story, joined = -best[1], True
+            for key in _keys_of(fp):
+                keyed.setdefault(key, []).append(len(plan))
+            plan.append(_Planned(new, fp, guid_key, link_key, story, joined))
+        return plan
 
     @staticmethod
-    def _add_fingerprint(s: Session, item_id: int, story_id: int, fp: Fingerprint, at: datetime) -> None:
-        s.add(FingerprintRow(item_id=item_id, story_id=story_id, at=at, size=fp.size, signature=fp.signature,
-                             lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title))
-        for band in set(fp.bands):
-            s.add(BandRow(band_key=band, at=at, item_id=item_id))
-        s.flush()
+    def _stored_keys(s: Session, source_id: int, guid_keys: list[str], link_keys: list[str]) -> set[str]:
+        known: set[str] = set()
+        for chunk in _chunks(guid_keys, 500):
+            known.update(s.scalars(select(ItemRow.guid_key).where(ItemRow.source_id == source_id,
+                                                                  ItemRow.guid_key.in_(chunk))))
+        for chunk in _chunks(link_keys, 500):
+            known.update(s.scalars(select(ItemRow.link_key).where(ItemRow.link_key.in_(chunk))))
+        return known
 
     @staticmethod
-    def _new_outlet(s: Session, story_id: int, source_id: int, item_id: int) -> bool:
-        """Whether ``item_id`` is the story's first item from ``source_id``."""
-        q = select(ItemRow.id).where(ItemRow.story_id == story_id, ItemRow.source_id == source_id,
-                                     ItemRow.id != item_id).limit(1)
-        return s.scalar(q) is None
+    def _stored_copies(s: Session, fps: list[Fingerprint], window: timedelta) -> _StoredCopies:
+        """Every stored fingerprint sharing a band key (within ``window``), a lead key or a
+        title key (within NEAR_DAYS) with one of ``fps``: three queries for the whole poll."""
+        found = _StoredCopies()
+        times = [fp.at for fp in fps if fp.at is not None]
+        if not times:
+            return found
+        near = timedelta(days=dedupe.NEAR_DAYS)
+        lo, hi = min(times) - window, max(times) + window
+        lookups = (
+            ("band", sorted({b for fp in fps for b in fp.bands}), lo, hi),
+            ("lead", sorted({fp.lead_key for fp in fps if fp.lead_key}), min(times) - near, max(times) + near),
+            ("title", sorted({fp.title_key for fp in fps if fp.title_key}), min(times) - near, max(times) + near),
+        )
+        for kind, keys, start, end in lookups:
+            for chunk in _chunks(keys, 2000):
+                for r in s.execute(_copies_query(kind), {"keys": chunk, "lo": start, "hi": end}):
+                    other = found.fingerprints.get(r.item_id)
+                    if other is None:
+                        other = found.fingerprints[r.item_id] = (
+                            Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at), r.story_id)
+                    found.by_key.setdefault((kind, r.key), []).append(r.item_id)
+        return found
+
+    def _write_plan(self, s: Session, source_id: int, source: str, plan: list[_Planned],
+                    channels: Sequence[tuple[str, object]], now: datetime,
+                    policy: StoryPolicy) -> tuple[list[StoredItem], int]:
+        """Insert the planned stories, items, fingerprints and band keys (a few multi-row
+        statements), then the alerts and outbox rows."""
+        if not plan:
+            return [], 0
+        titles: dict[int, str] = {}
+        for p in plan:
+            if p.story < 0:
+                titles.setdefault(p.story, p.new.item.title[:2000])
+        story_ids: dict[int, int] = {}
+        if titles:
+            ins = StoryRow.__table__.insert().returning(StoryRow.__table__.c.id, sort_by_parameter_order=True)
+            rows = s.execute(ins, [{"title": t, "created_at": now} for t in titles.values()]).all()
+            story_ids = {ref: r.id for ref, r in zip(titles, rows, strict=True)}
+        for p in plan:
+            p.story = story_ids.get(p.story, p.story)
+        ins = ItemRow.__table__.insert().returning(ItemRow.__table__.c.id, sort_by_parameter_order=True)
+        item_ids = [r.id for r in s.execute(ins, [{
+            "source_id": source_id, "story_id": p.story, "guid": p.new.item.guid, "guid_key": p.guid_key,
+            "link": p.new.item.link, "canonical_link": p.new.item.canonical_link, "link_key": p.link_key,
+            "title": p.new.item.title, "summary": p.new.item.summary, "content": p.new.item.content,
+            "published_at": p.new.item.published, "first_seen_at": now, "fresh": p.new.fresh,
+        } for p in plan]).all()]
+        s.execute(FingerprintRow.__table__.insert(), [{
+            "item_id": item_id, "story_id": p.story, "at": p.fingerprint.at, "size": p.fingerprint.size,
+            "signature": p.fingerprint.signature, "lead_key": p.fingerprint.lead_key,
+            "title_key": p.fingerprint.title_key, "title": p.fingerprint.title,
+        } for p, item_id in zip(plan, item_ids, strict=True)])
+        bands = [{"band_key": band, "at": p.fingerprint.at, "item_id": item_id}
+                 for p, item_id in zip(plan, item_ids, strict=True) for band in set(p.fingerprint.bands)]
+        if bands:
+            s.execute(BandRow.__table__.insert(), bands)
+
+        joined = sorted({p.story for p in plan if p.joined})
+        alerted: dict[int, int] = {}  # story -> its alert, made before this poll
+        outlets: set[int] = set()  # joined stories this source already carried
+        for chunk in _chunks(joined, 500):
+            alerted.update((story, alert) for story, alert in s.execute(
+                select(AlertRow.story_id, AlertRow.id).where(AlertRow.story_id.in_(chunk))))
+            outlets.update(s.scalars(select(ItemRow.story_id).where(
+                ItemRow.story_id.in_(chunk), ItemRow.source_id == source_id, ItemRow.id.not_in(item_ids))))
+        stored: list[StoredItem] = []
+        alerts = 0
+        alerted_now: set[int] = set()
+        for p, item_id in zip(plan, item_ids, strict=True):
+            made = False
+            if p.story not in alerted and p.story not in alerted_now:
+                if p.new.fresh and p.new.hits:
+                    alerts += self._add_alert(s, p.story, item_id, p.new.hits, channels, now)
+                    alerted_now.add(p.story)
+                    made = True
+            elif p.story in alerted and policy.notify_on_repost and p.story not in outlets:
+                self._add_update(s, alerted[p.story], now)
+            outlets.add(p.story)
+            stored.append(StoredItem(item_id, p.story, source, p.new.item, p.new.fresh, p.joined, made))
+        return stored, alerts
 
     @staticmethod
     def _add_update(s: Session, alert_id: int, now: datetime) -> None:
@@ -776,6 +852,68 @@ class Store:
             q = select(SourceRow.name, SourceRow.last_error, SourceRow.consecutive_failures).where(
                 or_(SourceRow.consecutive_failures > 0))
             return [tuple(r) for r in s.execute(q)]
+
+
+def _keys_of(fp: Fingerprint) -> list[object]:
+    keys: list[object] = list(fp.bands)
+    if fp.lead_key:
+        keys.append(("lead", fp.lead_key))
+    if fp.title_key:
+        keys.append(("title", fp.title_key))
+    return keys
+
+
+def _earlier_copies(plan: list[_Planned], keyed: dict[object, list[int]], fp: Fingerprint,
+                    window: timedelta) -> list[_Planned]:
+    """The items planned earlier in this poll that ``Store._candidates`` would find for
+    ``fp`` were they stored: same band key within ``window``, same lead or title key."""
+    found = sorted({k for key in _keys_of(fp) for k in keyed.get(key, ())})
+    assert fp.at is not None
+    return [plan[k] for k in found if plan[k].fingerprint.at is not None
+            and abs(plan[k].fingerprint.at - fp.at) <= window]
+
+
+class _StoredCopies:
+    """Stored fingerprints found for a poll, by the key that found them."""
+
+    def __init__(self) -> None:
+        self.fingerprints: dict[int, tuple[Fingerprint, int]] = {}  # item id -> (fingerprint, story)
+        self.by_key: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> item ids
+
+    def candidates(self, fp: Fingerprint, window: timedelta, limit: int) -> list[tuple[Fingerprint, int]]:
+        """The stored fingerprints ``fp`` is compared with: same band key within ``window``,
+        same lead or title key within NEAR_DAYS; the ``limit`` most recently stored."""
+        assert fp.at is not None
+        near = timedelta(days=dedupe.NEAR_DAYS)
+        ids: set[int] = set()
+        for kind, keys, reach in (("band", fp.bands, window), ("lead", (fp.lead_key,) if fp.lead_key else (), near),
+                                  ("title", (fp.title_key,) if fp.title_key else (), near)):
+            for key in keys:
+                for item_id in self.by_key.get((kind, key), ()):
+                    other = self.fingerprints[item_id][0]
+                    if other.at is not None and abs(other.at - fp.at) <= reach:
+                        ids.add(item_id)
+        return [self.fingerprints[i] for i in sorted(ids, reverse=True)[:limit]]
+
+
+@lru_cache(maxsize=4)
+def _copies_query(kind: str) -> TextClause:
+    """Stored fingerprints by band, lead or title key (``:keys``) with ``at`` in [:lo, :hi]:
+    plain SQL built once (building SQLAlchemy expressions per poll cost more than the query)."""
+    columns = "f.item_id, f.story_id, f.at, f.size, f.signature, f.lead_key, f.title"
+    if kind == "band":
+        sql = (f"SELECT b.band_key AS key, {columns} FROM story_bands b JOIN fingerprints f ON f.item_id = b.item_id "
+               "WHERE b.band_key IN :keys AND b.at >= :lo AND b.at <= :hi")
+        key_type: TypeEngine = BigInteger()
+    else:
+        column = {"lead": "lead_key", "title": "title_key"}[kind]
+        sql = f"SELECT f.{column} AS key, {columns} FROM fingerprints f WHERE f.{column} IN :keys AND f.at >= :lo AND f.at <= :hi"
+        key_type = String()
+    when = UTCDateTime()
+    return text(sql).bindparams(bindparam("keys", expanding=True, type_=key_type), bindparam("lo", type_=when),
+                                bindparam("hi", type_=when)).columns(
+        key=key_type, item_id=Integer, story_id=Integer, at=when, size=Integer, signature=LargeBinary,
+        lead_key=String, title=Text)
 
 
 def outlet_name(source: str, link: str | None) -> str:
