@@ -216,6 +216,7 @@ def score(c: Corpus, story_of: dict[str, int], gold: dict[str, str], examples: i
     natural_ok = sum(v[0] for v in kinds.values())
     natural_all = sum(v[1] for v in kinds.values())
     repost_ok = sum(same(a, b) for a, b in c.reposts)
+    missed_reposts = [(a, b) for a, b in c.reposts if not same(a, b)][:examples]
     merged_negatives = [pair for pair in c.hard_negatives if same(*pair)]
     return {
         "stories": len(by_story), "items": len(story_of),
@@ -228,7 +229,7 @@ def score(c: Corpus, story_of: dict[str, int], gold: dict[str, str], examples: i
         "natural_by_kind": {k: v for k, v in sorted(kinds.items())},
         "hard_negatives_merged": len(merged_negatives) / len(c.hard_negatives) if c.hard_negatives else 0.0,
         "hard_negative_pairs": [len(merged_negatives), len(c.hard_negatives)],
-        "examples": {"false_merges": false_pairs, "missed_natural": missed, "merged_hard_negatives": merged_negatives},
+        "examples": {"false_merges": false_pairs, "missed_reposts": missed_reposts, "missed_natural": missed, "merged_hard_negatives": merged_negatives},
     }
 
 
@@ -304,6 +305,8 @@ def print_report(r: dict, out=sys.stdout) -> None:
         w("\n  examples:\n")
         for a, b in ex["false_merges"]:
             w(f"    merged, not one story: {a} + {b}\n")
+        for a, b in ex["missed_reposts"]:
+            w(f"    repost not merged with its original: {a} + {b}\n")
         for a, b, kind in ex["missed_natural"]:
             w(f"    not merged ({kind}): {a} + {b}\n")
         for a, b in ex["merged_hard_negatives"]:

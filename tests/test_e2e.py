@@ -112,6 +112,50 @@ def test_seed_articles_alert_on_json_and_email_once(tmp_path, feeds, receiver, s
     assert "status=not_modified" in r2.stderr
 
 
+def test_stories_lists_every_item_once_and_repost_updates_follow(tmp_path, feeds, receiver):
+    """`monitor stories` after the seed run: two stories, the repost inside article 000's;
+    with notify_on_repost, a new outlet carrying a story after its alert went out brings one
+    "now reported by" update, and a second run sends nothing more."""
+    paths = seed_feeds()
+    first = {"sputnik": paths["/feeds/sputnik.xml"], "almanar": paths["/feeds/almanar.xml"]}
+    sources = serve(feeds, {f"/feeds/{k}.xml": v for k, v in first.items()})
+    db = f"sqlite:///{tmp_path}/m.db"
+    cfg = write_config(tmp_path, db, sources, {"hook": receiver.url("/hook")},
+                       stories={"notify_on_repost": True})
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0 and len(receiver.requests) == 2, r.stderr
+    # the reposter appears later: its copy joins the story already alerted
+    sources = {**sources, **serve(feeds, {"/feeds/reposter.xml": paths["/feeds/reposter.xml"]})}
+    cfg = write_config(tmp_path, db, sources, {"hook": receiver.url("/hook")}, stories={"notify_on_repost": True})
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    texts = hook_texts(receiver)
+    assert len(texts) == 3, texts
+    update = texts[2]
+    assert "now reported by 2 outlets" in update and "reposter (repost.example)" in update, update
+    assert "sputnik (sputnik.example)" in update and TITLE_000 in update
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0 and len(receiver.requests) == 3, "a second run re-sent"
+
+    r = monitor("stories", "--json", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    stories = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(stories) == 2
+    links = [i["link"] for st in stories for i in st["items"]]
+    assert len(links) == 3 and len(set(links)) == 3  # every stored item in exactly one story
+    merged = next(st for st in stories if len(st["items"]) == 2)
+    assert {i["source"] for i in merged["items"]} == {"sputnik", "reposter"}
+    assert {i["title"] for i in merged["items"]} == {TITLE_000, TITLE_000 + " | Repost Daily"}
+    assert all(set(i) == {"link", "source", "title"} for st in stories for i in st["items"])
+    text = monitor("stories", "--since", "1d", "--config", str(cfg))
+    assert text.returncode == 0 and "2 stories, 3 items" in text.stderr, text.stderr
+    assert "2 items, 2 outlets  alerted" in text.stdout and OTHER_LINK in text.stdout
+    (tmp_path / "other").mkdir()
+    missing = write_config(tmp_path / "other", f"sqlite:///{tmp_path}/none.db", {}, {})
+    r = monitor("stories", "--config", str(missing))
+    assert r.returncode == 1 and "no database" in r.stderr
+
+
 def test_channels_down_lose_nothing_and_deliver_once(tmp_path, feeds, receiver):
     sources = serve(feeds, seed_feeds())
     smtp_port = free_port()
