@@ -653,10 +653,7 @@ class Store:
             "signature": p.fingerprint.signature, "lead_key": p.fingerprint.lead_key,
             "title_key": p.fingerprint.title_key, "title": p.fingerprint.title,
         } for p, item_id in zip(plan, item_ids, strict=True)])
-        bands = [{"band_key": band, "at": p.fingerprint.at, "item_id": item_id}
-                 for p, item_id in zip(plan, item_ids, strict=True) for band in set(p.fingerprint.bands)]
-        if bands:
-            s.execute(BandRow.__table__.insert(), bands)
+        _insert_bands(s, [(p.fingerprint, item_id) for p, item_id in zip(plan, item_ids, strict=True)])
 
         joined = sorted({p.story for p in plan if p.joined})
         alerted: dict[int, int] = {}  # story -> its alert, made before this poll
@@ -852,6 +849,23 @@ class Store:
             q = select(SourceRow.name, SourceRow.last_error, SourceRow.consecutive_failures).where(
                 or_(SourceRow.consecutive_failures > 0))
             return [tuple(r) for r in s.execute(q)]
+
+
+def _insert_bands(s: Session, fingerprints: list[tuple[Fingerprint, int]]) -> None:
+    """Insert the band keys of (fingerprint, item id) pairs: 16 rows per item, the bulk of a
+    poll's rows, so they go to the driver as plain tuples (their ``at`` converted once per item
+    the way UTCDateTime would) instead of through per-row parameter processing."""
+    conn = s.connection()
+    dialect = conn.dialect
+    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)  # what a Core insert would do
+    rows = []
+    for fp, item_id in fingerprints:
+        at = process(fp.at) if process is not None else fp.at
+        rows.extend((band, at, item_id) for band in set(fp.bands))
+    if not rows:
+        return
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, at, item_id) VALUES ({mark}, {mark}, {mark})", rows)
 
 
 def _keys_of(fp: Fingerprint) -> list[object]:
