@@ -97,6 +97,9 @@ _CREDIT = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 _CREDIT_MAX_WORDS = 40
+#: A credit line has one of these (lower-cased): a cheap test before the regex.
+_CREDIT_HINTS = ("permission", "publish", "appeared", "posted", "printed", "produced", "syndicat", "rights reserved",
+                 "content", "(c)", "©", "copyright", "source", "via", "(end)", " ran ")
 #: A dateline opening a paragraph: a place (and date) with a parenthesised outlet, an
 #: upper-case place, or a bare agency name, then a dash.
 _DATELINE = re.compile(
@@ -138,6 +141,11 @@ def title_words(title: str) -> tuple[str, ...]:
     return words_of(_strip_abbreviations(t))
 
 
+def _is_credit(line: str) -> bool:
+    low = line.lower()
+    return any(hint in low for hint in _CREDIT_HINTS) and _CREDIT.search(line) is not None
+
+
 def story_paragraphs(title: str, text: str) -> list[tuple[str, tuple[str, ...]]]:
     """The paragraphs of ``text`` that belong to the story (see the module rules), in order,
     each once, with their folded words."""
@@ -149,7 +157,7 @@ def story_paragraphs(title: str, text: str) -> list[tuple[str, tuple[str, ...]]]
         if not line or (len(line) < 80 and _CHROME.match(line)):
             continue
         n_words = line.count(" ") + 1
-        if n_words <= _CREDIT_MAX_WORDS and _CREDIT.search(line):
+        if n_words <= _CREDIT_MAX_WORDS and _is_credit(line):
             continue
         dateline = _DATELINE.match(line)
         if dateline:
