@@ -270,7 +270,8 @@ def method() -> str:
             f"containment >= {dedupe.CONTAINMENT} with the same lead, headline-only pages by title")
 
 
-def print_report(r: dict, out=sys.stdout) -> None:
+def print_report(r: dict, out=None) -> None:
+    out = out or sys.stdout
     res, base = r["result"], r["baseline"]
 
     def frac(pair: list[int]) -> str:
