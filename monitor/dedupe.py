@@ -22,10 +22,9 @@ Rules:
   - both have text (``MIN_TEXT_SHINGLES`` shingles or more) and are at most ``NEAR_DAYS``
     apart: the Jaccard similarity of the shingle sets is at least ``JACCARD``; or the
     shorter is at least ``CONTAINMENT`` contained in the longer and shares the lead key (a
-    copy cut short). The title assist for short texts (under ``SHORT_TEXT_SHINGLES``): when
-    their headlines share less than ``SHORT_TITLE_OVERLAP`` of their words they are the same
-    story only when near-identical (``FAR_JACCARD``) — a stock sentence two stories share is
-    not a story;
+    copy cut short). Below ``FAR_JACCARD``, the headlines must also share at least
+    ``TITLE_OVERLAP`` of the shorter one's words (the title assist): unrelated headlines over a
+    shared stock sentence or background paragraph are not one story;
   - both have text and are further apart: only near-identical texts (``FAR_JACCARD``);
   - one of them has (almost) no text — a photo or video page, a headline-only entry: the
     title keys are equal and the two are at most ``NEAR_DAYS`` apart.
@@ -60,10 +59,9 @@ LEAD_KEY_WORDS = 12
 #: texts (``FAR_JACCARD``) are one story, and headline-only pages never join.
 NEAR_DAYS = 2
 FAR_JACCARD = 0.8
-#: Texts shorter than this many shingles need headlines in common too (``SHORT_TITLE_OVERLAP``),
-#: unless they are near-identical.
-SHORT_TEXT_SHINGLES = 60
-SHORT_TITLE_OVERLAP = 0.34
+#: Texts that are not near-identical need headlines in common too: this share of the shorter
+#: headline's words.
+TITLE_OVERLAP = 0.34
 SHINGLE = 3
 
 _TEMPLATE = MinHash(num_perm=NUM_PERM, seed=SEED)  # its permutations are reused: made once
@@ -104,7 +102,7 @@ _CREDIT_HINTS = ("permission", "publish", "appeared", "posted", "printed", "prod
 #: upper-case place, or a bare agency name, then a dash.
 _DATELINE = re.compile(
     r"""^(?:
-        [^\n()]{0,60}?\([^()\n]{1,40}\)\s*(?:--|[-–—])
+        (?:(?:[A-Z][\w.'’/-]*|\d{1,4}),?\s+){0,4}\([^()\n]{1,40}\)\s*(?:--|[-–—])
       | [A-Z][A-Z.'’/ ,-]{1,50}?(?:,\s*[A-Z][a-z]+\.?(?:\s+\d{1,2})?)?\s+(?:--|[-–—])
       | (?:AP|AFP|Reuters|UPI|Xinhua|Yonhap|KCNA|TASS|Sputnik|dpa|ANSA|EFE)\s*(?:--|[-–—])
     )\s+""",
@@ -117,8 +115,10 @@ _SENTENCE_END = re.compile(r"[.!?:;\"”’)\]]$|[.!?]\s")
 _SHORT_LINE_WORDS = 5
 
 #: Title decorations that differ between outlets carrying one story.
-_TITLE_PREFIX = re.compile(r"^\W*(?:update[ds]?|breaking(?:\s+news)?|exclusive|watch|video|live|just\s+in|"
-                           r"\(lead\)|\(update\s*\d*\))\s*[:\-–—|]\s*", re.IGNORECASE)
+_TITLE_PREFIX = re.compile(
+    r"^\s*(?:\((?:\d+(?:st|nd|rd|th)\s+)?(?:lead|update\s*\d*|urgent|corrected|recasts?)\)\s*[:\-–—|]?"
+    r"|\W*(?:update[ds]?|breaking(?:\s+news)?|exclusive|watch|video|live|just\s+in)(?:\s*\d+)?\s*[:\-–—|])\s*",
+    re.IGNORECASE)
 _TITLE_SUFFIX = re.compile(r"\s+(?:[|–—]|-|::)\s+[^|–—]{1,40}$")
 _TITLE_AGENCY = re.compile(r"\s*\((?:AP|AFP|Reuters|UPI|Xinhua|Yonhap|KCNA|TASS|Sputnik|dpa|[A-Z][\w.]{1,15})\)\s*$")
 
@@ -296,8 +296,8 @@ def similarity(a: Fingerprint, b: Fingerprint) -> float:
         j = jaccard(a, b)
         if not near:
             return j if j >= FAR_JACCARD else 0.0
-        if min(a.size, b.size) < SHORT_TEXT_SHINGLES and j < FAR_JACCARD and title_overlap(a, b) < SHORT_TITLE_OVERLAP:
-            return 0.0  # short texts with unrelated headlines: a shared stock sentence, not one story
+        if j < FAR_JACCARD and title_overlap(a, b) < TITLE_OVERLAP:
+            return 0.0  # unrelated headlines over shared passages (a stock sentence, background): not one story
         if j >= JACCARD:
             return j
         if a.lead_key is not None and a.lead_key == b.lead_key and containment(a, b, j) >= CONTAINMENT:

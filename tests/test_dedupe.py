@@ -1,0 +1,364 @@
+"""Story normalisation and near-duplicate judgement (monitor.dedupe): pure functions, no database.
+
+The seeds are real: article 000 is a wire story (its repost doubles a paragraph, keeps the
+"MOSCOW (Sputnik) —" dateline and adds a credit line), article 002 a later, different event
+on the same topic, with its page's boilerplate."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import ROOT, SEEDS
+
+from monitor import dedupe
+from monitor.dedupe import (
+    FAR_JACCARD,
+    JACCARD,
+    NEAR_DAYS,
+    containment,
+    fingerprint,
+    jaccard,
+    similarity,
+    story_paragraphs,
+    story_words,
+    title_words,
+)
+from monitor.query import words_of
+
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
+TITLE_000 = "US Ready to Further Deploy Strategic Weapons in South Korea to Counter North"
+TITLE_002 = "US Vows to Deploy Strategic Assets to Korean Peninsula After North's Nuclear Law"
+SENTENCE = "The launch happened before dawn on Tuesday, officials said in a statement."
+DATELINE_000 = "MOSCOW (Sputnik) — "
+
+
+def seed(n: str) -> str:
+    return next(SEEDS.glob(f"{n}_*.txt")).read_text(encoding="utf-8")
+
+
+def original_000() -> str:
+    """Article 000 as its first outlet carries it: each paragraph once, no credit, no dateline."""
+    paras: list[str] = []
+    for line in seed("000").splitlines():
+        p = line.strip()
+        if not p or p.startswith("This story first appeared"):
+            continue
+        p = p.removeprefix(DATELINE_000)
+        if p not in paras:
+            paras.append(p)
+    return "\n".join(paras)
+
+
+def repost_000() -> tuple[str, str]:
+    """Article 000 as reposted: the seed verbatim (doubled paragraph, dateline, credit line) and
+    a site suffix on the title."""
+    return TITLE_000 + " | Repost Daily", seed("000")
+
+
+def kept(line: str, title: str = TITLE_000) -> list[str]:
+    return [text for text, _ in story_paragraphs(title, line)]
+
+
+# ---------------------------------------------------------------- story normalisation
+
+@pytest.mark.parametrize("line", [
+    "No Script", "Please Wait...", "Loading...", "folder_openUnited States access_time 11 days ago",
+    "access_time 11 days ago", "starAdd to favorites", "Add to favourites", "By Staff, Agencies",
+    "Share this article", "Tweet", "Subscribe now", "Advertisement", "Related Stories", "Read more",
+    "See also: North Korea's missile programme", "Click here to subscribe to our newsletter",
+    "Follow us on Telegram", "3 hours ago", "Breaking News",
+    "40 Years of Hezbollah",  # a section banner: short, no sentence punctuation
+])
+def test_page_chrome_lines_are_dropped(line):
+    assert kept(line) == []
+    assert story_words(TITLE_000, f"{line}\n{SENTENCE}") == list(words_of(SENTENCE))
+
+
+@pytest.mark.parametrize("line", [
+    "This story first appeared on Sputnik & is reposted here with permission.",
+    "This article was originally published by The Diplomat.",
+    "Reposted with permission from Defense One.",
+    "Republished from The Conversation under a Creative Commons license.",
+    "Source: Reuters",
+    "© 2016 Sputnik",
+    "Copyright 2024 The Associated Press. All rights reserved.",
+])
+def test_syndication_credit_lines_are_dropped(line):
+    assert kept(line) == []
+    assert story_words(TITLE_000, f"{SENTENCE}\n{line}") == list(words_of(SENTENCE))
+
+
+@pytest.mark.parametrize("dateline", [
+    "MOSCOW (Sputnik) — ",
+    "SEOUL, Oct. 5 (Yonhap) -- ",
+    "Pyongyang, August 2 (KCNA) -- ",
+    "WASHINGTON (Reuters) - ",
+    "ISLAMABAD - ",
+    "TOKYO, Oct. 5 -- ",
+    "AP - ",
+    "Reuters – ",
+])
+def test_a_dateline_opening_a_paragraph_is_dropped(dateline):
+    assert kept(dateline + SENTENCE) == [SENTENCE]
+    # the same paragraph without its dateline is the same paragraph: collapsed to one
+    assert story_words(TITLE_000, f"{dateline}{SENTENCE}\n{SENTENCE}") == list(words_of(SENTENCE))
+
+
+@pytest.mark.parametrize("line", [
+    "The missile - a Hwasong-15 - flew 950 km (590 miles) before landing in the sea, officials said.",
+    "Officials said the missile (a new type) flew for 40 minutes — longer than any before.",
+    "It was - officials said - the longest flight yet.",
+    "Kim (the leader) watched the launch from a nearby observation post, KCNA said.",
+    "In July, Seoul and Washington agreed to deploy a Terminal High Altitude Area Defense (THAAD) "
+    "anti-missile system - the ministry said.",
+    "U.S. officials -- speaking on condition of anonymity -- said the launch had failed.",
+])
+def test_a_sentence_with_a_dash_or_parentheses_mid_line_is_kept_whole(line):
+    assert kept(line) == [line]
+
+
+@pytest.mark.parametrize("line", [
+    "A spokesman for the ministry (MND) — Jeon Ha-kyu — told reporters the launch had failed.",
+    "The Terminal High Altitude Area Defense (THAAD) — a US anti-missile system — is now operational.",
+])
+def test_a_sentence_whose_subject_has_a_parenthesis_and_a_dash_is_not_a_dateline(line):
+    assert kept(line) == [line]
+
+
+def test_the_title_repeated_in_the_body_is_dropped_but_a_sentence_that_starts_like_it_is_kept():
+    body = f"{TITLE_000}\n{TITLE_000} | Repost Daily\n{SENTENCE}"
+    assert kept(body) == [SENTENCE]
+    longer = TITLE_000 + ", the defence ministry in Seoul said on Tuesday after a meeting in Washington."
+    assert kept(longer) == [longer]
+
+
+@pytest.mark.parametrize("tail", [" … Read more", "... Read More", " (continue reading)", " …read more »"])
+def test_a_trailing_read_more_is_cut(tail):
+    assert story_words(TITLE_000, SENTENCE + tail) == list(words_of(SENTENCE))
+
+
+def test_repeated_paragraphs_collapse_to_their_first_occurrence_in_order():
+    a, b, c = (SENTENCE, "The missile flew about 600 km before landing in the sea.",
+               "Japan said there was no damage to ships or aircraft.")
+    text = "\n".join([a, b, "", b, c, "  " + a + "  ", c])
+    assert kept(text) == [a, b, c]
+    assert story_words(TITLE_000, text) == [*words_of(a), *words_of(b), *words_of(c)]
+
+
+def test_dotted_abbreviations_fold_to_the_same_words():
+    assert story_words("", "U.S. officials said N.K. fired it.") == story_words("", "US officials said NK fired it.")
+
+
+def test_seed_002_boilerplate_is_dropped_and_its_story_kept():
+    paras = story_paragraphs(TITLE_002, seed("002"))
+    texts = [t for t, _ in paras]
+    assert texts[0].startswith("The United States and South Korea have resumed high-level talks")
+    assert texts[-1].startswith("North Korea remains concerned by the US military presence")
+    joined = " ".join(texts)
+    for chrome in ("No Script", "Please Wait", "folder_open", "access_time", "favorites", "By Staff",
+                   "40 Years of Hezbollah", "US Vows to Deploy"):
+        assert chrome not in joined
+    assert len(texts) == 11
+
+
+# ---------------------------------------------------------------- titles
+
+@pytest.mark.parametrize(("title", "words"), [
+    ("US Ready to Further Deploy Strategic Weapons | Repost Daily", "us ready to further deploy strategic weapons"),
+    ("US Ready to Further Deploy Strategic Weapons - The Korea Herald",
+     "us ready to further deploy strategic weapons"),
+    ("China–Japan summit – Nikkei Asia", "china japan summit"),
+    ("UPDATE: North Korea fires missile", "north korea fires missile"),
+    ("Breaking News: North Korea fires missile", "north korea fires missile"),
+    ("North Korea fires missile (AP)", "north korea fires missile"),
+    ("North Korea fires missile (Reuters)", "north korea fires missile"),
+    ("UPDATE - North Korea fires missile (AP) | Site", "north korea fires missile"),
+    ("U.S. deploys THAAD", "us deploys thaad"),
+])
+def test_title_words_drop_outlet_decorations(title, words):
+    assert " ".join(title_words(title)) == words
+
+
+@pytest.mark.parametrize(("title", "words"), [
+    ("Fed - Rates", "fed rates"),  # too short to be headline + site: the title's own words
+    ("Update on the launch", "update on the launch"),
+    ("Kim Jong-un oversees test-fire of new ICBM", "kim jong un oversees test fire of new icbm"),
+    ("Analysis (part 2) of the launch", "analysis part 2 of the launch"),
+    ("Why Seoul wants THAAD: a US anti-missile system", "why seoul wants thaad a us anti missile system"),
+])
+def test_title_words_keep_a_titles_own_words(title, words):
+    assert " ".join(title_words(title)) == words
+
+
+@pytest.mark.parametrize("title", ["(LEAD) N. Korea fires ballistic missile", "(2nd LEAD) N. Korea fires ballistic missile",
+                                   "(UPDATE 2) N. Korea fires ballistic missile", "UPDATE 2-N. Korea fires ballistic missile",
+                                   "UPDATE 2: N. Korea fires ballistic missile"])
+def test_title_words_drop_wire_update_tags(title):
+    assert title_words(title) == title_words("N. Korea fires ballistic missile")
+
+
+# ---------------------------------------------------------------- fingerprints and similarity
+
+def test_seed_000_and_its_repost_are_one_story():
+    a = fingerprint(TITLE_000, original_000(), T0)
+    title, text = repost_000()
+    b = fingerprint(title, text, T0 + timedelta(hours=3))
+    assert story_words(TITLE_000, original_000()) == story_words(title, text)
+    assert a.title == b.title and a.title_key == b.title_key
+    assert jaccard(a, b) >= 0.9
+    assert similarity(a, b) > 0 and similarity(b, a) == similarity(a, b)
+
+
+def test_seed_000_and_seed_002_are_not_one_story():
+    a = fingerprint(TITLE_000, original_000(), T0)
+    title, text = repost_000()
+    b = fingerprint(title, text, T0)
+    c = fingerprint(TITLE_002, seed("002"), T0 + timedelta(hours=1))
+    assert similarity(a, c) == 0 and similarity(b, c) == 0 and similarity(c, a) == 0
+
+
+def test_a_copy_cut_short_with_read_more_is_the_same_story():
+    full = original_000()
+    cut = full[:int(len(full) * 0.4)].rsplit(" ", 1)[0] + "… Read more"
+    a, t = fingerprint(TITLE_000, full, T0), fingerprint(TITLE_000, cut, T0 + timedelta(hours=1))
+    assert t.has_text and t.size < a.size / 2
+    assert jaccard(a, t) < JACCARD  # MinHash alone would not call it one story ...
+    assert t.lead_key == a.lead_key and containment(a, t) >= dedupe.CONTAINMENT  # ... containment does
+    assert similarity(a, t) > 0
+    title, repost = repost_000()
+    assert similarity(fingerprint(title, repost, T0), t) > 0
+
+
+STOCK = ("North Korea has test-fired dozens of ballistic missiles since the start of last year, in defiance "
+         "of United Nations Security Council resolutions that ban the isolated country from any use of "
+         "ballistic missile technology.")
+
+
+def test_a_shared_stock_sentence_with_a_different_headline_is_not_one_story():
+    a = fingerprint("North Korea fires two short-range ballistic missiles",
+                    STOCK + "\nOn Tuesday it fired two short-range missiles into the sea, Seoul said.", T0)
+    b = fingerprint("Kim Jong Un inspects nuclear warhead factory",
+                    STOCK + "\nOn Thursday Kim Jong Un inspected a warhead factory, state media said.",
+                    T0 + timedelta(hours=5))
+    # texts whose shingles alone would say "same story": the headlines decide
+    assert a.lead_key == b.lead_key
+    assert JACCARD <= jaccard(a, b) < FAR_JACCARD
+    assert similarity(a, b) == 0
+    # the same short story from another outlet, with its own headline decoration, is one story
+    c = fingerprint("North Korea fires two short-range missiles - Yonhap",
+                    STOCK + "\nOn Tuesday it fired two short-range missiles into the sea, the South's "
+                            "military said.", T0 + timedelta(hours=5))
+    assert similarity(a, c) > 0
+
+
+BACKGROUND = (
+    "North Korea has test-fired dozens of ballistic missiles since the start of last year, many of them capable "
+    "of carrying nuclear warheads, in defiance of United Nations Security Council resolutions, and has rejected "
+    "repeated offers from Washington and Seoul to resume talks on its weapons programmes without preconditions, "
+    "saying it will never give up the deterrent it calls the guarantee of its survival.")
+
+
+def test_a_long_shared_background_paragraph_under_unrelated_headlines_is_not_one_story():
+    a = fingerprint("North Korea fires two short-range ballistic missiles",
+                    BACKGROUND + "\nOn Tuesday it fired two short-range missiles into the sea, Seoul said.", T0)
+    b = fingerprint("Kim Jong Un inspects nuclear warhead factory",
+                    BACKGROUND + "\nOn Thursday Kim inspected a warhead factory, state media said.",
+                    T0 + timedelta(hours=5))
+    assert JACCARD <= jaccard(a, b) < FAR_JACCARD
+    assert similarity(a, b) == 0
+
+
+LAUNCH_1 = (
+    "North Korea fired a ballistic missile into the sea off its east coast on Tuesday, South Korea's Joint "
+    "Chiefs of Staff said, the latest in a series of launches this year.\n"
+    "The missile was launched from the Sunan area near Pyongyang at about 7:50 a.m. and flew about 600 km "
+    "at an altitude of 50 km before splashing down, the JCS said.\n"
+    "Japan's defence ministry said the missile appeared to have landed outside its exclusive economic zone "
+    "and that there were no reports of damage to ships or aircraft.\n"
+    "The launch came a day after the United States and South Korea wrapped up joint air drills involving "
+    "more than 100 warplanes.")
+LAUNCH_2 = (
+    "North Korea fired a ballistic missile into the sea off its east coast on Wednesday, South Korea's Joint "
+    "Chiefs of Staff said, the latest in a series of launches this year.\n"
+    "The missile was launched from the Tongchang-ri area on the west coast at about 11:05 p.m. and flew about "
+    "1,000 km on a lofted trajectory reaching 6,000 km, the JCS said.\n"
+    "Japan's Prime Minister said the missile was an intercontinental ballistic missile and that Tokyo had "
+    "lodged a strong protest through diplomatic channels in Beijing.\n"
+    "Pyongyang has vowed to respond to what it calls hostile military exercises by Washington and Seoul with "
+    "overwhelming force.")
+
+
+def test_two_launches_on_consecutive_days_are_two_stories():
+    title = "North Korea fires ballistic missile into sea, South Korea says"
+    a = fingerprint(title, LAUNCH_1, T0)
+    b = fingerprint(title, LAUNCH_2, T0 + timedelta(days=1))
+    assert a.lead_key == b.lead_key  # same wire template, same headline
+    assert similarity(a, b) == 0
+
+
+def test_a_headline_only_page_joins_the_full_story_only_when_near_in_time():
+    full = fingerprint(TITLE_000, original_000(), T0)
+    for extra in ("", "Photo: Reuters", "Watch the video"):
+        page = fingerprint(TITLE_000 + " | Repost Daily", extra, T0 + timedelta(days=1))
+        assert not page.has_text
+        assert similarity(full, page) > 0 and similarity(page, full) > 0
+        assert similarity(full, page) < JACCARD  # below any match on text: a text copy wins
+    late = fingerprint(TITLE_000, "", T0 + timedelta(days=5))
+    assert similarity(full, late) == 0
+    other = fingerprint(TITLE_002, "", T0 + timedelta(hours=2))
+    assert similarity(full, other) == 0
+    # two headline-only pages with different titles are not one story either
+    assert similarity(fingerprint("Missile launch", "", T0), fingerprint("Missile test", "", T0)) == 0
+
+
+def test_texts_further_apart_than_near_days_must_be_near_identical():
+    title, text = repost_000()
+    base = fingerprint(title, text, T0)
+    far = T0 + timedelta(days=NEAR_DAYS + 3)
+    near_identical = fingerprint(TITLE_000, text + "\nThe ministry did not comment further on Wednesday.", far)
+    assert jaccard(base, near_identical) >= FAR_JACCARD
+    assert similarity(base, near_identical) > 0
+    paras = list(dict.fromkeys(p for p in original_000().splitlines()))
+    shorter = "\n".join(paras[:5])  # a fair copy, but not near-identical
+    assert JACCARD <= jaccard(base, fingerprint(TITLE_000, shorter, far)) < FAR_JACCARD
+    assert similarity(base, fingerprint(TITLE_000, shorter, T0 + timedelta(days=1))) > 0
+    assert similarity(base, fingerprint(TITLE_000, shorter, far)) == 0
+
+
+def test_an_item_without_title_or_text_is_no_ones_copy():
+    empty = fingerprint("", "", T0)
+    assert (empty.signature, empty.size, empty.bands, empty.title_key, empty.lead_key) == (b"", 0, (), None, None)
+    assert similarity(empty, fingerprint("", "", T0)) == 0
+    assert similarity(empty, fingerprint(TITLE_000, original_000(), T0)) == 0
+
+
+def test_fingerprint_has_bands_only_for_real_text():
+    fp = fingerprint(TITLE_000, original_000())
+    assert len(fp.bands) == dedupe.BANDS and len(fp.signature) == 4 * dedupe.NUM_PERM
+    assert all(-2**63 <= b < 2**63 for b in fp.bands)
+    assert fingerprint(TITLE_000, "Missile fired.").bands == ()
+
+
+_CHILD = """
+import json, sys
+from monitor.dedupe import fingerprint
+fp = fingerprint(sys.argv[1], sys.argv[2])
+print(json.dumps({"signature": fp.signature.hex(), "size": fp.size, "bands": list(fp.bands),
+                  "lead_key": fp.lead_key, "title_key": fp.title_key, "title": fp.title}))
+"""
+
+
+def test_fingerprints_are_the_same_in_every_process():
+    title, text = repost_000()
+    fp = fingerprint(title, text)
+    mine = {"signature": fp.signature.hex(), "size": fp.size, "bands": list(fp.bands),
+            "lead_key": fp.lead_key, "title_key": fp.title_key, "title": fp.title}
+    for hashseed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        out = subprocess.run([sys.executable, "-c", _CHILD, title, text], cwd=ROOT, env=env,
+                             capture_output=True, text=True, check=True, timeout=60)
+        assert json.loads(out.stdout) == mine

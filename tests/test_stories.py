@@ -1,0 +1,420 @@
+"""Stories in the real store (SQLite and PostgreSQL): copies of one story from several outlets
+merge into one story with one alert that lists every outlet; different events stay apart; the
+fingerprints live in the database (restarts, replicas, the 0002 backfill)."""
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import SEEDS
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from monitor import dedupe
+from monitor.model import FetchResult, Item, WatchlistHit
+from monitor.store import (
+    MIGRATIONS,
+    BandRow,
+    DeliveryRow,
+    FingerprintRow,
+    ItemRow,
+    NewItem,
+    SourceRow,
+    Store,
+    StoryPolicy,
+    StoryRow,
+)
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+OK = FetchResult(url="http://127.0.0.1/feed.xml", status="ok", http_status=200)
+HIT = (WatchlistHit("strategic-deployments", 2.0, ("deploy strategic weapons",)),)
+TITLE_000 = "US Ready to Further Deploy Strategic Weapons in South Korea to Counter North"
+TITLE_002 = "US Vows to Deploy Strategic Assets to Korean Peninsula After North's Nuclear Law"
+ORIG_LINK = "https://sputnik.example/20161020/us-south-korea-strategic-weapons-1046556.html"
+REPOST_LINK = "https://www.repost.example/news/2016/10/us-ready-to-deploy-strategic-weapons-korea/"
+SOURCES = [("sputnik", "http://127.0.0.1/sputnik.xml"), ("reposter", "http://127.0.0.1/reposter.xml"),
+           ("almanar", "http://127.0.0.1/almanar.xml"), ("third", "http://127.0.0.1/third.xml")]
+OUTLET_ORIG, OUTLET_REPOST = "sputnik (sputnik.example)", "reposter (repost.example)"
+
+
+def seed(n: str) -> str:
+    return next(SEEDS.glob(f"{n}_*.txt")).read_text(encoding="utf-8")
+
+
+def _original_text() -> str:
+    paras: list[str] = []
+    for line in seed("000").splitlines():
+        p = line.strip()
+        if p and not p.startswith("This story first appeared") and p not in paras:
+            paras.append(p)
+    return "\n".join(paras)
+
+
+def make(guid: str, link: str | None, title: str, text: str, published: datetime | None) -> Item:
+    return Item(guid=guid, link=link, canonical_link=link, title=title, summary=text, content="",
+                published=published)
+
+
+def original(published: datetime = NOW - timedelta(minutes=50), guid: str = "orig", link: str = ORIG_LINK) -> Item:
+    """Article 000 as its first outlet has it (each paragraph once, no credit line)."""
+    return make(guid, link, TITLE_000, _original_text(), published)
+
+
+def repost(published: datetime = NOW - timedelta(minutes=20), guid: str = "repost",
+           link: str = REPOST_LINK) -> Item:
+    """Article 000 verbatim as reposted: doubled paragraph, credit line, a site suffix on the title."""
+    return make(guid, link, TITLE_000 + " | Repost Daily", seed("000"), published)
+
+
+def later_event(published: datetime = NOW - timedelta(minutes=35)) -> Item:
+    """Article 002: the same topic, a later and different event, with its page boilerplate."""
+    return make("later", "https://almanar.example/story/us-vows-deploy-strategic-assets", TITLE_002, seed("002"),
+                published)
+
+
+def wants_all(_hit: WatchlistHit) -> bool:
+    return True
+
+
+CHANNELS = [("hook", wants_all), ("mail", wants_all)]
+REPOSTS = StoryPolicy(notify_on_repost=True)
+
+
+def fresh_store(url: str) -> Store:
+    s = Store(url)
+    s.upgrade()
+    s.sync_sources(SOURCES)
+    return s
+
+
+def story_of(s: Store, item_ids: list[int]) -> set[int]:
+    with Session(s.engine) as db:
+        return set(db.scalars(select(ItemRow.story_id).where(ItemRow.id.in_(item_ids))))
+
+
+def deliveries(s: Store) -> list[tuple[str, str, str]]:
+    """Every outbox row as (channel, kind, status), sorted."""
+    with Session(s.engine) as db:
+        return sorted(tuple(r) for r in db.execute(select(DeliveryRow.channel, DeliveryRow.kind, DeliveryRow.status)))
+
+
+def send_all(s: Store) -> None:
+    for d in s.due_deliveries(NOW + timedelta(days=30), ignore_backoff=True):
+        s.mark_sent(d.id, NOW)
+
+
+# ---------------------------------------------------------------- merging and alerts
+
+def test_a_repost_from_another_source_joins_the_story_and_does_not_realert(db_url):
+    s = fresh_store(db_url)
+    first = s.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW)
+    assert first.alerts == 1 and not first.stored[0].joined and first.stored[0].alerted
+    second = s.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW + timedelta(minutes=1))
+    (st,) = second.stored
+    assert second.alerts == 0 and st.joined and not st.alerted
+    assert st.story_id == first.stored[0].story_id
+    assert s.counts()["alerts"] == 1
+    due = s.due_deliveries(NOW + timedelta(minutes=1))
+    assert sorted(d.channel for d in due) == ["hook", "mail"]
+    for d in due:  # the alert lists every outlet known when it is read, first seen first
+        assert d.kind == "alert" and d.title == TITLE_000 and d.source == "sputnik"
+        assert d.outlets == (OUTLET_ORIG, OUTLET_REPOST)
+    # notify_on_repost is off by default: a new outlet after the alert went out adds nothing
+    send_all(s)
+    third = s.commit_poll("third", OK, [NewItem(repost(guid="t", link="https://third.example/a"), True, HIT)],
+                          CHANNELS, NOW + timedelta(minutes=2))
+    assert third.stored[0].story_id == st.story_id and third.alerts == 0
+    assert s.due_deliveries(NOW + timedelta(days=1), ignore_backoff=True) == []
+    assert deliveries(s) == [("hook", "alert", "sent"), ("mail", "alert", "sent")]
+    s.close()
+
+
+def test_copies_in_one_poll_make_one_story_and_one_alert(db_url):
+    s = fresh_store(db_url)
+    out = s.commit_poll("reposter", OK, [NewItem(original(guid="a", link="https://repost.example/a"), True, HIT),
+                                         NewItem(repost(), True, HIT)], CHANNELS, NOW)
+    assert len({x.story_id for x in out.stored}) == 1 and out.alerts == 1
+    assert [x.joined for x in out.stored] == [False, True]
+    s.close()
+
+
+def test_seed_000_and_seed_002_stay_separate_stories(db_url):
+    s = fresh_store(db_url)
+    a = s.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW)
+    b = s.commit_poll("almanar", OK, [NewItem(later_event(), True, HIT)], CHANNELS, NOW + timedelta(minutes=1))
+    c = s.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW + timedelta(minutes=2))
+    assert not b.stored[0].joined and b.alerts == 1
+    assert b.stored[0].story_id != a.stored[0].story_id
+    assert c.stored[0].story_id == a.stored[0].story_id  # the repost still finds the right one
+    assert s.counts()["alerts"] == 2
+    outlets = {d.title: d.outlets for d in s.due_deliveries(NOW + timedelta(minutes=2))}
+    assert outlets == {TITLE_000: (OUTLET_ORIG, OUTLET_REPOST), TITLE_002: ("almanar (almanar.example)",)}
+    s.close()
+
+
+def test_items_outside_the_window_open_a_new_story(db_url):
+    s = fresh_store(db_url)
+    first = s.commit_poll("sputnik", OK, [NewItem(original(NOW), True, HIT)], CHANNELS, NOW + timedelta(minutes=5))
+    story = first.stored[0].story_id
+    # the same text five days later with a three-day window: another story, alerted on its own
+    five = NOW + timedelta(days=5)
+    narrow = s.commit_poll("reposter", OK, [NewItem(repost(five), True, HIT)], CHANNELS, five,
+                           StoryPolicy(window=timedelta(days=3)))
+    assert not narrow.stored[0].joined and narrow.stored[0].story_id != story and narrow.alerts == 1
+    # thirteen days after the first copy (eight after the second) is outside the default window
+    late_at = NOW + timedelta(days=13)
+    late = s.commit_poll("almanar", OK, [NewItem(original(late_at, "late", "https://almanar.example/late"), True,
+                                                 HIT)], CHANNELS, late_at)
+    assert late.stored[0].story_id not in (story, narrow.stored[0].story_id) and late.alerts == 1
+    # an item's time is its published date, not when it was polled: a copy published on the
+    # first day but first seen thirteen days later joins the first story
+    old = s.commit_poll("third", OK, [NewItem(repost(NOW + timedelta(hours=1), "old", "https://third.example/o"),
+                                              False)], now=late_at)
+    assert old.stored[0].story_id == story
+    s.close()
+
+
+def test_a_near_identical_copy_days_later_joins_within_the_window(db_url):
+    s = fresh_store(db_url)
+    first = s.commit_poll("sputnik", OK, [NewItem(original(NOW), True, HIT)], CHANNELS, NOW)
+    five = NOW + timedelta(days=5)  # beyond NEAR_DAYS: only near-identical texts join
+    paras = list(dict.fromkeys(_original_text().splitlines()))
+    fair = make("fair", "https://third.example/fair", TITLE_000, "\n".join(paras[:5]), five)
+    other = s.commit_poll("third", OK, [NewItem(fair, True, HIT)], CHANNELS, five)
+    assert other.stored[0].story_id != first.stored[0].story_id and other.alerts == 1
+    # the full text five days later joins the first story (its nearest copy), not the fair copy's
+    same = s.commit_poll("reposter", OK, [NewItem(repost(five), True, HIT)], CHANNELS, five)
+    assert same.stored[0].story_id == first.stored[0].story_id and same.alerts == 0
+    s.close()
+
+
+def test_a_story_whose_first_copy_did_not_match_alerts_when_a_matching_copy_joins(db_url):
+    s = fresh_store(db_url)
+    teaser = make("teaser", "https://sputnik.example/teaser", TITLE_000,
+                  _original_text()[:700].rsplit(" ", 1)[0] + "… Read more", NOW - timedelta(minutes=50))
+    first = s.commit_poll("sputnik", OK, [NewItem(teaser, True, ())], CHANNELS, NOW)
+    assert first.alerts == 0 and s.counts()["alerts"] == 0
+    full = s.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW + timedelta(minutes=1))
+    (st,) = full.stored
+    assert st.joined and st.alerted and full.alerts == 1 and st.story_id == first.stored[0].story_id
+    due = s.due_deliveries(NOW + timedelta(minutes=1))
+    assert sorted(d.channel for d in due) == ["hook", "mail"]
+    for d in due:  # the alert is the matching copy's, and it lists both outlets
+        assert d.link == REPOST_LINK and d.source == "reposter" and d.hits == HIT
+        assert d.outlets == (OUTLET_ORIG, OUTLET_REPOST)
+    # a further matching copy does not alert the story again
+    again = s.commit_poll("third", OK, [NewItem(original(guid="x", link="https://third.example/x"), True, HIT)],
+                          CHANNELS, NOW + timedelta(minutes=2))
+    assert again.alerts == 0 and s.counts()["alerts"] == 1
+    s.close()
+
+
+def test_a_stale_matching_copy_does_not_alert_the_story(db_url):
+    s = fresh_store(db_url)
+    s.commit_poll("sputnik", OK, [NewItem(original(), True, ())], CHANNELS, NOW)
+    out = s.commit_poll("reposter", OK, [NewItem(repost(), False, HIT)], CHANNELS, NOW + timedelta(minutes=1))
+    assert out.stored[0].joined and out.alerts == 0 and s.counts()["alerts"] == 0
+    s.close()
+
+
+# ---------------------------------------------------------------- notify_on_repost
+
+def test_notify_on_repost_sends_one_update_per_channel_after_the_alert_went_out(db_url):
+    s = fresh_store(db_url)
+    s.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW, REPOSTS)
+    send_all(s)
+    # another copy from the same outlet is not a new outlet
+    same = s.commit_poll("sputnik", OK, [NewItem(repost(guid="amp", link="https://sputnik.example/amp/1"), True, HIT)],
+                         CHANNELS, NOW + timedelta(minutes=1), REPOSTS)
+    assert same.stored[0].joined
+    assert s.due_deliveries(NOW + timedelta(days=1), ignore_backoff=True) == []
+    # a new outlet: one update per channel of the alert
+    s.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW + timedelta(minutes=2), REPOSTS)
+    due = s.due_deliveries(NOW + timedelta(minutes=2))
+    assert sorted((d.channel, d.kind) for d in due) == [("hook", "update"), ("mail", "update")]
+    for d in due:
+        assert d.outlets == (OUTLET_ORIG, OUTLET_REPOST) and d.title == TITLE_000
+    assert s.counts()["alerts"] == 1
+    # a third outlet adds no more updates, whether the first ones are pending or sent
+    s.commit_poll("third", OK, [NewItem(original(guid="t", link="https://third.example/t"), True, HIT)],
+                  CHANNELS, NOW + timedelta(minutes=3), REPOSTS)
+    assert len(s.due_deliveries(NOW + timedelta(minutes=3))) == 2
+    send_all(s)
+    s.commit_poll("almanar", OK, [NewItem(original(guid="f", link="https://almanar.example/f"), True, HIT)],
+                  CHANNELS, NOW + timedelta(minutes=4), REPOSTS)
+    assert s.due_deliveries(NOW + timedelta(days=1), ignore_backoff=True) == []
+    assert deliveries(s) == [("hook", "alert", "sent"), ("hook", "update", "sent"),
+                             ("mail", "alert", "sent"), ("mail", "update", "sent")]
+    s.close()
+
+
+def test_notify_on_repost_adds_no_update_while_the_alert_is_pending(db_url):
+    s = fresh_store(db_url)
+    s.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW, REPOSTS)
+    s.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW + timedelta(minutes=1), REPOSTS)
+    due = s.due_deliveries(NOW + timedelta(minutes=1))
+    assert sorted((d.channel, d.kind) for d in due) == [("hook", "alert"), ("mail", "alert")]
+    assert all(d.outlets == (OUTLET_ORIG, OUTLET_REPOST) for d in due)  # the pending alert lists it instead
+    # only the channel whose alert went out gets an update for a later outlet
+    hook = next(d for d in due if d.channel == "hook")
+    s.mark_sent(hook.id, NOW)
+    s.commit_poll("third", OK, [NewItem(original(guid="t", link="https://third.example/t"), True, HIT)],
+                  CHANNELS, NOW + timedelta(minutes=2), REPOSTS)
+    assert deliveries(s) == [("hook", "alert", "sent"), ("hook", "update", "pending"), ("mail", "alert", "pending")]
+    s.close()
+
+
+# ---------------------------------------------------------------- state lives in the database
+
+def test_a_restarted_store_still_merges(db_url):
+    a = fresh_store(db_url)
+    first = a.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW)
+    a.close()
+    b = Store(db_url)  # a new process would build exactly this: nothing carried over in memory
+    b.upgrade()
+    out = b.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW + timedelta(hours=1))
+    assert out.stored[0].joined and out.stored[0].story_id == first.stored[0].story_id and out.alerts == 0
+    b.close()
+
+
+def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
+    s = fresh_store(db_url)
+    day = timedelta(days=1)
+    ids: dict[str, int] = {}
+
+    def put(source: str, item: Item, now: datetime, hits=HIT) -> None:
+        (st,) = s.commit_poll(source, OK, [NewItem(item, True, hits)], CHANNELS, now).stored
+        ids[item.guid] = st.id
+
+    put("sputnik", original(NOW - 20 * day), NOW - 20 * day)  # a story entirely before 'since'
+    put("sputnik", original(NOW - 2 * day, "o2", "https://sputnik.example/2"), NOW - 2 * day)
+    put("reposter", repost(NOW - 2 * day + timedelta(hours=1)), NOW)  # joins it after 'since'
+    put("almanar", later_event(NOW), NOW, ())
+    for n in range(5):
+        put("third", make(f"u{n}", f"https://third.example/{n}", f"Unrelated headline number {n}",
+                          f"Item {n} is about something else entirely: the harvest of {n} fields.", NOW), NOW)
+    since = NOW - timedelta(hours=1)
+    listed = list(s.iter_stories(since, batch_size=2))
+    links = [i.link for st in listed for i in st.items]
+    assert len(links) == len(set(links))
+    assert len(listed) == 7 and all(st.items for st in listed)
+    merged = next(st for st in listed if len(st.items) == 2)
+    assert [i.source for i in merged.items] == ["sputnik", "reposter"]  # first seen first, including the old one
+    assert merged.alerted and merged.title == TITLE_000
+    assert ORIG_LINK not in links  # the story from 20 days ago has no item since
+    everything = list(s.iter_stories(batch_size=3))
+    all_links = [i.link for st in everything for i in st.items]
+    assert sorted(all_links) == sorted(set(all_links)) and len(all_links) == len(ids) == 9
+    assert len(everything) == 8
+    with Session(s.engine) as db:  # the listing agrees with the items' story column
+        by_story = {st.id: sorted(i.link for i in st.items) for st in everything}
+        for story_id, links_of in by_story.items():
+            assert sorted(db.scalars(select(ItemRow.link).where(ItemRow.story_id == story_id))) == links_of
+    s.close()
+
+
+def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url):
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    s = Store(db_url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    now = datetime.now(UTC).replace(microsecond=0)  # the backfill looks 14 days back from the real clock
+    recent, headline, old = (original(now - timedelta(hours=2)),
+                             make("photo", "https://sputnik.example/photo", TITLE_000, "", now - timedelta(hours=1)),
+                             make("old", "https://sputnik.example/old", TITLE_002, seed("002"),
+                                  now - timedelta(days=30)))
+    rows: dict[str, tuple[int, int]] = {}  # guid: (item id, story id)
+    with Session(s.engine) as db, db.begin():  # rows as the 0001 code wrote them
+        src = SourceRow(name="sputnik", url="http://127.0.0.1/sputnik.xml", consecutive_failures=0, items_total=3)
+        db.add(src)
+        db.flush()
+        for item, seen in ((recent, now - timedelta(minutes=30)), (headline, now - timedelta(minutes=20)),
+                           (old, now - timedelta(days=30))):
+            story = StoryRow(title=item.title, created_at=seen)
+            db.add(story)
+            db.flush()
+            row = ItemRow(source_id=src.id, story_id=story.id, guid=item.guid, guid_key=item.guid, link=item.link,
+                          canonical_link=item.link, link_key=item.guid, title=item.title, summary=item.summary,
+                          content="", published_at=item.published, first_seen_at=seen, fresh=True)
+            db.add(row)
+            db.flush()
+            rows[item.guid] = (row.id, story.id)
+    s.upgrade()
+    with Session(s.engine) as db:
+        fps = {r.item_id: r for r in db.scalars(select(FingerprintRow))}
+        bands = {}
+        for b in db.scalars(select(BandRow)):
+            bands.setdefault(b.item_id, set()).add(b.band_key)
+    assert set(fps) == {rows["orig"][0], rows["photo"][0]}  # the 30-day-old item stays a story of its own
+    want = dedupe.fingerprint(recent.title, recent.text)
+    fp = fps[rows["orig"][0]]
+    assert (fp.story_id, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title) == (
+        rows["orig"][1], want.size, want.signature, want.lead_key, want.title_key, want.title)
+    assert fp.at == recent.published  # published before it was first seen
+    assert bands == {rows["orig"][0]: set(want.bands)}
+    photo = fps[rows["photo"][0]]
+    assert photo.size == 0 and photo.title_key == want.title_key and photo.at == headline.published
+    # stories keep merging across the upgrade
+    s.sync_sources(SOURCES)
+    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(minutes=5)), True, HIT)], CHANNELS, now)
+    assert out.stored[0].joined and out.stored[0].story_id == rows["orig"][1]
+    assert out.alerts == 1  # the old story never alerted (0001 had no alert for it): the match alerts it now
+    s.close()
+
+
+def race(stores: list[Store], copies: list[tuple[str, Item]], now: datetime) -> list:
+    """Commit one poll per (source, item) in its own thread, each on its own Store, all at once."""
+    barrier = threading.Barrier(len(copies))
+    results: list = []
+    errors: list[BaseException] = []
+
+    def poll(st: Store, source: str, item: Item) -> None:
+        try:
+            barrier.wait(10)
+            results.append(st.commit_poll(source, OK, [NewItem(item, True, HIT)], CHANNELS, now))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=poll, args=(st, *copy)) for st, copy in zip(stores, copies, strict=True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(results) == len(copies)
+    return results
+
+
+def test_concurrent_polls_with_copies_of_one_story_end_in_one_story(db_url):
+    stores = [fresh_store(db_url), Store(db_url)]  # two replicas: two engines, nothing shared in memory
+    for round_ in range(3):  # each round a month apart: three separate stories
+        at = NOW + timedelta(days=30 * round_)
+        copies = [("sputnik", original(at, f"o{round_}", f"https://sputnik.example/{round_}")),
+                  ("reposter", repost(at + timedelta(minutes=5), f"r{round_}", f"https://repost.example/{round_}"))]
+        results = race(stores, copies, at + timedelta(minutes=10))
+        assert len({r.stored[0].story_id for r in results}) == 1, f"round {round_}"
+        assert sum(r.alerts for r in results) == 1
+    assert len(list(stores[0].iter_stories())) == 3
+    assert stores[1].counts()["alerts"] == 3
+    for st in stores:
+        st.close()
+
+
+@pytest.mark.parametrize("gap", [timedelta(days=1), timedelta(days=4)])
+def test_two_launches_on_different_days_are_two_stories(db_url, gap):
+    from test_dedupe import LAUNCH_1, LAUNCH_2
+
+    s = fresh_store(db_url)
+    title = "North Korea fires ballistic missile into sea, South Korea says"
+    a = s.commit_poll("sputnik", OK, [NewItem(make("l1", "https://sputnik.example/l1", title, LAUNCH_1, NOW), True,
+                                              HIT)], CHANNELS, NOW)
+    b = s.commit_poll("reposter", OK, [NewItem(make("l2", "https://repost.example/l2", title, LAUNCH_2, NOW + gap),
+                                               True, HIT)], CHANNELS, NOW + gap)
+    assert a.stored[0].story_id != b.stored[0].story_id and b.alerts == 1
+    s.close()
