@@ -169,14 +169,7 @@ class Pipeline:
         items = unique_items([normalize_entry(e) for e in feed.entries])
         known = await asyncio.to_thread(self.store.known_keys, source.name, items)
         now = utcnow()
-        new_items = []
-        for it in items:
-            if it.guid in known:
-                continue
-            fresh = is_fresh(it, now, self.cfg.alerts.max_age)
-            text = it.text
-            hits = tuple(self.matcher.match(it.title, text)) if fresh else ()
-            new_items.append(NewItem(it, fresh, hits, dedupe.fingerprint(it.title, text)))
+        new_items = await asyncio.to_thread(self._analyse, [it for it in items if it.guid not in known], now)
         outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
                                           self._channels, now, self._stories)
         metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
@@ -192,6 +185,16 @@ class Pipeline:
                 event(log, "repost", logging.DEBUG if not hits else logging.INFO, source=source.name,
                       story=st.story_id, title=st.item.title, link=st.item.link)
         return PollReport(source.name, "ok", items=len(items), new=len(outcome.stored), alerts=outcome.alerts)
+
+    def _analyse(self, items: list[Item], now: datetime) -> list[NewItem]:
+        """Match and fingerprint new items (CPU work, run off the event loop)."""
+        out = []
+        for it in items:
+            fresh = is_fresh(it, now, self.cfg.alerts.max_age)
+            text = it.text
+            hits = tuple(self.matcher.match(it.title, text)) if fresh else ()
+            out.append(NewItem(it, fresh, hits, dedupe.fingerprint(it.title, text)))
+        return out
 
     # ------------------------------------------------------------ delivery
     def notification_for(self, d: PendingDelivery) -> Notification:
