@@ -636,18 +636,28 @@ class Store:
                 titles.setdefault(p.story, p.new.item.title[:2000])
         story_ids: dict[int, int] = {}
         if titles:
-            ins = StoryRow.__table__.insert().returning(StoryRow.__table__.c.id, sort_by_parameter_order=True)
-            rows = s.execute(ins, [{"title": t, "created_at": now} for t in titles.values()]).all()
-            story_ids = {ref: r.id for ref, r in zip(titles, rows, strict=True)}
+            # Plain multi-row inserts, ids read back after (RETURNING in parameter order makes
+            # SQLAlchemy send one statement per row). Polls are serialised while they write
+            # stories (see commit_poll), so the new stories are the ids above the old maximum.
+            before = s.scalar(select(func.max(StoryRow.id))) or 0
+            s.execute(StoryRow.__table__.insert(), [{"title": t, "created_at": now} for t in titles.values()])
+            new_ids = list(s.scalars(select(StoryRow.id).where(StoryRow.id > before).order_by(StoryRow.id)))
+            if len(new_ids) != len(titles):
+                raise RuntimeError(f"expected {len(titles)} new stories, found {len(new_ids)}: concurrent writer?")
+            story_ids = dict(zip(titles, new_ids, strict=True))
         for p in plan:
             p.story = story_ids.get(p.story, p.story)
-        ins = ItemRow.__table__.insert().returning(ItemRow.__table__.c.id, sort_by_parameter_order=True)
-        item_ids = [r.id for r in s.execute(ins, [{
+        s.execute(ItemRow.__table__.insert(), [{
             "source_id": source_id, "story_id": p.story, "guid": p.new.item.guid, "guid_key": p.guid_key,
             "link": p.new.item.link, "canonical_link": p.new.item.canonical_link, "link_key": p.link_key,
             "title": p.new.item.title, "summary": p.new.item.summary, "content": p.new.item.content,
             "published_at": p.new.item.published, "first_seen_at": now, "fresh": p.new.fresh,
-        } for p in plan]).all()]
+        } for p in plan])
+        id_of: dict[str, int] = {}
+        for chunk in _chunks([p.guid_key for p in plan], 500):
+            id_of.update((key, item_id) for key, item_id in s.execute(
+                select(ItemRow.guid_key, ItemRow.id).where(ItemRow.source_id == source_id, ItemRow.guid_key.in_(chunk))))
+        item_ids = [id_of[p.guid_key] for p in plan]
         s.execute(FingerprintRow.__table__.insert(), [{
             "item_id": item_id, "story_id": p.story, "at": p.fingerprint.at, "size": p.fingerprint.size,
             "signature": p.fingerprint.signature, "lead_key": p.fingerprint.lead_key,
@@ -658,11 +668,16 @@ class Store:
         joined = sorted({p.story for p in plan if p.joined})
         alerted: dict[int, int] = {}  # story -> its alert, made before this poll
         outlets: set[int] = set()  # joined stories this source already carried
+        new_ids = set(item_ids)
         for chunk in _chunks(joined, 500):
             alerted.update((story, alert) for story, alert in s.execute(
                 select(AlertRow.story_id, AlertRow.id).where(AlertRow.story_id.in_(chunk))))
-            outlets.update(s.scalars(select(ItemRow.story_id).where(
-                ItemRow.story_id.in_(chunk), ItemRow.source_id == source_id, ItemRow.id.not_in(item_ids))))
+            if policy.notify_on_repost:
+                # by story only (ix_items_story; a story has few items), the source checked here:
+                # filtering on source_id in SQL can make SQLite walk the source's whole history
+                outlets.update(story for story, src, item in s.execute(
+                    select(ItemRow.story_id, ItemRow.source_id, ItemRow.id).where(ItemRow.story_id.in_(chunk)))
+                    if src == source_id and item not in new_ids)
         stored: list[StoredItem] = []
         alerts = 0
         alerted_now: set[int] = set()

@@ -1,0 +1,784 @@
+"""Dedupe speed: the cost of storing an item — its fingerprint, the story lookup and the
+database writes of ``Store.commit_poll`` — on SQLite, with 10k, 100k and 1M items stored in
+the story window, against the smallest size measured in the same run.
+
+Usage (from the project root)::
+
+    .venv/bin/python bench/dedupe_speed.py [--sizes 10000,100000,1000000] [--measure N]
+                                           [--reposts F] [--poll N] [--window DAYS] [--seed N]
+                                           [--db PATH] [--keep] [--corpus DIR] [--json] [--strict]
+
+What one run does (defaults: sizes 10,000, 100,000 and 1,000,000, 2,000 measured items per
+size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
+
+- Creates a SQLite database in a temporary directory (``--db PATH`` names a new file instead,
+  which is kept; ``--keep`` keeps the temporary one), applies the migrations
+  (``Store.upgrade``) and adds 20 sources (``sync_sources``).
+- Generates item texts with a seeded RNG from the vocabulary of ``../shared/corpus`` (its
+  titles and texts, words drawn by frequency; synthetic words without it): a title, and a
+  text whose length in words is drawn from the corpus's texts (so a few are headline-only
+  pages), in sentences and paragraphs; the summary is the first sentence.
+- For each size, ascending:
+
+  1. **Fill**: grows the database to that many stored items with direct inserts (sqlite3
+     ``executemany`` on its own connection, ``journal_mode=OFF``, ``synchronous=OFF`` and a
+     1 GB page cache while filling; WAL is restored and that connection closed before
+     measuring) of the rows ``commit_poll`` writes: a story, an item (a text of realistic
+     length), a fingerprint row and its band rows. All fill items have their ``at`` inside
+     the story window (the last 0.9 windows), so every band lookup ranges over all of them.
+     Most fill items are *synthetic*: a random MinHash signature (numpy) and random band
+     keys — a signature's band keys are hashes, uniform 64-bit values, so they are drawn
+     directly instead of hashing each random signature with ``dedupe.band_keys`` — unique
+     lead and title keys, and a size and band count taken from a real fingerprint of a
+     generated text. 2% of them (at least 1,000 per fill) are *real*: generated texts
+     fingerprinted with ``dedupe.fingerprint``, dated within the last 36 hours, a quarter of
+     them reposts of earlier real ones in the same story (stories of several items). The
+     band rows of each chunk are inserted in key order (the primary key is the lookup index;
+     sorted inserts touch each page once per chunk).
+  2. **Measure**: stores ``--measure`` new items through the real path, as the pipeline
+     does: ``dedupe.fingerprint(title, text)`` then ``Store.commit_poll`` (``now`` fixed
+     for the run, ``StoryPolicy(window)``, one channel), ``--poll`` items per poll from one
+     source. ``--reposts`` of them are reposts of stored real items (the corpus's repost
+     edits: " | Site" suffix, "UPDATE:" prefix, an agency tag, outlet dateline, credit line,
+     page chrome, the lead doubled, the text cut short with "…"), the rest new stories; 5%
+     matched a watchlist (an alert and an outbox row when they open a story). The figure is
+     wall time / items, fingerprinting included. Interleaved with those polls, as many other
+     new items go through ``commit_poll`` with an *empty* fingerprint (nothing to look up,
+     no band rows): the **plain** baseline — what storing an item costs at that size without
+     story merging. One poll of each kind runs first as a warm-up (not timed).
+  3. Checks that the lookups worked: each repost must have joined its original's story, and
+     a new story should join none.
+  4. **Memory**: the growth of the process's peak RSS during the measured polls over its RSS
+     when they start (Linux: the peak is reset through ``/proc/self/clear_refs``; elsewhere
+     ``ru_maxrss``, which cannot be reset, is used and the figure is only an upper bound).
+
+Targets (PASS/FAIL; ``--strict`` exits 1 when one is missed): at every size <= 1 ms per item
+(fingerprint + commit); cost(size) / cost(smallest size) <= 1.5 ("flat"); peak RSS growth of
+the measured phase <= 1.5 x that at the smallest size + 32 MB (memory does not grow with the
+stored items: only caches bounded by configuration may); at least 95% of the reposts join
+their original's story (a broken lookup would otherwise look fast). Speeds depend on the
+machine and its load (this VM varies up to 1.5x); the ratios are the portable figures.
+Progress goes to stderr. Filling 1M items takes a few minutes.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import gc
+import hashlib
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from monitor import dedupe  # noqa: E402
+from monitor.dedupe import Fingerprint  # noqa: E402
+from monitor.model import FetchResult, Item, WatchlistHit, join_text  # noqa: E402
+from monitor.store import NewItem, Store, StoryPolicy, UTCDateTime  # noqa: E402
+
+DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
+DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
+
+TARGET_MS_PER_ITEM = 1.0
+TARGET_FLAT_RATIO = 1.5
+MEMORY_RATIO = 1.5
+MEMORY_SLACK_MB = 32.0
+TARGET_REPOSTS_JOINED = 0.95
+
+SOURCES = 20
+#: Share of the measured items that matched a watchlist.
+HIT_SHARE = 0.05
+#: Share of the fill items with real fingerprints (at least REAL_MIN per fill); a quarter
+#: of those are reposts of earlier real ones.
+REAL_SHARE = 0.02
+REAL_MIN = 1000
+REAL_COPY_SHARE = 0.25
+#: Real fill items are dated within this many hours before now (reposts come within hours).
+REAL_HOURS = 36
+#: Measured items are dated within this many hours before now.
+MEASURED_HOURS = 3
+#: Generated texts the synthetic fill items borrow (title, summary, content, fingerprint size).
+TEXT_POOL = 2048
+#: Real items remembered as originals for the measured reposts.
+RESERVOIR = 5000
+FILL_CHUNK = 25_000
+FILL_CACHE_KB = 1_000_000
+MAX_TEXT_WORDS = 3000
+OUTLETS = ("Korea Herald Wire", "Defense Daily Digest", "Asia Times Online", "Global Security Monitor",
+           "The Pacific Ledger", "Newswire Today", "Strategic Review", "World Report")
+DATELINES = ("SEOUL (KHW) —", "TOKYO (AP) --", "WASHINGTON, Oct. 5 (Reuters) -", "BEIJING -",
+             "Pyongyang, August 2 (KCNA) --", "MOSCOW (Sputnik) —")
+EMPTY = Fingerprint(b"", 0, None, "", (), None)
+HIT = (WatchlistHit("missile-tests", 2.0, ("missile",)),)
+
+
+def progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- texts
+
+
+@dataclass
+class Vocabulary:
+    words: list[str]  # most frequent first
+    cum_weights: list[float]
+    lengths: list[int]  # words per text in the corpus (the length distribution)
+    source: str  # corpus path or "synthetic"
+
+
+_TOKEN = re.compile(r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Za-z]|\d+")
+
+
+def load_vocabulary(corpus: Path, rng: random.Random, top: int = 20_000) -> Vocabulary:
+    """Word frequencies and text lengths of the corpus titles and texts; synthetic without it."""
+    counts: Counter[str] = Counter()
+    lengths: list[int] = []
+    items = corpus / "items.jsonl"
+    if items.is_file():
+        with items.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    continue
+                text_words = _TOKEN.findall(d.get("text") or "")
+                lengths.append(len(text_words))
+                counts.update(text_words)
+                counts.update(_TOKEN.findall(d.get("title") or ""))
+    if len(counts) >= 2000 and lengths:
+        source = str(corpus)
+    else:  # no corpus: pseudo-words with a Zipf-like frequency, log-normal text lengths
+        source = "synthetic"
+        syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["an", "er", "in", "on", "st"]
+        seen: set[str] = set()
+        while len(seen) < 12000:
+            seen.add("".join(rng.choice(syllables) for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))))
+        words = sorted(seen)
+        rng.shuffle(words)
+        counts = Counter({w: max(1, int(100000 / (rank + 10))) for rank, w in enumerate(words)})
+        lengths = [0] * 2 + [int(rng.lognormvariate(3.7, 1.0)) for _ in range(98)]
+    ranked = [w for w, _ in counts.most_common(top)]
+    cum: list[float] = []
+    total = 0.0
+    for w in ranked:
+        total += counts[w]
+        cum.append(total)
+    return Vocabulary(ranked, cum, lengths, source)
+
+
+class TextGenerator:
+    """Seeded news-like items: (title, summary, content)."""
+
+    def __init__(self, vocab: Vocabulary, rng: random.Random):
+        self.vocab = vocab
+        self.rng = rng
+
+    def words(self, n: int) -> list[str]:
+        return self.rng.choices(self.vocab.words, cum_weights=self.vocab.cum_weights, k=n)
+
+    def title(self) -> str:
+        return " ".join(w[:1].upper() + w[1:] for w in self.words(self.rng.randint(5, 11)))
+
+    def sentence(self, n: int) -> str:
+        words = self.words(n)
+        if n > 8 and self.rng.random() < 0.5:
+            k = self.rng.randrange(3, n - 3)
+            words[k] += ","
+        s = " ".join(words)
+        return s[:1].upper() + s[1:] + "."
+
+    def text(self) -> str:
+        """Paragraphs of sentences; the length in words drawn from the corpus texts."""
+        rng = self.rng
+        target = min(MAX_TEXT_WORDS, rng.choice(self.vocab.lengths))
+        paragraphs: list[str] = []
+        done = 0
+        while done < target:
+            sentences = []
+            for _ in range(rng.randint(1, 3)):
+                n = min(max(1, target - done), rng.randint(8, 26))
+                sentences.append(self.sentence(n))
+                done += n
+                if done >= target:
+                    break
+            paragraphs.append(" ".join(sentences))
+        return "\n".join(paragraphs)
+
+    def item(self) -> tuple[str, str, str]:
+        content = self.text()
+        first = content.split("\n", 1)[0]
+        summary = first.split(". ", 1)[0] + "." if ". " in first else first
+        return self.title(), summary, content
+
+    def repost(self, title: str, content: str) -> tuple[str, str, str]:
+        """Another outlet's copy: 1-3 of the corpus's repost edits (see reposts.jsonl)."""
+        rng = self.rng
+        outlet = rng.choice(OUTLETS)
+        edits = rng.sample(("title", "dateline", "credit", "boilerplate", "lead", "cut"), rng.randint(1, 3))
+        if content.strip() and "title" not in edits and rng.random() < 0.5:
+            edits.append("title")
+        if not content.strip():
+            edits = ["title"]  # a headline-only page: only its headline can change
+        paragraphs = content.split("\n") if content else []
+        if "title" in edits:
+            kind = rng.randrange(3)
+            title = (f"{title} | {outlet}" if kind == 0 else f"UPDATE: {title}" if kind == 1 else f"{title} (AP)")
+        if "cut" in edits and paragraphs:
+            words = content.split(" ")
+            keep = max(12, int(len(words) * rng.uniform(0.7, 0.95)))
+            if keep < len(words):
+                paragraphs = " ".join(words[:keep]).split("\n")
+                paragraphs[-1] += " …"
+        if "lead" in edits and paragraphs:
+            paragraphs.insert(0, paragraphs[0])
+        if "dateline" in edits and paragraphs:
+            paragraphs[0] = f"{rng.choice(DATELINES)} {paragraphs[0]}"
+        if "boilerplate" in edits and paragraphs:
+            paragraphs = ["No Script", "Please Wait...", title, "access_time 2 hours ago", *paragraphs,
+                          "Share this"]
+        if "credit" in edits and paragraphs:
+            paragraphs.append(f"This story first appeared on {outlet}.")
+        content = "\n".join(paragraphs)
+        first = next((p for p in paragraphs if len(p) > 60), paragraphs[0] if paragraphs else "")
+        return title, first, content
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _status_kb(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_mb() -> float:
+    kb = _status_kb("VmRSS")
+    if kb is None:
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (Linux >= 4.0); False when it cannot be."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return _status_kb("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def release_heap() -> None:
+    """Return freed heap memory to the system (glibc ``malloc_trim``; a no-op elsewhere)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def peak_rss_mb() -> float:
+    kb = _status_kb("VmHWM")
+    if kb is None:
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024
+
+
+# --------------------------------------------------------------------------- the database
+
+
+@dataclass
+class Original:
+    """A stored real item that measured reposts copy."""
+
+    title: str
+    content: str
+    story_id: int
+
+
+@dataclass
+class Bench:
+    """The database being grown and measured, and what the generator remembers."""
+
+    path: Path
+    store: Store
+    gen: TextGenerator
+    rng: random.Random
+    nprng: np.random.Generator
+    now: datetime
+    window: timedelta
+    source_ids: list[int]
+    pool: list[tuple[str, str, str, Fingerprint]] = field(default_factory=list)
+    reservoir: list[Original] = field(default_factory=list)
+    seen_real: int = 0
+    serial: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def remember(self, original: Original) -> None:
+        """Reservoir sampling: a uniform sample of the real items stored so far."""
+        self.seen_real += 1
+        if len(self.reservoir) < RESERVOIR:
+            self.reservoir.append(original)
+        else:
+            k = self.rng.randrange(self.seen_real)
+            if k < RESERVOIR:
+                self.reservoir[k] = original
+
+    def db_mb(self) -> float:
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(f"{self.path}{suffix}")
+            if p.exists():
+                total += p.stat().st_size
+        return total / 1e6
+
+    def counts(self) -> tuple[int, int]:
+        """(items, stories) in the database."""
+        with sqlite3.connect(self.path) as conn:
+            items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
+            stories = conn.execute("SELECT count(*) FROM stories").fetchone()[0]
+        conn.close()
+        return items, stories
+
+
+def open_bench(path: Path, seed: int, corpus: Path, window: timedelta) -> Bench:
+    rng = random.Random(seed)
+    vocab = load_vocabulary(corpus, rng)
+    store = Store(f"sqlite:///{path}")
+    store.upgrade()
+    store.sync_sources([(f"outlet-{i:02d}", f"https://outlet{i:02d}.example/feed.xml") for i in range(SOURCES)])
+    with sqlite3.connect(path) as conn:
+        source_ids = [r[0] for r in conn.execute("SELECT id FROM sources ORDER BY id")]
+    conn.close()
+    now = datetime.now(UTC).replace(microsecond=0)
+    b = Bench(path, store, TextGenerator(vocab, rng), rng, np.random.default_rng(seed), now, window, source_ids)
+    for _ in range(TEXT_POOL):
+        title, summary, content = b.gen.item()
+        b.pool.append((title, summary, content, dedupe.fingerprint(title, join_text(summary, content))))
+    return b
+
+
+def _at_strings(bench: Bench, ages_s: np.ndarray) -> list[str]:
+    """``now - age`` as the store writes a UTCDateTime on SQLite ('YYYY-MM-DD HH:MM:SS.ffffff')."""
+    now = np.datetime64(bench.now.replace(tzinfo=None), "us")
+    stamps = now - (ages_s * 1e6).astype("timedelta64[us]")
+    return [s.replace("T", " ") for s in np.datetime_as_string(stamps, unit="us").tolist()]
+
+
+def check_time_format(bench: Bench) -> None:
+    """The fill writes datetimes as strings: they must be what the store writes and compares."""
+    engine = bench.store.engine
+    process = UTCDateTime().dialect_impl(engine.dialect).bind_processor(engine.dialect)
+    when = bench.now - timedelta(seconds=1234.5)
+    want = process(when) if process is not None else when
+    got = _at_strings(bench, np.array([1234.5]))[0]
+    if got != want:
+        raise RuntimeError(f"fill datetime format {got!r} differs from the store's {want!r}")
+
+
+def _sha1(s: str) -> str:
+    return hashlib.sha1(s.encode("utf-8")).hexdigest()
+
+
+def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK) -> dict:
+    """Add ``n`` stored items with direct inserts (see the module docstring); returns timings."""
+    t0 = time.perf_counter()
+    if n <= 0:
+        return {"items": 0, "rows": 0, "seconds": 0.0}
+    bench.store.engine.dispose()  # no other connection: the journal mode can change
+    conn = sqlite3.connect(bench.path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute(f"PRAGMA cache_size=-{FILL_CACHE_KB}")
+    next_item = (conn.execute("SELECT max(id) FROM items").fetchone()[0] or 0) + 1
+    next_story = (conn.execute("SELECT max(id) FROM stories").fetchone()[0] or 0) + 1
+    rng, nprng, gen = bench.rng, bench.nprng, bench.gen
+    real_n = min(n, max(real_min, round(REAL_SHARE * n)))
+    real_mask = np.zeros(n, dtype=bool)
+    real_mask[nprng.choice(n, size=real_n, replace=False)] = True
+    window_s = bench.window.total_seconds()
+    rows_total = 0
+    last_report = time.perf_counter()
+    done = 0
+    while done < n:
+        m = min(chunk, n - done)
+        ids = np.arange(next_item, next_item + m, dtype=np.int64)
+        real = real_mask[done:done + m]
+        ages = nprng.uniform(0.0, 0.9 * window_s, size=m)
+        ages[real] = nprng.uniform(3600.0, REAL_HOURS * 3600.0, size=int(real.sum()))
+        seen_ages = np.maximum(ages - nprng.uniform(0.0, 1800.0, size=m), 0.0)
+        ats, seens = _at_strings(bench, ages), _at_strings(bench, seen_ages)
+        sigs = nprng.bytes(m * 4 * dedupe.NUM_PERM)
+        keys = nprng.integers(-2**63, 2**63 - 1, size=(m, dedupe.BANDS), dtype=np.int64, endpoint=True)
+        pool_ix = nprng.integers(0, len(bench.pool), size=m)
+        sources = nprng.integers(0, len(bench.source_ids), size=m)
+        has_bands = np.zeros(m, dtype=bool)
+        stories, items, fps = [], [], []
+        real_bands: list[tuple[int, str, int]] = []
+        for k in range(m):
+            iid = int(ids[k])
+            at, seen = ats[k], seens[k]
+            src = bench.source_ids[int(sources[k])]
+            link = f"https://outlet{src:02d}.example/news/{iid}"
+            guid = f"fill-{iid}"
+            if real[k]:
+                copy = bench.reservoir and rng.random() < REAL_COPY_SHARE
+                if copy:
+                    original = rng.choice(bench.reservoir)
+                    title, summary, content = gen.repost(original.title, original.content)
+                    story = original.story_id
+                else:
+                    title, summary, content = gen.item()
+                    story = next_story
+                    next_story += 1
+                    stories.append((story, title[:2000], seen))
+                fp = dedupe.fingerprint(title, join_text(summary, content))
+                fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title))
+                real_bands.extend((band, at, iid) for band in set(fp.bands))
+                bench.remember(Original(title, content, story))
+            else:
+                ptitle, summary, content, pfp = bench.pool[int(pool_ix[k])]
+                title = f"{ptitle} {iid}"
+                story = next_story
+                next_story += 1
+                stories.append((story, title, seen))
+                fp_title = f"{pfp.title} {iid}" if pfp.title else ""
+                fps.append((iid, story, at, pfp.size, sigs[k * 256:(k + 1) * 256] if pfp.size else b"",
+                            _sha1(f"lead {iid}") if pfp.lead_key else None,
+                            _sha1(fp_title) if fp_title else None, fp_title))
+                has_bands[k] = bool(pfp.bands)
+            items.append((iid, src, story, guid, _sha1(guid), link, link, _sha1(link), title, summary, content,
+                          at, seen, 1))
+        # band rows: the synthetic ones from numpy, the real ones as computed; in key order
+        band_keys = keys[has_bands].ravel()
+        band_ids = np.repeat(ids[has_bands], dedupe.BANDS)
+        band_ats = np.repeat(np.array(ats, dtype=object)[has_bands], dedupe.BANDS)
+        if real_bands:
+            rk, ra, ri = zip(*real_bands, strict=True)
+            band_keys = np.concatenate([band_keys, np.array(rk, dtype=np.int64)])
+            band_ats = np.concatenate([band_ats, np.array(ra, dtype=object)])
+            band_ids = np.concatenate([band_ids, np.array(ri, dtype=np.int64)])
+        order = np.argsort(band_keys, kind="stable")
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO stories (id, title, created_at) VALUES (?, ?, ?)", stories)
+        conn.executemany("INSERT INTO items (id, source_id, story_id, guid, guid_key, link, canonical_link, "
+                         "link_key, title, summary, content, published_at, first_seen_at, fresh) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", items)
+        conn.executemany("INSERT INTO fingerprints (item_id, story_id, at, size, signature, lead_key, title_key, "
+                         "title) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fps)
+        conn.executemany("INSERT INTO story_bands (band_key, at, item_id) VALUES (?, ?, ?)",
+                         zip(band_keys[order].tolist(), band_ats[order].tolist(), band_ids[order].tolist(), strict=True))
+        conn.execute("COMMIT")
+        rows_total += len(stories) + 2 * m + len(band_keys)
+        next_item += m
+        done += m
+        t = time.perf_counter()
+        if t - last_report >= 5 or done == n:
+            last_report = t
+            el = t - t0
+            progress(f"  fill {done:,}/{n:,} items, {el:.0f} s ({done / el:,.0f} items/s, "
+                     f"{rows_total / el:,.0f} rows/s)")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    # The fill wrote without syncing: flush it to disk now, or the kernel's writeback of it
+    # would slow the fsyncs of the measured polls' checkpoints. And give the fill's page
+    # cache back to the system, or the measured phase would reuse that heap unseen.
+    t = time.perf_counter()
+    fd = os.open(bench.path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    progress(f"  synced to disk in {time.perf_counter() - t:.1f} s")
+    release_heap()
+    return {"items": n, "rows": rows_total, "seconds": time.perf_counter() - t0}
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Batch:
+    """One poll's items, and for each the story it must join (None: a new story)."""
+
+    source: str
+    items: list[tuple[Item, tuple[WatchlistHit, ...]]]
+    expect: list[int | None]
+
+
+def make_batches(bench: Bench, n: int, poll: int, repost_share: float, plain: bool = False) -> list[Batch]:
+    rng, gen = bench.rng, bench.gen
+    n_reposts = 0 if plain or not bench.reservoir else min(round(n * repost_share), n)
+    originals = (rng.sample(bench.reservoir, n_reposts) if n_reposts <= len(bench.reservoir)
+                 else [rng.choice(bench.reservoir) for _ in range(n_reposts)]) if n_reposts else []
+    kinds: list[Original | None] = [*originals, *([None] * (n - n_reposts))]
+    rng.shuffle(kinds)
+    batches: list[Batch] = []
+    for start in range(0, n, poll):
+        src = rng.randrange(SOURCES)
+        batch = Batch(f"outlet-{src:02d}", [], [])
+        for original in kinds[start:start + poll]:
+            if original is None:
+                title, summary, content = gen.item()
+            else:
+                title, summary, content = gen.repost(original.title, original.content)
+            bench.serial += 1
+            link = f"https://outlet{src:02d}.example/{'p' if plain else 'n'}/{bench.serial}"
+            published = bench.now - timedelta(seconds=rng.uniform(0, MEASURED_HOURS * 3600))
+            item = Item(guid=f"bench-{bench.serial}", link=link, canonical_link=link, title=title, summary=summary,
+                        content=content, published=published)
+            hits = HIT if rng.random() < HIT_SHARE else ()
+            batch.items.append((item, hits))
+            batch.expect.append(original.story_id if original is not None else None)
+        batches.append(batch)
+    return batches
+
+
+CHANNELS = (("ops", lambda _hit: True),)
+
+
+def _commit(bench: Bench, batch: Batch, plain: bool) -> tuple[float, float, list]:
+    """Fingerprint and store one poll; (fingerprint seconds, commit seconds, stored items)."""
+    t0 = time.perf_counter()
+    if plain:
+        new = [NewItem(item, True, hits, EMPTY) for item, hits in batch.items]
+    else:
+        new = [NewItem(item, True, hits, dedupe.fingerprint(item.title, item.text)) for item, hits in batch.items]
+    t1 = time.perf_counter()
+    result = FetchResult(url=f"https://{batch.source}.example/feed.xml", status="ok", http_status=200,
+                         etag=f'"{bench.serial}"')
+    out = bench.store.commit_poll(batch.source, result, new, CHANNELS, bench.now, StoryPolicy(window=bench.window))
+    t2 = time.perf_counter()
+    if len(out.stored) != len(batch.items):
+        raise RuntimeError(f"commit_poll stored {len(out.stored)} of {len(batch.items)} new items")
+    return t1 - t0, t2 - t1, out.stored
+
+
+def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
+    """Time ``n`` items through fingerprint + commit_poll, interleaved with ``n`` plain ones."""
+    gc.collect()
+    warm = make_batches(bench, poll, poll, repost_share)[0], make_batches(bench, poll, poll, 0, plain=True)[0]
+    batches = make_batches(bench, n, poll, repost_share)
+    plain = make_batches(bench, n, poll, 0, plain=True)
+    _commit(bench, warm[0], False)
+    _commit(bench, warm[1], True)
+    gc.collect()
+    rss0 = rss_mb()
+    exact = reset_peak_rss()
+    peak0 = peak_rss_mb()
+    fp_s = commit_s = plain_s = 0.0
+    per_poll: list[float] = []
+    reposts = joined_right = new_stories = new_joined = 0
+    for batch, other in zip(batches, plain, strict=True):
+        f, c, stored = _commit(bench, batch, False)
+        fp_s += f
+        commit_s += c
+        per_poll.append(1000 * (f + c) / len(batch.items))
+        _, c, _ = _commit(bench, other, True)
+        plain_s += c
+        for st, expect in zip(stored, batch.expect, strict=True):
+            if expect is None:
+                new_stories += 1
+                new_joined += st.joined
+            else:
+                reposts += 1
+                joined_right += st.joined and st.story_id == expect
+    peak = peak_rss_mb()
+    growth = peak - rss0 if exact else max(0.0, peak - peak0)
+    per_poll.sort()
+    return {
+        "items": n,
+        "ms_per_item": 1000 * (fp_s + commit_s) / n,
+        "fingerprint_ms": 1000 * fp_s / n,
+        "commit_ms": 1000 * commit_s / n,
+        "plain_commit_ms": 1000 * plain_s / n,
+        "p95_poll_ms_per_item": per_poll[min(len(per_poll) - 1, int(0.95 * len(per_poll)))],
+        "reposts": reposts,
+        "reposts_joined": joined_right,
+        "new_stories": new_stories,
+        "new_joined": new_joined,
+        "rss_mb": rss0,
+        "peak_rss_growth_mb": growth,
+        "memory_method": "VmHWM reset" if exact else "ru_maxrss (upper bound)",
+    }
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 2000, poll: int = 50, repost_share: float = 0.3,
+        window_days: float = 7.0, seed: int = 1, db: Path | None = None, keep: bool = False,
+        corpus: Path = DEFAULT_CORPUS, real_min: int = REAL_MIN) -> dict:
+    t_start = time.perf_counter()
+    tmpdir = None
+    if db is None:
+        tmpdir = Path(tempfile.mkdtemp(prefix="dedupe-bench-"))
+        path = tmpdir / "bench.db"
+    else:
+        path = db
+    window = timedelta(days=window_days)
+    rows = []
+    fill_total = 0.0
+    try:
+        progress(f"creating {path} and generating texts ...")
+        bench = open_bench(path, seed, corpus, window)
+        check_time_format(bench)
+        for size in sizes:
+            stored, _ = bench.counts()
+            to_fill = max(0, size - stored)
+            progress(f"growing to {size:,} stored items: filling {to_fill:,} ...")
+            f = fill(bench, to_fill, real_min=real_min)
+            fill_total += f["seconds"]
+            stored, stories = bench.counts()
+            db_mb = bench.db_mb()
+            progress(f"measuring at {stored:,} stored items ({db_mb:,.0f} MB): {n_measure:,} items in polls of "
+                     f"{poll}, and as many plain ...")
+            m = measure(bench, n_measure, poll, repost_share)
+            items_after, stories_after = bench.counts()
+            progress(f"  {m['ms_per_item']:.3f} ms/item (fingerprint {m['fingerprint_ms']:.3f} + commit "
+                     f"{m['commit_ms']:.3f}; plain commit {m['plain_commit_ms']:.3f}); reposts joined "
+                     f"{m['reposts_joined']}/{m['reposts']}; peak RSS +{m['peak_rss_growth_mb']:.1f} MB")
+            rows.append({"size": size, "stored": stored, "stories": stories, "db_mb": round(db_mb, 1),
+                         "filled": f["items"], "fill_rows": f["rows"], "fill_seconds": round(f["seconds"], 2),
+                         "fill_items_per_s": round(f["items"] / f["seconds"]) if f["seconds"] else None,
+                         "fill_rows_per_s": round(f["rows"] / f["seconds"]) if f["seconds"] else None,
+                         **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()},
+                         "items_after": items_after, "stories_after": stories_after,
+                         "db_mb_after": round(bench.db_mb(), 1)})
+        bench.store.close()
+    finally:
+        if tmpdir is not None and not keep:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    base = rows[0]
+    for r in rows:
+        r["ratio"] = round(r["ms_per_item"] / base["ms_per_item"], 3) if base["ms_per_item"] else None
+        r["dedupe_over_plain"] = round(r["ms_per_item"] / r["plain_commit_ms"], 2) if r["plain_commit_ms"] else None
+    mem_limit = MEMORY_RATIO * base["peak_rss_growth_mb"] + MEMORY_SLACK_MB
+    targets = []
+    for r in rows:
+        targets.append({"name": f"ms/item at {r['stored']:,} stored", "value": round(r["ms_per_item"], 3),
+                        "target": f"<= {TARGET_MS_PER_ITEM:g} ms", "pass": r["ms_per_item"] <= TARGET_MS_PER_ITEM})
+    for r in rows[1:]:
+        targets.append({"name": f"cost at {r['stored']:,} / at {base['stored']:,}", "value": r["ratio"],
+                        "target": f"<= {TARGET_FLAT_RATIO:g}x", "pass": r["ratio"] <= TARGET_FLAT_RATIO})
+    for r in rows[1:]:
+        targets.append({"name": f"peak RSS growth at {r['stored']:,}", "value": round(r["peak_rss_growth_mb"], 1),
+                        "target": f"<= {mem_limit:.1f} MB", "pass": r["peak_rss_growth_mb"] <= mem_limit})
+    joined = min((r["reposts_joined"] / r["reposts"] for r in rows if r["reposts"]), default=1.0)
+    targets.append({"name": "reposts joined their story", "value": round(joined, 4),
+                    "target": f">= {TARGET_REPOSTS_JOINED:g}", "pass": joined >= TARGET_REPOSTS_JOINED})
+    return {
+        "seed": seed,
+        "corpus": bench.gen.vocab.source,
+        "db": str(path) if (tmpdir is None or keep) else None,
+        "window_days": window_days,
+        "measure": n_measure,
+        "poll": poll,
+        "reposts_share": repost_share,
+        "fill_seconds": round(fill_total, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "sizes": rows,
+        "memory_rule": f"peak RSS growth <= {MEMORY_RATIO:g} x {base['peak_rss_growth_mb']:.1f} MB "
+                       f"+ {MEMORY_SLACK_MB:g} MB",
+        "targets": targets,
+    }
+
+
+def print_report(r: dict, out=None) -> None:
+    out = out or sys.stdout
+    print(f"dedupe speed bench: fingerprint + Store.commit_poll on SQLite; {r['measure']:,} items per size in polls "
+          f"of {r['poll']} ({100 * r['reposts_share']:.0f}% reposts of stored items), window "
+          f"{r['window_days']:g} days, seed {r['seed']}; vocabulary {r['corpus']}", file=out)
+    print(f"  fill {r['fill_seconds']:,.1f} s in all; run {r['total_seconds']:,.1f} s; process peak RSS "
+          f"{r['peak_rss_mb']:,.0f} MB{'; database kept at ' + r['db'] if r['db'] else ''}", file=out)
+    head = (f"  {'stored':>10} {'db MB':>8} {'fill s':>7} {'fill it/s':>9}  {'ms/item':>7} {'= fp':>6} "
+            f"{'+ commit':>8} {'p95 poll':>8} {'plain':>6} {'ratio':>6}  {'reposts joined':>14} "
+            f"{'new joined':>10} {'RSS MB':>7} {'peak +MB':>8}")
+    print(head, file=out)
+    for s in r["sizes"]:
+        fill_rate = f"{s['fill_items_per_s']:,}" if s["fill_items_per_s"] else "-"
+        print(f"  {s['stored']:>10,} {s['db_mb']:>8,.0f} {s['fill_seconds']:>7,.1f} {fill_rate:>9}  "
+              f"{s['ms_per_item']:>7.3f} {s['fingerprint_ms']:>6.3f} {s['commit_ms']:>8.3f} "
+              f"{s['p95_poll_ms_per_item']:>8.3f} {s['plain_commit_ms']:>6.3f} {s['ratio']:>5.2f}x  "
+              f"{s['reposts_joined']:>6,}/{s['reposts']:<7,} {s['new_joined']:>4,}/{s['new_stories']:<5,} "
+              f"{s['rss_mb']:>7,.0f} {s['peak_rss_growth_mb']:>8.1f}", file=out)
+    print("  (ms/item = fingerprint + commit_poll per item; plain = commit_poll per item with an empty fingerprint;"
+          " ratio = ms/item / ms/item at the smallest size)", file=out)
+    print(f"  memory rule: {r['memory_rule']}", file=out)
+    for t in r["targets"]:
+        print(f"  {t['name']:<36} {t['value']!s:>10}  target {t['target']:<12} {'PASS' if t['pass'] else 'FAIL'}",
+              file=out)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(s.replace("_", "")) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if not sizes or any(s < 1 for s in sizes) or list(sizes) != sorted(set(sizes)):
+        raise argparse.ArgumentTypeError("sizes must be positive and ascending")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
+                    help="stored items to measure at, ascending (10000,100000,1000000)")
+    ap.add_argument("--measure", type=int, default=2000, help="items timed at each size (%(default)s)")
+    ap.add_argument("--poll", type=int, default=50, help="items per commit_poll (%(default)s)")
+    ap.add_argument("--reposts", type=float, default=0.3, help="share of measured items that are reposts (%(default)s)")
+    ap.add_argument("--window", type=float, default=7.0, help="story window in days (%(default)s)")
+    ap.add_argument("--seed", type=int, default=1, help="RNG seed (%(default)s)")
+    ap.add_argument("--db", type=Path, help="SQLite file to create and keep (default: a temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary database")
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="corpus directory (%(default)s)")
+    ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = ap.parse_args(argv)
+    if args.measure < 1 or args.poll < 1:
+        ap.error("--measure and --poll must be at least 1")
+    if not 0 <= args.reposts <= 1:
+        ap.error("--reposts must be between 0 and 1")
+    if args.window <= 0:
+        ap.error("--window must be positive")
+    if args.db is not None and (args.db.exists() or Path(f"{args.db}-wal").exists()):
+        ap.error(f"--db {args.db} exists: name a new file")
+    report = run(args.sizes, args.measure, args.poll, args.reposts, args.window, args.seed, args.db, args.keep,
+                 args.corpus)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print_report(report)
+    if args.strict and not all(t["pass"] for t in report["targets"]):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
