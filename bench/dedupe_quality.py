@@ -267,7 +267,8 @@ def run(corpus: Path = DEFAULT_CORPUS, window: timedelta = timedelta(days=7), db
 def method() -> str:
     return (f"MinHash {dedupe.NUM_PERM} perms over word {dedupe.SHINGLE}-shingles, LSH {dedupe.BANDS}x{dedupe.ROWS}; "
             f"Jaccard >= {dedupe.JACCARD} within {dedupe.NEAR_DAYS} days (>= {dedupe.FAR_JACCARD} beyond), "
-            f"containment >= {dedupe.CONTAINMENT} with the same lead, headline-only pages by title")
+            f"containment >= {dedupe.CONTAINMENT} with the same lead; below {dedupe.FAR_JACCARD}, headlines sharing "
+            f">= {dedupe.TITLE_OVERLAP:.0%} of their words; headline-only pages by headline")
 
 
 def print_report(r: dict, out=None) -> None:
