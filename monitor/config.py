@@ -1223,6 +1223,8 @@ def summarize(cfg: Config) -> str:
             clauses.append(f"{len(w.exclude)} exclude{'s' if len(w.exclude) != 1 else ''}")
         extra = f", {', '.join(clauses)}" if clauses else ""
         lines.append(f"  - {w.name}: severity {w.severity}, min_score {_number(w.min_score)}{extra}")
+    repost = "one update when a new outlet carries an alerted story" if cfg.stories.notify_on_repost else "no re-alert"
+    lines.append(f"stories: reposts within {format_duration(cfg.stories.window)} merge; {repost}")
     lines.append(f"channels: {len(cfg.channels)} ({len(cfg.enabled_channels)} enabled)")
     for c in cfg.channels:
         state = "enabled" if c.enabled else "disabled (no URL)"

@@ -552,6 +552,20 @@ def test_summarize_lists_everything_and_masks_the_password():
         assert fragment in text, fragment
 
 
+def test_stories_keys_are_validated_and_summarised():
+    write("cfg.yaml", "stories: {window: 3d, notify_on_repost: true}\n")
+    cfg = load_config("cfg.yaml", env={})
+    assert cfg.stories.window.days == 3 and cfg.stories.notify_on_repost
+    assert "stories: reposts within 3d merge; one update when a new outlet" in summarize(cfg)
+    assert "stories: reposts within 7d merge; no re-alert" in summarize(load_config(write("d.yaml", "{}\n"), env={}))
+    for bad, key in (("stories: {window: 0s}\n", "stories.window"), ("stories: {windows: 3d}\n", "stories.windows"),
+                     ("stories: {notify_on_repost: maybe}\n", "stories.notify_on_repost")):
+        write("bad.yaml", bad)
+        with pytest.raises(ConfigError) as e:
+            load_config("bad.yaml", env={})
+        assert any("bad.yaml:1" in m and key in m for m in e.value.messages), e.value.messages
+
+
 def test_include_relative_to_a_directory_with_glob_characters_in_its_name():
     write("conf[1]/cfg.yaml", "include: [named.yaml, 'parts/*.yaml']\n")
     write("conf[1]/named.yaml", "sources:\n  - {name: a, url: 'https://a.example/'}\n")
