@@ -149,7 +149,10 @@ def _is_credit(line: str) -> bool:
 def story_paragraphs(title: str, text: str) -> list[tuple[str, tuple[str, ...]]]:
     """The paragraphs of ``text`` that belong to the story (see the module rules), in order,
     each once, with their folded words."""
-    title_key = title_words(title)
+    return _story_paragraphs(title_words(title), text)
+
+
+def _story_paragraphs(title_key: tuple[str, ...], text: str) -> list[tuple[str, tuple[str, ...]]]:
     seen: set[tuple[str, ...]] = set()
     out: list[tuple[str, tuple[str, ...]]] = []
     for raw in text.splitlines():
@@ -181,10 +184,11 @@ def story_paragraphs(title: str, text: str) -> list[tuple[str, tuple[str, ...]]]
 
 def story_words(title: str, text: str) -> list[str]:
     """The folded words of the story text, paragraphs in order."""
-    words: list[str] = []
-    for _, w in story_paragraphs(title, text):
-        words.extend(w)
-    return words
+    return _story_words(title_words(title), text)
+
+
+def _story_words(title_key: tuple[str, ...], text: str) -> list[str]:
+    return [word for _, words in _story_paragraphs(title_key, text) for word in words]
 
 
 def shingles(words: list[str]) -> set[int]:
@@ -247,9 +251,10 @@ def band_keys(values: np.ndarray) -> tuple[int, ...]:
 
 def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprint:
     """The fingerprint of an item (title and body text, already plain text)."""
-    words = story_words(title, text)
+    title_key = title_words(title)
+    words = _story_words(title_key, text)
     grams = shingles(words)
-    title_text = " ".join(title_words(title))
+    title_text = " ".join(title_key)
     lead_key = _sha1(words[:LEAD_KEY_WORDS]) if len(words) >= LEAD_KEY_WORDS else None
     if not grams:
         return Fingerprint(b"", 0, lead_key, title_text, (), at)

@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -115,7 +116,6 @@ class SourceRow(Base):
 
 class StoryRow(Base):
     __tablename__ = "stories"
-    __table_args__ = (Index("ix_stories_created", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     title: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -264,6 +264,10 @@ class StoryListing:
     created_at: datetime
     alerted: bool
     items: tuple[StoryItem, ...]
+
+    @property
+    def outlets(self) -> tuple[str, ...]:
+        return outlets_of((i.source, i.link) for i in self.items)
 
 
 @dataclass(frozen=True)
@@ -478,19 +482,13 @@ class Store:
         """The guids of ``items`` already stored: same guid from this source or same canonical link."""
         if not items:
             return set()
-        guid_keys = {_key(i.guid): i.guid for i in items}
-        link_keys = {_key(i.canonical_link): i.guid for i in items if i.canonical_link}
-        known: set[str] = set()
+        guid_of = {_key(i.guid): i.guid for i in items}
+        guid_of.update((_key(i.canonical_link), i.guid) for i in items if i.canonical_link)
         with self._session() as s:
             src = s.scalar(select(SourceRow.id).where(SourceRow.name == source))
-            for chunk in _chunks(list(guid_keys), 500):
-                if src is not None:
-                    q = select(ItemRow.guid_key).where(ItemRow.source_id == src, ItemRow.guid_key.in_(chunk))
-                    known.update(guid_keys[k] for k in s.scalars(q))
-            for chunk in _chunks(list(link_keys), 500):
-                q = select(ItemRow.link_key).where(ItemRow.link_key.in_(chunk))
-                known.update(link_keys[k] for k in s.scalars(q))
-        return known
+            guid_keys = [_key(i.guid) for i in items] if src is not None else []
+            link_keys = [_key(i.canonical_link) for i in items if i.canonical_link]
+            return {guid_of[k] for k in self._stored_keys(s, src, guid_keys, link_keys)}
 
     def record_failure(self, source: str, result: FetchResult, now: datetime | None = None) -> None:
         now = now or utcnow()
@@ -551,45 +549,41 @@ class Store:
               window: timedelta) -> list[_Planned]:
         """Which of ``new_items`` to store and the story each joins: an existing story's id,
         or ``~k`` for the k-th new story of this poll."""
-        guid_keys = [_key(n.item.guid) for n in new_items]
-        link_keys = [_key(n.item.canonical_link) if n.item.canonical_link else None for n in new_items]
-        known = self._stored_keys(s, source_id, guid_keys, [k for k in link_keys if k])
-        fps = []
-        for new in new_items:
-            item = new.item
-            at = item.published if item.published is not None and item.published < now else now
-            fps.append(replace(new.fingerprint or dedupe.fingerprint(item.title, item.text), at=at))
-        copies = self._stored_copies(s, fps, window)
-        plan: list[_Planned] = []
-        keyed: dict[object, list[int]] = {}  # band, lead and title keys of the planned items
-        opened = 0
-        for new, fp, guid_key, link_key in zip(new_items, fps, guid_keys, link_keys, strict=True):
+        keyed = [(new, _key(new.item.guid), _key(new.item.canonical_link) if new.item.canonical_link else None)
+                 for new in new_items]
+        known = self._stored_keys(s, source_id, [g for _, g, _ in keyed], [k for _, _, k in keyed if k])
+        fresh: list[tuple[NewItem, str, str | None, Fingerprint]] = []
+        for new, guid_key, link_key in keyed:
             if guid_key in known or (link_key and link_key in known):
                 continue  # stored already (by an earlier poll, or earlier in this one)
-            known.add(guid_key)
-            if link_key:
-                known.add(link_key)
-            best: tuple[float, int] | None = None  # (similarity, -story): most similar, then oldest story
-            for other, story in copies.candidates(fp, window, self.MAX_CANDIDATES):
+            known.update(k for k in (guid_key, link_key) if k)
+            item = new.item
+            at = item.published if item.published is not None and item.published < now else now
+            fresh.append((new, guid_key, link_key,
+                          replace(new.fingerprint or dedupe.fingerprint(item.title, item.text), at=at)))
+        copies = self._stored_copies(s, [fp for *_, fp in fresh], window)
+        plan: list[_Planned] = []
+        opened = 0
+        for new, guid_key, link_key, fp in fresh:
+            # most similar; on a tie a stored copy (the oldest story) before one of this poll
+            best: tuple[tuple[float, float], int] | None = None
+            for ref, other, story in copies.candidates(fp, window, self.MAX_CANDIDATES):
                 score = dedupe.similarity(fp, other)
-                if score > 0 and (best is None or (score, -story) > best):
-                    best = (score, -story)
-            for earlier in _earlier_copies(plan, keyed, fp, window):  # not in the database yet
-                score = dedupe.similarity(fp, earlier.fingerprint)
-                if score > 0 and (best is None or score > best[0]):
-                    best = (score, -earlier.story)
+                rank = (score, -story if ref >= 0 else -math.inf)
+                if score > 0 and (best is None or rank > best[0]):
+                    best = (rank, story)
             if best is None:
                 story, joined = ~opened, False
                 opened += 1
             else:
-                story, joined = -best[1], True
-            for key in _keys_of(fp):
-                keyed.setdefault(key, []).append(len(plan))
+                story, joined = best[1], True
+            copies.add(~len(plan), fp, story, _keys_of(fp))  # later items of the poll see it too
             plan.append(_Planned(new, fp, guid_key, link_key, story, joined))
         return plan
 
     @staticmethod
-    def _stored_keys(s: Session, source_id: int, guid_keys: list[str], link_keys: list[str]) -> set[str]:
+    def _stored_keys(s: Session, source_id: int | None, guid_keys: list[str], link_keys: list[str]) -> set[str]:
+        """Which of the keys are stored: guid keys of ``source_id``'s items, and link keys of any."""
         known: set[str] = set()
         for chunk in _chunks(guid_keys, 500):
             known.update(s.scalars(select(ItemRow.guid_key).where(ItemRow.source_id == source_id,
@@ -599,10 +593,10 @@ class Store:
         return known
 
     @staticmethod
-    def _stored_copies(s: Session, fps: list[Fingerprint], window: timedelta) -> _StoredCopies:
+    def _stored_copies(s: Session, fps: list[Fingerprint], window: timedelta) -> _Copies:
         """Every stored fingerprint sharing a band key (within ``window``), a lead key or a
         title key (within NEAR_DAYS) with one of ``fps``: three queries for the whole poll."""
-        found = _StoredCopies()
+        found = _Copies()
         times = [fp.at for fp in fps if fp.at is not None]
         if not times:
             return found
@@ -616,11 +610,8 @@ class Store:
         for kind, keys, start, end in lookups:
             for chunk in _chunks(keys, 2000):
                 for r in s.execute(_copies_query(kind), {"keys": chunk, "lo": start, "hi": end}):
-                    other = found.fingerprints.get(r.item_id)
-                    if other is None:
-                        other = found.fingerprints[r.item_id] = (
-                            Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at), r.story_id)
-                    found.by_key.setdefault((kind, r.key), []).append(r.item_id)
+                    found.add(r.item_id, Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at),
+                              r.story_id, [(kind, r.key)])
         return found
 
     def _write_plan(self, s: Session, source_id: int, source: str, plan: list[_Planned],
@@ -641,10 +632,10 @@ class Store:
             # stories (see commit_poll), so the new stories are the ids above the old maximum.
             before = s.scalar(select(func.max(StoryRow.id))) or 0
             s.execute(StoryRow.__table__.insert(), [{"title": t, "created_at": now} for t in titles.values()])
-            new_ids = list(s.scalars(select(StoryRow.id).where(StoryRow.id > before).order_by(StoryRow.id)))
-            if len(new_ids) != len(titles):
-                raise RuntimeError(f"expected {len(titles)} new stories, found {len(new_ids)}: concurrent writer?")
-            story_ids = dict(zip(titles, new_ids, strict=True))
+            opened = list(s.scalars(select(StoryRow.id).where(StoryRow.id > before).order_by(StoryRow.id)))
+            if len(opened) != len(titles):
+                raise RuntimeError(f"expected {len(titles)} new stories, found {len(opened)}: concurrent writer?")
+            story_ids = dict(zip(titles, opened, strict=True))
         for p in plan:
             p.story = story_ids.get(p.story, p.story)
         s.execute(ItemRow.__table__.insert(), [{
@@ -758,14 +749,14 @@ class Store:
     @staticmethod
     def _outlets(s: Session, story_ids: set[int]) -> dict[int, tuple[str, ...]]:
         """Each story's outlets, first seen first: ``source (host of its link)``, once each."""
-        out: dict[int, dict[str, None]] = {}
+        out: dict[int, list[tuple[str, str | None]]] = {}
         for chunk in _chunks(sorted(story_ids), 500):
             q = (select(ItemRow.story_id, SourceRow.name, ItemRow.link)
                  .join(SourceRow, SourceRow.id == ItemRow.source_id)
                  .where(ItemRow.story_id.in_(chunk)).order_by(ItemRow.first_seen_at, ItemRow.id))
             for story_id, name, link in s.execute(q):
-                out.setdefault(story_id, {})[outlet_name(name, link)] = None
-        return {k: tuple(v) for k, v in out.items()}
+                out.setdefault(story_id, []).append((name, link))
+        return {k: outlets_of(v) for k, v in out.items()}
 
     def mark_sent(self, delivery_id: int, now: datetime | None = None) -> None:
         now = now or utcnow()
@@ -883,8 +874,9 @@ def _insert_bands(s: Session, fingerprints: list[tuple[Fingerprint, int]]) -> No
     conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, at, item_id) VALUES ({mark}, {mark}, {mark})", rows)
 
 
-def _keys_of(fp: Fingerprint) -> list[object]:
-    keys: list[object] = list(fp.bands)
+def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
+    """The (kind, key) pairs ``_copies_query`` finds ``fp`` by."""
+    keys: list[tuple[str, object]] = [("band", b) for b in fp.bands]
     if fp.lead_key:
         keys.append(("lead", fp.lead_key))
     if fp.title_key:
@@ -892,37 +884,35 @@ def _keys_of(fp: Fingerprint) -> list[object]:
     return keys
 
 
-def _earlier_copies(plan: list[_Planned], keyed: dict[object, list[int]], fp: Fingerprint,
-                    window: timedelta) -> list[_Planned]:
-    """The items planned earlier in this poll that ``Store._candidates`` would find for
-    ``fp`` were they stored: same band key within ``window``, same lead or title key."""
-    found = sorted({k for key in _keys_of(fp) for k in keyed.get(key, ())})
-    assert fp.at is not None
-    return [plan[k] for k in found if plan[k].fingerprint.at is not None
-            and abs(plan[k].fingerprint.at - fp.at) <= window]
-
-
-class _StoredCopies:
-    """Stored fingerprints found for a poll, by the key that found them."""
+class _Copies:
+    """The fingerprints a poll's items are compared with, by the (kind, key) that finds them:
+    stored ones (under their item id) and the poll's own earlier items (under ``~k``)."""
 
     def __init__(self) -> None:
-        self.fingerprints: dict[int, tuple[Fingerprint, int]] = {}  # item id -> (fingerprint, story)
-        self.by_key: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> item ids
+        self.fingerprints: dict[int, tuple[Fingerprint, int]] = {}  # ref -> (fingerprint, story)
+        self.by_key: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> refs
 
-    def candidates(self, fp: Fingerprint, window: timedelta, limit: int) -> list[tuple[Fingerprint, int]]:
-        """The stored fingerprints ``fp`` is compared with: same band key within ``window``,
-        same lead or title key within NEAR_DAYS; the ``limit`` most recently stored."""
+    def add(self, ref: int, fp: Fingerprint, story: int, keys: Iterable[tuple[str, object]]) -> None:
+        self.fingerprints.setdefault(ref, (fp, story))
+        for key in keys:
+            self.by_key.setdefault(key, []).append(ref)
+
+    def candidates(self, fp: Fingerprint, window: timedelta, limit: int) -> list[tuple[int, Fingerprint, int]]:
+        """(ref, fingerprint, story) of what ``fp`` is compared with: same band key within
+        ``window``, same lead or title key within NEAR_DAYS; of the stored ones the ``limit``
+        most recently stored, then the poll's earlier items in order."""
         assert fp.at is not None
         near = timedelta(days=dedupe.NEAR_DAYS)
-        ids: set[int] = set()
-        for kind, keys, reach in (("band", fp.bands, window), ("lead", (fp.lead_key,) if fp.lead_key else (), near),
-                                  ("title", (fp.title_key,) if fp.title_key else (), near)):
-            for key in keys:
-                for item_id in self.by_key.get((kind, key), ()):
-                    other = self.fingerprints[item_id][0]
-                    if other.at is not None and abs(other.at - fp.at) <= reach:
-                        ids.add(item_id)
-        return [self.fingerprints[i] for i in sorted(ids, reverse=True)[:limit]]
+        refs: set[int] = set()
+        for kind, key in _keys_of(fp):
+            reach = window if kind == "band" else near
+            for ref in self.by_key.get((kind, key), ()):
+                other = self.fingerprints[ref][0]
+                if other.at is not None and abs(other.at - fp.at) <= reach:
+                    refs.add(ref)
+        stored = sorted((r for r in refs if r >= 0), reverse=True)[:limit]
+        earlier = sorted((r for r in refs if r < 0), reverse=True)  # ~0, ~1, ...: poll order
+        return [(r, *self.fingerprints[r]) for r in stored + earlier]
 
 
 @lru_cache(maxsize=4)
@@ -954,6 +944,11 @@ def outlet_name(source: str, link: str | None) -> str:
     if host and host.startswith("www."):
         host = host[4:]
     return f"{source} ({host})" if host and host != source else source
+
+
+def outlets_of(items: Iterable[tuple[str, str | None]]) -> tuple[str, ...]:
+    """The distinct ``outlet_name`` of (source, link) pairs, in the order given."""
+    return tuple(dict.fromkeys(outlet_name(source, link) for source, link in items))
 
 
 def _chunks(seq: list, n: int):

@@ -25,7 +25,7 @@ from .config import Config
 def stories_command(cfg: Config, since: timedelta | None, as_json: bool = False, now: datetime | None = None,
                     out: TextIO | None = None) -> int:
     """Print the stories; the exit status (1 when the database cannot be read)."""
-    from .store import DatabaseError, Store, outlet_name, safe_url
+    from .store import DatabaseError, Store, safe_url
 
     out = out or sys.stdout
     cutoff = (now or datetime.now(UTC)) - since if since is not None else None
@@ -49,7 +49,7 @@ def stories_command(cfg: Config, since: timedelta | None, as_json: bool = False,
                         {"link": i.link, "source": i.source, "title": i.title} for i in story.items]},
                         ensure_ascii=False) + "\n")
                     continue
-                outlets = list(dict.fromkeys(outlet_name(i.source, i.link) for i in story.items))
+                outlets = story.outlets
                 out.write(f"story {story.id}  {story.created_at:%Y-%m-%d %H:%M} UTC  "
                           f"{len(story.items)} item{'s' if len(story.items) != 1 else ''}, "
                           f"{len(outlets)} outlet{'s' if len(outlets) != 1 else ''}"

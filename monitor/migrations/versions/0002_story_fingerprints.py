@@ -45,7 +45,6 @@ def upgrade() -> None:
         sa.Column("item_id", sa.Integer, primary_key=True),
         sqlite_with_rowid=False,
     )
-    op.create_index("ix_stories_created", "stories", ["created_at"])
     with op.batch_alter_table("deliveries") as batch:
         batch.add_column(sa.Column("kind", sa.String(20), nullable=False, server_default="alert"))
         batch.drop_constraint("uq_deliveries_alert_channel", type_="unique")
@@ -83,6 +82,5 @@ def downgrade() -> None:
         batch.drop_constraint("uq_deliveries_alert_channel_kind", type_="unique")
         batch.create_unique_constraint("uq_deliveries_alert_channel", ["alert_id", "channel"])
         batch.drop_column("kind")
-    op.drop_index("ix_stories_created", "stories")
     op.drop_table("story_bands")
     op.drop_table("fingerprints")
