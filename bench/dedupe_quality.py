@@ -42,8 +42,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from _words import progress  # noqa: E402
 
 from monitor import dedupe  # noqa: E402
 from monitor.durations import parse_duration  # noqa: E402
@@ -57,10 +60,6 @@ TARGET_PRECISION = 0.97
 TARGET_RECALL = 0.93
 TARGET_HARD_NEGATIVES = 0.01
 POLL_SIZE = 50
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -85,8 +85,11 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from _words import cumulative, progress, synthetic_counts  # noqa: E402
 
 from monitor import dedupe  # noqa: E402
 from monitor.dedupe import Fingerprint  # noqa: E402
@@ -129,10 +132,6 @@ EMPTY = Fingerprint(b"", 0, None, "", (), None)
 HIT = (WatchlistHit("missile-tests", 2.0, ("missile",)),)
 
 
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------- texts
 
 
@@ -167,20 +166,10 @@ def load_vocabulary(corpus: Path, rng: random.Random, top: int = 20_000) -> Voca
         source = str(corpus)
     else:  # no corpus: pseudo-words with a Zipf-like frequency, log-normal text lengths
         source = "synthetic"
-        syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["an", "er", "in", "on", "st"]
-        seen: set[str] = set()
-        while len(seen) < 12000:
-            seen.add("".join(rng.choice(syllables) for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))))
-        words = sorted(seen)
-        rng.shuffle(words)
-        counts = Counter({w: max(1, int(100000 / (rank + 10))) for rank, w in enumerate(words)})
+        counts = synthetic_counts(rng)
         lengths = [0] * 2 + [int(rng.lognormvariate(3.7, 1.0)) for _ in range(98)]
     ranked = [w for w, _ in counts.most_common(top)]
-    cum: list[float] = []
-    total = 0.0
-    for w in ranked:
-        total += counts[w]
-        cum.append(total)
+    cum = cumulative(ranked, counts)
     return Vocabulary(ranked, cum, lengths, source)
 
 

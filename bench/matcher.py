@@ -52,8 +52,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from _words import cumulative, progress, synthetic_counts  # noqa: E402
 
 from monitor import query as query_module  # noqa: E402
 from monitor.matcher import Matcher  # noqa: E402
@@ -73,10 +76,6 @@ FILLER_WORDS = 4000
 COMMON_TERMS = 0.04
 #: Never used as watchlist terms (operators in other cases, field names).
 RESERVED = frozenset({"and", "or", "not", "near", "onear", "title", "text", "lead"})
-
-
-def progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- vocabulary
@@ -108,20 +107,10 @@ def load_vocabulary(corpus: Path, rng: random.Random) -> Vocabulary:
         source = str(corpus)
     else:  # no corpus: pseudo-words with a Zipf-like frequency
         source = "synthetic"
-        syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["an", "er", "in", "on", "st"]
-        seen: set[str] = set()
-        while len(seen) < 12000:
-            seen.add("".join(rng.choice(syllables) for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))))
-        words = sorted(seen)
-        rng.shuffle(words)
-        counts = Counter({w: max(1, int(100000 / (rank + 10))) for rank, w in enumerate(words)})
+        counts = synthetic_counts(rng)
     ranked = [w for w, _ in counts.most_common() if w != "s"]
     filler = ranked[:FILLER_WORDS]
-    cum: list[float] = []
-    total = 0.0
-    for w in filler:
-        total += counts[w]
-        cum.append(total)
+    cum = cumulative(filler, counts)
 
     def usable(words: list[str]) -> list[str]:
         return [w for w in words if len(w) >= 4 and w not in RESERVED]

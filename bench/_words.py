@@ -1,0 +1,32 @@
+"""Helpers shared by the benchmark scripts (not a benchmark: `make bench` skips `_*.py`)."""
+from __future__ import annotations
+
+import random
+import sys
+from collections import Counter
+
+
+def progress(msg: str) -> None:
+    """A progress line on stderr (the report goes to stdout)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def synthetic_counts(rng: random.Random) -> Counter[str]:
+    """12,000 pseudo-words with a Zipf-like frequency, for when ``../shared/corpus`` is missing."""
+    syllables = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"] + ["an", "er", "in", "on", "st"]
+    seen: set[str] = set()
+    while len(seen) < 12000:
+        seen.add("".join(rng.choice(syllables) for _ in range(rng.choice((1, 2, 2, 3, 3, 4)))))
+    words = sorted(seen)
+    rng.shuffle(words)
+    return Counter({w: max(1, int(100000 / (rank + 10))) for rank, w in enumerate(words)})
+
+
+def cumulative(words: list[str], counts: Counter[str]) -> list[float]:
+    """Cumulative weights of ``words`` for ``random.choices(words, cum_weights=...)``."""
+    cum: list[float] = []
+    total = 0.0
+    for w in words:
+        total += counts[w]
+        cum.append(total)
+    return cum
