@@ -567,7 +567,8 @@ class Store:
         for new, guid_key, link_key, fp in fresh:
             # most similar; on a tie a stored copy (the oldest story) before one of this poll
             best: tuple[tuple[float, float], int] | None = None
-            for ref, other, story in copies.candidates(fp, window, self.MAX_CANDIDATES):
+            keys = _keys_of(fp)
+            for ref, other, story in copies.candidates(fp, keys, window, self.MAX_CANDIDATES):
                 score = dedupe.similarity(fp, other)
                 rank = (score, -story if ref >= 0 else -math.inf)
                 if score > 0 and (best is None or rank > best[0]):
@@ -577,7 +578,7 @@ class Store:
                 opened += 1
             else:
                 story, joined = best[1], True
-            copies.add(~len(plan), fp, story, _keys_of(fp))  # later items of the poll see it too
+            copies.add(~len(plan), fp, story, keys)  # later items of the poll see it too
             plan.append(_Planned(new, fp, guid_key, link_key, story, joined))
         return plan
 
@@ -897,14 +898,15 @@ class _Copies:
         for key in keys:
             self.by_key.setdefault(key, []).append(ref)
 
-    def candidates(self, fp: Fingerprint, window: timedelta, limit: int) -> list[tuple[int, Fingerprint, int]]:
-        """(ref, fingerprint, story) of what ``fp`` is compared with: same band key within
-        ``window``, same lead or title key within NEAR_DAYS; of the stored ones the ``limit``
-        most recently stored, then the poll's earlier items in order."""
+    def candidates(self, fp: Fingerprint, keys: list[tuple[str, object]], window: timedelta,
+                   limit: int) -> list[tuple[int, Fingerprint, int]]:
+        """(ref, fingerprint, story) of what ``fp`` (with ``_keys_of(fp)``) is compared with:
+        same band key within ``window``, same lead or title key within NEAR_DAYS; of the stored
+        ones the ``limit`` most recently stored, then the poll's earlier items in order."""
         assert fp.at is not None
         near = timedelta(days=dedupe.NEAR_DAYS)
         refs: set[int] = set()
-        for kind, key in _keys_of(fp):
+        for kind, key in keys:
             reach = window if kind == "band" else near
             for ref in self.by_key.get((kind, key), ()):
                 other = self.fingerprints[ref][0]
