@@ -185,6 +185,92 @@ def stories(config_path: str, since: timedelta | None, as_json: bool) -> None:
     sys.exit(stories_command(cfg, since, as_json=as_json))
 
 
+@cli.group()
+def silence() -> None:
+    """Mute a watchlist's alerts for a while (recorded, never sent)."""
+
+
+@silence.command("add")
+@CONFIG_OPTION
+@click.option("--watchlist", "-w", required=True, help="The watchlist to silence.")
+@click.option("--match", "query", default=None, help="Only items matching this query (watchlist language).")
+@click.option("--source", default=None, help="Only items from this source (a name or a pattern like 'kcna-*').")
+@click.option("--for", "duration", required=True, callback=_duration, help="How long: 30m, 6h, 2d ...")
+@click.option("--comment", "-c", required=True, help="Why (shown in `monitor silence list`).")
+def silence_add(config_path: str, watchlist: str, query: str | None, source: str | None, duration: timedelta,
+                comment: str) -> None:
+    """Silence a watchlist (optionally only items matching a query or from a source)."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.silence_add(cfg, watchlist, duration, query, source, comment))
+
+
+@silence.command("list")
+@CONFIG_OPTION
+@click.option("--all", "include_expired", is_flag=True, help="Expired silences too.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def silence_list(config_path: str, include_expired: bool, as_json: bool) -> None:
+    """Active silences (newest first)."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.silence_list(cfg, include_expired, as_json))
+
+
+@silence.command("expire")
+@CONFIG_OPTION
+@click.argument("silence_id", type=int)
+def silence_expire(config_path: str, silence_id: int) -> None:
+    """End a silence now."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.silence_expire(cfg, silence_id))
+
+
+@cli.group(invoke_without_command=True)
+@CONFIG_OPTION
+@click.option("--dead", "only", flag_value="dead", default=None, help="Only dead-lettered rows.")
+@click.option("--pending", "only", flag_value="pending", help="Only pending rows.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def outbox(ctx: click.Context, config_path: str, only: str | None, as_json: bool) -> None:
+    """Notifications not delivered yet: pending and dead-lettered rows."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.outbox_list(cfg, (only,) if only else ("pending", "dead"), as_json))
+
+
+@outbox.command("retry")
+@CONFIG_OPTION
+@click.argument("ids", nargs=-1, type=int)
+@click.option("--all", "every", is_flag=True, help="Every dead-lettered row.")
+def outbox_retry(config_path: str, ids: tuple[int, ...], every: bool) -> None:
+    """Re-queue dead-lettered rows (by ID, or --all); a pending ID is tried at once."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.outbox_retry(cfg, ids, every))
+
+
+@cli.command()
+@CONFIG_OPTION
+@click.option("--since", default="1d", show_default=True, callback=_duration,
+              help="Alerts made within this duration (1d, 12h, 1w ...).")
+@click.option("--watchlist", "-w", default=None, help="Only alerts of this watchlist.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def alerts(config_path: str, since: timedelta, watchlist: str | None, as_json: bool) -> None:
+    """Recent alerts, newest first, with their delivery state on each channel."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.alerts_list(cfg, since, watchlist, as_json))
+
+
 def main() -> None:
     cli(prog_name="monitor")
 

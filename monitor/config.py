@@ -43,6 +43,7 @@ Rules:
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import glob
 import logging
 import os
@@ -69,6 +70,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .durations import parse_duration
 from .model import DEFAULT_SEVERITY, SEVERITIES, Signal, WatchlistHit, WatchlistSpec
+from .schedule import schedule_of, zone_of
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -116,6 +118,7 @@ class FetchConfig(Strict):
 
 class AlertsConfig(Strict):
     max_age: Duration = timedelta(days=3)
+    source_alert_after: Duration = timedelta(hours=6)  # a source failing this long: a notice to admin
 
 
 class StoriesConfig(Strict):
@@ -137,6 +140,15 @@ class DeliveryConfig(Strict):
     retry_max: Duration = timedelta(hours=1)
     timeout: Duration = timedelta(seconds=30)
     interval: Duration = timedelta(seconds=15)
+    max_attempts: int = Field(20, ge=1)  # then the row is dead-lettered
+    max_age: Duration = timedelta(days=2)  # in the outbox this long: dead-lettered at its next failure
+
+    @field_validator("max_age")
+    @classmethod
+    def _max_age_positive(cls, v: timedelta) -> timedelta:
+        if v <= timedelta(0):
+            raise ValueError("must be longer than 0")
+        return v
 
 
 class LoggingConfig(Strict):
@@ -250,18 +262,107 @@ def severity_rank(severity: str) -> int:
         return SEVERITIES.index(DEFAULT_SEVERITY)
 
 
+def _one_or_many(value: Any) -> Any:
+    """``watchlist: x`` means ``watchlist: [x]``."""
+    return [value] if isinstance(value, str) else value
+
+
+OneOrMany = Annotated[list[str], BeforeValidator(_one_or_many)]
+
+
+class RouteMatch(Strict):
+    """What a route matches (every key given must match; none given matches everything):
+    the hit's watchlist, its severity (one of a list, or at least ``min_severity``) and the
+    item's source (names or shell-style patterns such as ``kcna-*``)."""
+
+    watchlist: OneOrMany | None = None
+    severity: Annotated[list[Severity], BeforeValidator(_one_or_many)] | None = None
+    min_severity: Severity | None = None
+    source: OneOrMany | None = None
+
+    def matches(self, hit: WatchlistHit, source: str) -> bool:
+        if self.watchlist is not None and hit.name not in self.watchlist:
+            return False
+        if self.severity is not None and hit.severity not in self.severity:
+            return False
+        if self.min_severity is not None and severity_rank(hit.severity) < severity_rank(self.min_severity):
+            return False
+        return self.source is None or any(fnmatch.fnmatchcase(source, p) for p in self.source)
+
+
+class RouteConfig(Strict):
+    """One entry of ``routes:``: hits it matches go to its ``channels``; the walk stops at the
+    first matching route unless it says ``continue: true`` (Alertmanager's semantics)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    match: RouteMatch = RouteMatch()
+    channels: OneOrMany
+    continue_: bool = Field(False, alias="continue")
+
+
+#: The channel that gets operator notices (dead letters, failing sources) and, unless it
+#: names ``watchlists``, nothing else.
+ADMIN_CHANNEL = "admin"
+
+
 class ChannelConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     url: str = ""
     watchlists: list[str] | None = None
     min_severity: Severity = "info"
+    mode: Literal["instant", "digest"] = "instant"
+    every: str | None = None  # digest schedule: a duration ("1h") or a 5-field cron expression
+    timezone: str = "UTC"  # of a cron ``every``
+    max_per_hour: int | None = Field(None, ge=1)
+    template: str | None = None  # a Jinja2 file; relative paths are resolved against the config file
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        v = " ".join(v.split())
+        schedule_of(v, "UTC")  # raises ValueError with the reason
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        zone_of(v)
+        return v
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must name a template file (or leave the key out for the built-in one)")
+        return v
+
+    @model_validator(mode="after")
+    def _mode_keys(self) -> ChannelConfig:
+        if self.mode == "digest" and self.every is None:
+            raise ValueError(f"channel '{self.name}': mode: digest needs 'every' (a duration like 1h, "
+                             "or a cron expression like \"0 8 * * 1-5\")")
+        if self.mode == "instant" and self.every is not None:
+            raise ValueError(f"channel '{self.name}': 'every' only applies to mode: digest")
+        if self.mode == "digest" and self.max_per_hour is not None:
+            raise ValueError(f"channel '{self.name}': max_per_hour only applies to mode: instant "
+                             "(a digest is one message per period)")
+        return self
 
     @property
     def enabled(self) -> bool:
         return bool(self.url.strip())
 
+    @property
+    def is_admin(self) -> bool:
+        return self.name == ADMIN_CHANNEL
+
     def wants(self, watchlist: str) -> bool:
-        return self.watchlists is None or watchlist in self.watchlists
+        if self.watchlists is None:
+            return not self.is_admin  # the admin channel gets alerts only for watchlists it names
+        return watchlist in self.watchlists
 
     def accepts(self, hit: WatchlistHit) -> bool:
         """Whether this channel is told about ``hit``: one of its watchlists, severe enough."""
@@ -279,12 +380,40 @@ class Config(Strict):
     sources: list[SourceConfig] = []
     watchlists: list[WatchlistConfig] = []
     channels: list[ChannelConfig] = []
+    routes: list[RouteConfig] = []
     aliases: dict[str, list[str]] = {}  # shared aliases, merged across all files
     path: Path | None = None  # the main file, set by load_config
 
     @property
     def enabled_channels(self) -> list[ChannelConfig]:
         return [c for c in self.channels if c.enabled]
+
+    @property
+    def admin_channel(self) -> ChannelConfig | None:
+        """The enabled ``admin`` channel (operator notices), if any."""
+        return next((c for c in self.enabled_channels if c.is_admin), None)
+
+    def route(self, hit: WatchlistHit, source: str) -> list[str]:
+        """The channels (enabled or not) a hit from ``source`` is routed to, before the
+        channels' own filters: without ``routes``, every channel; with them, the channels of
+        the first matching route (and of the following ones while a matching route says
+        ``continue``); a hit no route matches goes to every channel, as without routes."""
+        if not self.routes:
+            return [c.name for c in self.channels]
+        names: list[str] = []
+        matched = False
+        for r in self.routes:
+            if r.match.matches(hit, source):
+                matched = True
+                names += [n for n in r.channels if n not in names]
+                if not r.continue_:
+                    break
+        return names if matched else [c.name for c in self.channels]
+
+    def channel_accepts(self, channel: ChannelConfig, hit: WatchlistHit, source: str) -> bool:
+        """Whether ``channel`` is told about ``hit`` (from ``source``): routed to it, and
+        accepted by its own ``watchlists`` and ``min_severity``."""
+        return channel.accepts(hit) and channel.name in self.route(hit, source)
 
     def aliases_for(self, watchlist: WatchlistConfig) -> dict[str, list[str]]:
         """The aliases a watchlist's query sees: shared ones, overridden by its own."""
@@ -956,13 +1085,59 @@ class _Loader:
 
     # -- checks across files
 
-    def check(self, entries: dict[str, list[_Entry]], check_channels: bool = True) -> None:
+    def check(self, entries: dict[str, list[_Entry]], check_channels: bool = True,
+              settings: Config | None = None, main: _Doc | None = None) -> None:
         for kind, (label, _) in _LISTS.items():
             self._check_unique(entries[kind], label)
         self._check_channel_watchlists(entries["channels"])
         self._check_queries(entries["watchlists"])
+        self._check_channel_templates(entries["channels"])
+        if settings is not None and main is not None:
+            self._check_routes(settings, main)
         if check_channels:
             self._check_channel_urls(entries["channels"])
+
+    def _check_channel_templates(self, channels: list[_Entry]) -> None:
+        """A channel's ``template`` exists and compiles (a relative path is relative to the
+        file the channel is written in)."""
+        for e in channels:
+            path = e.model.template
+            if path is None or (*e.loc, "template") in e.doc.bad_refs:
+                continue
+            from .notify import check_template
+
+            full = template_path(path, e.doc.name)
+            reason = check_template(full)
+            if reason is not None:
+                line, where = e.where("template")
+                self._add(e, line, f"{where}: channel '{e.model.name}': template {full}: {reason}")
+
+    def _check_routes(self, settings: Config, main: _Doc) -> None:
+        channels = sorted(self.raw_names("channels"))
+        watchlists = sorted(self.raw_names("watchlists"))
+        sources = sorted(self.raw_names("sources"))
+        for i, route in enumerate(settings.routes):
+            checks = [("channels", route.channels, channels, "channel", "no channels are defined")]
+            if route.match.watchlist is not None:
+                checks.append(("match.watchlist", route.match.watchlist, watchlists, "watchlist",
+                               "no watchlists are defined"))
+            if route.match.source is not None:
+                plain = [n for n in route.match.source if not glob.has_magic(n)]
+                checks.append(("match.source", plain, sources, "source", "no sources are defined"))
+            raw = main.data.get("routes")
+            raw_route = raw[i] if isinstance(raw, list) and i < len(raw) and isinstance(raw[i], dict) else {}
+            for key, names, known, label, none in checks:
+                path = tuple(key.split("."))
+                written = raw_route.get(path[0]) if len(path) == 1 else (raw_route.get("match") or {}).get(path[1])
+                for name in names:
+                    if name in known:
+                        continue
+                    loc: Loc = ("routes", i, *path)
+                    if isinstance(written, list) and name in written:
+                        loc = (*loc, written.index(name))
+                    line = main.line(loc)
+                    self.problems.add(main.order, line, f"{main.name}:{line}: {_fmt_loc(loc)}: unknown {label} "
+                                                        f"'{name}' ({name_hint(name, known, none)})")
 
     def _add(self, entry: _Entry, line: int, text: str) -> None:
         self.problems.add(entry.doc.order, line, text)
@@ -1171,6 +1346,13 @@ def name_hint(name: str, known: list[str], none: str) -> str:
     return f"known: {', '.join(known)}" if known else none
 
 
+def template_path(path: str, config_file: str) -> str:
+    """A channel's ``template`` as an absolute path (relative ones are relative to the
+    directory of the file that names them; ``~`` is expanded)."""
+    p = os.path.expanduser(path.strip())
+    return os.path.abspath(os.path.join(os.path.dirname(config_file), p))
+
+
 def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, check_channels: bool = True) -> Config:
     """Read, interpolate, include, validate. Raises ConfigError listing every problem.
 
@@ -1184,10 +1366,13 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, check
     if main is None:
         raise ConfigError(loader.problems.messages())
     settings, entries = loader.validate(main)
-    loader.check(entries, check_channels=check_channels)
+    loader.check(entries, check_channels=check_channels, settings=settings, main=main)
     if loader.problems.items or settings is None:
         raise ConfigError(loader.problems.messages())
     loader.warn_disabled_channels(entries["channels"])
+    for e in entries["channels"]:
+        if e.model.template is not None:
+            e.model = e.model.model_copy(update={"template": template_path(e.model.template, e.doc.name)})
     update: dict[str, Any] = {kind: [e.model for e in entries[kind]] for kind in _LISTS}
     update["aliases"] = loader.shared_aliases
     update["path"] = Path(name)
@@ -1228,8 +1413,34 @@ def summarize(cfg: Config) -> str:
     lines.append(f"channels: {len(cfg.channels)} ({len(cfg.enabled_channels)} enabled)")
     for c in cfg.channels:
         state = "enabled" if c.enabled else "disabled (no URL)"
-        wanted = "all watchlists" if c.watchlists is None else ", ".join(c.watchlists) or "no watchlists"
-        lines.append(f"  - {c.name}: {state}; {wanted}; min_severity {c.min_severity}")
+        if c.watchlists is None:
+            wanted = "operator notices only" if c.is_admin else "all watchlists"
+        else:
+            wanted = ", ".join(c.watchlists) or "no watchlists"
+        how = [f"min_severity {c.min_severity}"]
+        if c.mode == "digest" and c.every is not None:
+            how.append(f"digest {schedule_of(c.every, c.timezone).describe()}")
+        if c.max_per_hour is not None:
+            how.append(f"at most {c.max_per_hour} messages/hour")
+        if c.template is not None:
+            how.append(f"template {c.template}")
+        if c.is_admin and c.watchlists is not None:
+            how.append("and operator notices")
+        lines.append(f"  - {c.name}: {state}; {wanted}; {'; '.join(how)}")
+    if cfg.routes:
+        lines.append(f"routes: {len(cfg.routes)}")
+        for r in cfg.routes:
+            m = r.match
+            conds = [f"{k} {', '.join(v) if isinstance(v, list) else v}" for k, v in (
+                ("watchlist", m.watchlist), ("severity", m.severity), ("min_severity", m.min_severity),
+                ("source", m.source)) if v is not None]
+            lines.append(f"  - {' and '.join(conds) or 'everything'} -> {', '.join(r.channels) or 'nowhere'}"
+                         f"{' (continue)' if r.continue_ else ''}")
+    d = cfg.delivery
+    lines.append(f"delivery: retries {format_duration(d.retry_initial)} doubling to {format_duration(d.retry_max)}; "
+                 f"dead-lettered after {d.max_attempts} attempts or {format_duration(d.max_age)}; "
+                 f"source notices after {format_duration(cfg.alerts.source_alert_after)}"
+                 f"{'' if cfg.admin_channel else ' (no admin channel: notices are only logged)'}")
     return "\n".join(lines)
 
 

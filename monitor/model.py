@@ -205,3 +205,28 @@ class Notification:
     snippet: str = ""
     outlets: tuple[str, ...] = ()  # every outlet known to carry the story, first seen first
     update: bool = False  # a repost update ("now reported by N outlets"), not the first alert
+
+
+@dataclass(frozen=True)
+class Digest:
+    """One message to one channel listing several stories: a digest channel's periodic
+    message, or an instant channel's alerts held back by its ``max_per_hour`` and folded
+    into one message. ``entries`` are newest first; ``folded`` says how many of them are
+    there because of the rate limit (0 for a plain digest)."""
+
+    channel: str
+    entries: tuple[Notification, ...]
+    folded: int = 0
+    since: datetime | None = None  # the previous digest of this channel, when there was one
+    until: datetime | None = None  # when this one was made
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An operator notice for the ``admin`` channel: dead-lettered deliveries, a source
+    failing for a long time, a source that recovered."""
+
+    id: int
+    kind: str  # dead_letter | source_failing | source_recovered
+    subject: str
+    body: str

@@ -1,4 +1,5 @@
-"""Notify: render a Notification for its channel and deliver it through Apprise.
+"""Notify: render alerts, digests and operator notices for a channel and deliver them
+through Apprise.
 
 Rules:
 - This is the only module that imports Apprise. Each enabled channel's URL is parsed once,
@@ -6,51 +7,104 @@ Rules:
   the same way, without touching the network.
 - A channel's kind comes from its URL: ``mailto``/``mailtos`` -> email, ``slack`` (or a
   native ``https://hooks.slack.com/...`` URL) -> slack, anything else -> other.
-- Rendering is pure (``render_email``, ``render_slack``, ``render_text``). Every message
-  leads with ``[watchlist, ...] title`` and lists link, source (and outlets when several
-  reposted the story), published time in UTC, each watchlist with its severity, score and
-  matched terms, and the snippet.
-- Matched terms are highlighted in the snippet: ``<mark>`` in email HTML, bold in Slack
-  (terms in the watchlist lines are bold too); plain text lists them only. Highlighting is
-  whole-word, case-insensitive, longest term first, found on the raw text before escaping
-  (:func:`highlight`), so it never lands inside an entity.
-- User-controlled text (title, link, source, outlets, terms, snippet) is inert in every
-  format: HTML-escaped for email, ``& < >`` entity-escaped for Slack, and mention openers
-  (``<!channel>``, ``<@U..>``, ``<#C..>``, ``@here``/``@channel``/``@everyone``) broken
-  with an invisible WORD JOINER after the sigil for Slack and plain text. A link is only
-  made clickable when it is http(s). Subjects and titles are one line: control characters
-  become spaces, runs of whitespace collapse, length is capped.
-- Formats: email is HTML (Apprise adds the plain-text alternative); other is plain text;
-  Slack is our own final mrkdwn passed through *untouched* in a Block Kit section - the
-  only Apprise 2.x path that neither re-escapes it nor turns ``&lt;!channel&gt;`` back into
-  a mention (its legacy passthrough does; its CommonMark path keeps a raw ``<!here>``).
-- ``Notifier.send`` never raises for a delivery failure: it returns SendResult(False, why),
-  why coming from Apprise's own log of the attempt ("HTTP 500 from host:port (...)",
-  "connection refused by host:port", "timed out after 30 s"). An unknown or disabled
-  channel is a failure too.
+- Bodies are Jinja2 templates, one per kind, shipped in ``monitor/templates/``:
+  ``email.html.j2`` (HTML), ``slack.md.j2`` (Slack mrkdwn), ``text.txt.j2`` (plain text for
+  every other service). ONE template renders both a single alert and a digest. A channel's
+  ``template`` (an absolute path once the config is loaded) replaces the built-in template
+  of its kind: same context, same escaping, run in a ``SandboxedEnvironment`` where a missing
+  key renders empty (reaching for an unsafe attribute is a render error). Every template is read and compiled once, when the Notifier is built;
+  :func:`check_template` reports a file that cannot be read or compiled as
+  ``name.j2:LINE: problem`` (``{% include %}``/``{% extends %}``/``{% import %}`` are refused:
+  a template is one self-contained file).
+- Template context: ``alerts`` (stories, newest first as given; each has ``title``, ``link``
+  (the http(s) URL, else the link as text, else None), ``source``, ``outlets`` (only when
+  more than one outlet carried the story), ``outlet_count``, ``published`` (``YYYY-MM-DD
+  HH:MM UTC`` or ``unknown``), ``watchlists`` (each ``name``, ``severity``, ``score``
+  (formatted), ``terms``), ``terms`` (all matched terms), ``snippet``, ``update``,
+  ``heading`` (``[wl, ...] title``), ``id``), ``digest`` (bool), ``count``, ``folded``,
+  ``since``/``until`` (formatted, or None), ``groups`` (each ``watchlist``, ``severity``,
+  ``alerts``: a story is listed under every watchlist it matched; groups by severity,
+  highest first, then name), ``subject`` (the message's one-line subject) and ``channel``.
+  Helpers: ``link(url, label=None)`` (also a filter) makes only http(s) URLs clickable
+  (``<a href>`` in HTML; ``<url|label>`` in Slack with ``<>|`` percent-encoded in the URL;
+  ``label (url)`` in text); ``|highlight(terms)`` marks the matched terms of a snippet
+  (``<mark>`` in HTML, bold in Slack, nothing in text); ``|bold``. They return safe markup.
+- Escaping is the environment's job, never the template author's: every ``{{ }}`` value
+  that is not safe markup is escaped by the ``finalize`` hook for the kind - HTML-escaped
+  for email (and Jinja autoescape), ``& < >`` entity-escaped with mention openers defused
+  for Slack (:func:`slack_escape`), mentions defused for text. Markup that Jinja builds
+  from pieces (macro output, ``~``, ``|join``) is re-checked for the kind (Slack/text:
+  mentions defused again, text: entities undone). ``|safe`` does nothing and, outside email,
+  ``|urlize`` neither: user content cannot be un-escaped. So ``{{ alert.title }}`` is inert
+  in every format, whoever wrote the template.
+- User-controlled text (title, link, source, outlets, terms, snippet, notice text) is inert
+  in every format: HTML-escaped for email, ``& < >`` entity-escaped for Slack, and mention
+  openers (``<!channel>``, ``<@U..>``, ``<#C..>``, ``@here``/``@channel``/``@everyone``)
+  broken with an invisible WORD JOINER after the sigil for Slack and plain text. Context
+  values are one line (control characters become spaces, whitespace runs collapse, lengths
+  are capped; snippets at ``SNIPPET_MAX``).
+- Matched terms are highlighted whole-word, case-insensitive, longest term first, found on
+  the raw text before escaping (:func:`highlight`), so a mark never lands inside an entity.
+- Subjects and titles are computed here, never by templates, always through ``one_line``
+  (no CR/LF reaches an email header): a single alert ``[watchlist, ...] title`` (plus ``(now
+  reported by N outlets)`` for a repost update); a digest ``[digest] N stories`` (plus
+  ``since <time>`` and ``(M folded in by the rate limit)``); a notice ``[monitor] subject``.
+- Formats: email is HTML; Apprise adds the plain-text alternative by converting the HTML
+  (its email plugin has no way to be handed a text part). Other is plain text with the
+  subject as title. Slack has no title: our final mrkdwn (subject or headline on its first
+  line) is passed through *untouched* in a Block Kit section - the only Apprise 2.x path that
+  neither re-escapes it nor turns ``&lt;!channel&gt;`` back into a mention (its legacy
+  passthrough does; its CommonMark path keeps a raw ``<!here>``) - and capped at
+  ``SLACK_TEXT_MAX`` by dropping whole trailing lines (never half an entity or link).
+- Notices (``render_notice``) are for operators: ``[monitor] subject`` and the notice body,
+  line breaks kept, escaped for the kind; never the channel's template, so a broken
+  template cannot silence them.
+- ``Notifier.send``/``send_digest``/``send_notice`` never raise for a delivery failure: they
+  return SendResult(False, why), why coming from Apprise's own log of the attempt ("HTTP 500
+  from host:port (...)", "connection refused by host:port", "timed out after 30 s"). An
+  unknown or disabled channel is a failure too, and so is a template that cannot be loaded
+  or fails while rendering ("template error: name.j2:LINE: problem").
 - Apprise's blocking send runs in a worker thread bounded by ``timeout``; every plugin's
   connect/read socket timeouts are clamped to at most ``timeout`` so no thread lingers.
 - Apprise keeps nothing outside memory and reaches nothing but the channel's target:
-  persistent storage is memory-only, no plugin paths or config files are read, templates
-  are off, redirects are not followed, no keys are generated, times are UTC.
+  persistent storage is memory-only, no plugin paths or config files are read, Apprise's
+  own templates are off, redirects are not followed, no keys are generated, times are UTC.
 """
 from __future__ import annotations
 
 import asyncio
 import html
 import logging
+import os
 import re
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit
 
 import apprise
+from jinja2 import (
+    ChainableUndefined,
+    Environment,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+    nodes,
+)
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from .config import ChannelConfig
-from .model import Notification, WatchlistHit
+from .model import SEVERITIES, Digest, Notice, Notification
 
 log = logging.getLogger("monitor.notify")
 
@@ -61,13 +115,15 @@ TITLE_MAX = 300  # the story title inside a body
 SNIPPET_MAX = 1000
 SLACK_TEXT_MAX = 2900  # Slack rejects a section text over 3000 characters
 REASON_MAX = 300
+NOTICE_LINE_MAX = 2000
 
 WORD_JOINER = "\u2060"
 _SLACK_HOSTS = ("hooks.slack.com", "hooks.slack-gov.com")
 _SCHEME = re.compile(r"^\s*([A-Za-z][A-Za-z0-9+.-]*)://")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # "<" (raw or escaped) then a Slack control sigil: <!channel> <!here> <@U123> <#C123> <!subteam^..>
-_MENTION_OPENER = re.compile(r"(<|&lt;)(\s*)([!@#])")
+# (not once already defused, so defusing twice changes nothing)
+_MENTION_OPENER = re.compile(r"(<|&lt;)(\s*)([!@#])(?!\u2060)")
 # Bare broadcast words some services (Slack with link_names, Discord, Mattermost) expand.
 _BROADCAST = re.compile(r"([@!])(?=(?:channel|here|everyone|all)\b)", re.IGNORECASE)
 
@@ -186,11 +242,14 @@ def _heading(n: Notification, limit: int = SUBJECT_MAX) -> str:
     return one_line(f"[{names}] {title}" if names else title, limit)
 
 
-def _published(n: Notification) -> str:
-    if n.published is None:
-        return "unknown"
-    dt = n.published if n.published.tzinfo else n.published.replace(tzinfo=UTC)
+def _utc(dt: datetime) -> str:
+    """``2026-03-04 05:06 UTC`` (a naive datetime is taken as UTC)."""
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _published(n: Notification) -> str:
+    return "unknown" if n.published is None else _utc(n.published)
 
 
 def _score(score: float) -> str:
@@ -251,12 +310,7 @@ def _slack_entities(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _hit_facts(w: WatchlistHit) -> str:
-    """``high, score 4.5`` for a watchlist line."""
-    return f"{one_line(w.severity, 20)}, score {_score(w.score)}"
-
-
-# --------------------------------------------------------------------------- rendering
+# --------------------------------------------------------------------------- templates
 
 
 @dataclass(frozen=True)
@@ -269,36 +323,102 @@ class Message:
     body_format: str | None
 
 
-def render_email(n: Notification) -> Message:
-    """Subject ``[wl] title`` (one line, capped) and an HTML body; Apprise sends it as
-    multipart/alternative with a plain-text part converted from the HTML."""
-    e = html.escape
-    link = _http_link(n.link)
-    title = e(one_line(n.title, TITLE_MAX) or "(untitled)")
-    headline = f'<a href="{e(link)}">{title}</a>' if link else title
-    facts = []
-    if link:
-        facts.append(f'Link: <a href="{e(link)}">{e(link)}</a>')
-    elif n.link and n.link.strip():
-        facts.append(f"Link: {e(one_line(n.link, 500))}")  # shown, not clickable
-    facts.append(f"Source: {e(one_line(n.source, 200))}")
-    outlets = _outlets(n)
-    if outlets:
-        facts.append(f"Outlets: {e(', '.join(outlets))}")
-    facts.append(f"Published: {_published(n)}")
-    out = [f"<p><strong>{headline}</strong></p>", f"<p>{'<br>'.join(facts)}</p>"]
-    if n.watchlists:
-        items = []
-        for w in n.watchlists:
-            terms = ", ".join(one_line(t, 80) for t in w.terms) or "no terms recorded"
-            items.append(f"<li><strong>{e(one_line(w.name, 80))}</strong> ({e(_hit_facts(w))}): "
-                         f"{e(terms)}</li>")
-        out.append(f"<p>Watchlists:</p><ul>{''.join(items)}</ul>")
-    snippet = _snippet(n)
-    if snippet:
-        marked = highlight(snippet, _terms(n), e, lambda t: f"<mark>{t}</mark>")
-        out.append(f"<blockquote>{marked}</blockquote>")
-    return Message(_heading(n), "\n".join(out), "html")
+class TemplateFailure(Exception):
+    """A template that cannot be read or compiled, or that failed while rendering. ``str()``
+    is a one-line reason naming the file and line: ``slack.md.j2:3: unexpected '}'``."""
+
+
+# Safe markup per kind. HTML uses markupsafe's Markup. Slack and text use a subclass whose
+# ``escape`` is the kind's own, so Markup arithmetic (``+``, ``join``, ``%``, ``format``)
+# escapes the right way, and the finalize hook can tell final output from Jinja's markup.
+
+
+class _SlackSafe(Markup):
+    """Final Slack mrkdwn: user text in it is entity-escaped and its mentions are defused."""
+
+    __slots__ = ()
+
+    @classmethod
+    def escape(cls, s: Any) -> _SlackSafe:
+        if isinstance(s, cls):
+            return s
+        if hasattr(s, "__html__"):
+            # markup Jinja joined from escaped pieces (macro output, ``~``, ``|join``): raw
+            # parts were HTML-escaped, so ``& < >`` are entities already; Slack would show the
+            # quote entities as typed, and HTML escaping defuses no ``@channel``
+            text = str(s.__html__()).replace("&#39;", "'").replace("&#34;", '"')
+            return cls(_defuse_mentions(text))
+        return cls(slack_escape(str(s)))
+
+
+class _TextSafe(Markup):
+    """Final plain text: its mention sigils are defused."""
+
+    __slots__ = ()
+
+    @classmethod
+    def escape(cls, s: Any) -> _TextSafe:
+        if isinstance(s, cls):
+            return s
+        if hasattr(s, "__html__"):  # markup Jinja built: plain text has no entities
+            return cls(_defuse_mentions(Markup(s.__html__()).unescape()))
+        return cls(_defuse_mentions(str(s)))
+
+
+def _html_safe(s: Any) -> Markup:
+    if hasattr(s, "__html__"):
+        return Markup(s.__html__())
+    return Markup(html.escape(str(s)))
+
+
+def _blank(value: Any) -> bool:
+    return value is None or isinstance(value, Undefined) or not str(value).strip()
+
+
+def _term_list(terms: Any) -> list[str]:
+    if terms is None or isinstance(terms, Undefined):
+        return []
+    if isinstance(terms, str):
+        return [terms]
+    try:
+        return [str(t) for t in terms if not _blank(t)]
+    except TypeError:
+        return []
+
+
+@dataclass(frozen=True)
+class _Helpers:
+    """A kind's escaping and the helpers its templates get."""
+
+    escape: Callable[[Any], Markup]
+    highlight: Callable[..., Markup]
+    bold: Callable[[Any], Markup]
+    link: Callable[..., Markup]
+
+
+def _link_parts(url: Any, label: Any) -> tuple[str, str | None, Any]:
+    """(the URL as text, the URL when it may be clickable (http(s)), the label or None)."""
+    text = "" if _blank(url) else str(url).strip()
+    return text, _http_link(text), (None if _blank(label) else label)
+
+
+def _html_highlight(text: Any, terms: Any = ()) -> Markup:
+    if _blank(text):
+        return Markup()
+    if hasattr(text, "__html__"):  # already markup: nothing can be marked safely in it
+        return _html_safe(text)
+    return Markup(highlight(str(text), _term_list(terms), html.escape, lambda t: f"<mark>{t}</mark>"))
+
+
+def _html_bold(value: Any) -> Markup:
+    return Markup() if _blank(value) else Markup(f"<strong>{_html_safe(value)}</strong>")
+
+
+def _html_link(url: Any, label: Any = None) -> Markup:
+    """``<a href="url">label</a>`` for an http(s) URL; otherwise the label (or URL) as text."""
+    text, target, label = _link_parts(url, label)
+    shown = _html_safe(text if label is None else label)
+    return Markup(f'<a href="{html.escape(target)}">{shown}</a>') if target else shown
 
 
 def _slack_url(link: str) -> str:
@@ -306,28 +426,256 @@ def _slack_url(link: str) -> str:
     return re.sub(r"[<>|]", lambda m: quote(m.group()), link)
 
 
-def render_slack(n: Notification) -> Message:
-    """Final Slack mrkdwn (delivered verbatim): ``*[wl] <link|title>*`` then source,
-    published, watchlists with terms, and the snippet as a quote."""
-    s = slack_escape
-    link = _http_link(n.link)
-    names = s(", ".join(one_line(w.name, 80) for w in n.watchlists))
-    title = s(one_line(n.title, TITLE_MAX) or "(untitled)")
-    headline = f"<{_slack_url(link)}|{title}>" if link else title
-    lines = [f"*[{names}] {headline}*" if names else f"*{headline}*"]
-    lines.append(f"Source: {s(one_line(n.source, 200))}")
+def _slack_highlight(text: Any, terms: Any = ()) -> _SlackSafe:
+    if _blank(text):
+        return _SlackSafe()
+    if hasattr(text, "__html__"):
+        return _SlackSafe.escape(text)
+    # mentions are defused on the raw text first, so no piece can complete one
+    return _SlackSafe(highlight(_defuse_mentions(str(text)), _term_list(terms), _slack_entities, _slack_bold))
+
+
+def _slack_bold_safe(value: Any) -> _SlackSafe:
+    return _SlackSafe() if _blank(value) else _SlackSafe(_slack_bold(_SlackSafe.escape(value)))
+
+
+def _slack_link(url: Any, label: Any = None) -> _SlackSafe:
+    """``<url|label>`` for an http(s) URL; otherwise the label (or URL) as inert text."""
+    text, target, label = _link_parts(url, label)
+    shown = None if label is None else _SlackSafe.escape(label)
+    if target:
+        return _SlackSafe(f"<{_slack_url(target)}|{shown}>" if shown else f"<{_slack_url(target)}>")
+    return shown if shown is not None else _SlackSafe.escape(text)
+
+
+def _text_highlight(text: Any, terms: Any = ()) -> _TextSafe:
+    return _TextSafe() if _blank(text) else _TextSafe.escape(text)
+
+
+def _text_bold(value: Any) -> _TextSafe:
+    return _TextSafe() if _blank(value) else _TextSafe.escape(value)
+
+
+def _text_link(url: Any, label: Any = None) -> _TextSafe:
+    """``label (url)``, or the URL alone (plain text: nothing is clickable by us)."""
+    text, _, label = _link_parts(url, label)
+    if label is None:
+        return _TextSafe.escape(text)
+    if not text:
+        return _TextSafe.escape(label)
+    return _TextSafe(f"{_TextSafe.escape(label)} ({_TextSafe.escape(text)})")
+
+
+_HELPERS: dict[str, _Helpers] = {
+    "email": _Helpers(_html_safe, _html_highlight, _html_bold, _html_link),
+    "slack": _Helpers(_SlackSafe.escape, _slack_highlight, _slack_bold_safe, _slack_link),
+    "other": _Helpers(_TextSafe.escape, _text_highlight, _text_bold, _text_link),
+}
+_BUILTIN = {"email": "email.html.j2", "slack": "slack.md.j2", "other": "text.txt.j2"}
+_REFUSED = {nodes.Extends: "extends", nodes.Include: "include", nodes.Import: "import",
+            nodes.FromImport: "from ... import"}
+
+
+def _finalizer(escape: Callable[[Any], Markup]) -> Callable[[Any], Markup]:
+    """Escape every ``{{ }}`` value that is not final markup of the kind; None is empty."""
+
+    def finalize(value: Any) -> Markup:
+        if value is None:
+            return escape("")
+        if isinstance(value, Undefined):
+            str(value)  # a StrictUndefined (built-in templates) raises here
+            return escape("")
+        return escape(value)
+
+    return finalize
+
+
+def _unchanged(value: Any, *args: Any, **kwargs: Any) -> Any:
+    """Stands in for ``|safe`` (and ``|urlize`` outside HTML): user text stays escaped."""
+    return value
+
+
+class _Sandbox(SandboxedEnvironment):
+    """The sandbox for user templates; reaching for an unsafe attribute is an error at once
+    (Jinja's default renders it as an undefined value, which a forgiving one hides)."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
+@cache
+def _environment(kind: Kind, user: bool) -> Environment:
+    """The Jinja environment for ``kind``: sandboxed and forgiving (a missing key renders
+    empty) for user templates, strict for the built-in ones; escaping as the module doc says."""
+    helpers = _HELPERS[kind]
+    env_class = _Sandbox if user else Environment
+    env = env_class(
+        autoescape=True,  # Jinja then tracks what is safe through macros, ``~`` and ``|join``
+        finalize=_finalizer(helpers.escape),
+        undefined=ChainableUndefined if user else StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+        cache_size=0,
+    )
+    env.filters.update(highlight=helpers.highlight, bold=helpers.bold, link=helpers.link, safe=_unchanged)
+    if kind != "email":
+        env.filters["urlize"] = _unchanged
+    env.globals["link"] = helpers.link
+    return env
+
+
+def _compile(env: Environment, source: str, name: str, filename: str) -> Template:
+    try:
+        tree = env.parse(source, name, filename)
+        for node in tree.find_all(tuple(_REFUSED)):
+            tag = _REFUSED[type(node)]
+            raise TemplateFailure(f"{name}:{node.lineno}: {{% {tag} %}} is not supported "
+                                  "(a channel template is one self-contained file)")
+        code = env.compile(tree, name, filename)
+    except TemplateSyntaxError as e:
+        raise TemplateFailure(f"{name}:{e.lineno}: {one_line(e.message or str(e), REASON_MAX)}") from None
+    return env.template_class.from_code(env, code, env.make_globals(None))
+
+
+def load_template(path: str | os.PathLike[str], kind: Kind) -> Template:
+    """A channel's own template for ``kind``, read and compiled (sandboxed, forgiving).
+    Raises TemplateFailure with a one-line reason."""
+    p = Path(path)
+    name = p.name or str(path)
+    try:
+        source = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise TemplateFailure(f"{name}: not UTF-8 text (bad byte at offset {e.start})") from None
+    except OSError as e:
+        raise TemplateFailure(f"cannot read {os.fspath(path)}: {e.strerror or type(e).__name__}") from None
+    return _compile(_environment(kind, True), source, name, str(p))
+
+
+def check_template(path: str) -> str | None:
+    """None when the template file exists, is readable and compiles; else a one-line reason,
+    with the template's line when it does not compile (``alert.j2:3: unexpected '}'``).
+    (Every kind accepts the same syntax, filters and helpers.)"""
+    try:
+        load_template(path, "other")
+    except TemplateFailure as e:
+        return str(e)
+    return None
+
+
+@cache
+def builtin_template(kind: Kind) -> Template:
+    """The shipped template for ``kind`` (``monitor/templates/``), compiled once."""
+    resource = resources.files(__package__) / "templates" / _BUILTIN[kind]
+    return _compile(_environment(kind, False), resource.read_text(encoding="utf-8"), _BUILTIN[kind], str(resource))
+
+
+def _template_for(kind: Kind, template: Template | str | os.PathLike[str] | None) -> Template:
+    if template is None:
+        return builtin_template(kind)
+    if isinstance(template, Template):
+        return template
+    return load_template(template, kind)
+
+
+def _render_failure(e: BaseException, template: Template) -> str:
+    """``name.j2:LINE: what`` for an exception raised while ``template`` rendered (Jinja
+    rewrites the traceback so a frame of the template file carries the template's line)."""
+    line = e.lineno if isinstance(e, TemplateSyntaxError) else None
+    tb = e.__traceback__
+    while tb is not None:
+        if template.filename and tb.tb_frame.f_code.co_filename == template.filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    where = f"{template.name or 'template'}:{line}" if line else (template.name or "template")
+    what = str(e) if isinstance(e, TemplateError) and str(e) else f"{type(e).__name__}: {e}"
+    return one_line(f"{where}: {what}", REASON_MAX)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _alert_entry(n: Notification) -> SimpleNamespace:
+    """One story as templates see it (every value one line, capped). A namespace, not a dict:
+    a key like ``update`` must not resolve to a dict method in a template."""
     outlets = _outlets(n)
-    if outlets:
-        lines.append(f"Outlets: {s(', '.join(outlets))}")
-    lines.append(f"Published: {_published(n)}")
-    for w in n.watchlists:
-        terms = ", ".join(_slack_bold(s(one_line(t, 80))) for t in w.terms) or "no terms recorded"
-        lines.append(f"• *{s(one_line(w.name, 80))}* ({s(_hit_facts(w))}): {terms}")
-    snippet = _snippet(n)
-    if snippet:
-        # mentions are defused on the raw text first, so no piece can complete one
-        lines.append("> " + highlight(_defuse_mentions(snippet), _terms(n), _slack_entities, _slack_bold))
-    return Message("", _fit_lines(lines, SLACK_TEXT_MAX), None)
+    clickable = _http_link(n.link)
+    return SimpleNamespace(
+        id=n.alert_id,
+        title=one_line(n.title, TITLE_MAX) or "(untitled)",
+        heading=_heading(n),
+        link=clickable or (one_line(n.link, 500) if n.link and n.link.strip() else None),
+        source=one_line(n.source, 200),
+        outlets=outlets,
+        outlet_count=len(outlets) or 1,
+        published=_published(n),
+        watchlists=[SimpleNamespace(name=one_line(w.name, 80), severity=one_line(w.severity, 20),
+                                    score=_score(w.score), terms=[one_line(t, 80) for t in w.terms])
+                    for w in n.watchlists],
+        terms=[one_line(t, 200) for t in _terms(n)],
+        snippet=_snippet(n),
+        update=n.update,
+    )
+
+
+def _severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity) if severity in SEVERITIES else -1
+
+
+def _groups(alerts: list[SimpleNamespace]) -> list[SimpleNamespace]:
+    """Stories by watchlist (a story under each watchlist it matched, in the order given);
+    groups by severity, highest first, then by name."""
+    groups: dict[str, SimpleNamespace] = {}
+    unmatched = [SimpleNamespace(name="(no watchlist)", severity=SEVERITIES[0])]
+    for alert in alerts:
+        for w in alert.watchlists or unmatched:
+            g = groups.setdefault(w.name, SimpleNamespace(watchlist=w.name, severity=w.severity, alerts=[]))
+            if _severity_rank(w.severity) > _severity_rank(g.severity):
+                g.severity = w.severity
+            if not any(a is alert for a in g.alerts):
+                g.alerts.append(alert)
+    return sorted(groups.values(), key=lambda g: (-_severity_rank(g.severity), g.watchlist))
+
+
+def _context(alerts: list[SimpleNamespace], *, digest: bool, subject: str, channel: str, folded: int = 0,
+             since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    return {
+        "alerts": alerts,
+        "digest": digest,
+        "count": len(alerts),
+        "folded": folded,
+        "since": _utc(since) if since else None,
+        "until": _utc(until) if until else None,
+        "groups": _groups(alerts),
+        "subject": subject,
+        "channel": one_line(channel, 80),
+    }
+
+
+def digest_subject(d: Digest) -> str:
+    """``[digest] 12 stories since 2026-11-23 08:00 UTC (3 folded in by the rate limit)``."""
+    count = len(d.entries)
+    subject = f"[digest] {count} {'story' if count == 1 else 'stories'}"
+    if d.since is not None:
+        subject += f" since {_utc(d.since)}"
+    if d.folded:
+        subject += f" ({d.folded} folded in by the rate limit)"
+    return one_line(subject, SUBJECT_MAX)
+
+
+def _escape_for(kind: Kind, text: str) -> str:
+    return html.escape(text) if kind == "email" else slack_escape(text) if kind == "slack" else _defuse_mentions(text)
+
+
+def _message(kind: Kind, subject: str, body: str) -> Message:
+    """The Message for ``kind``: email is HTML with the subject; Slack has no title (its
+    mrkdwn is final, capped by whole lines); other is plain text with a defused title."""
+    body = body.strip() or (f"*{slack_escape(subject)}*" if kind == "slack" else _escape_for(kind, subject))
+    if kind == "email":
+        return Message(subject, body, "html")
+    if kind == "slack":
+        return Message("", _fit_lines([line.rstrip() for line in body.split("\n")], SLACK_TEXT_MAX), None)
+    return Message(_defuse_mentions(subject), body, "text")
 
 
 def _fit_lines(lines: list[str], limit: int) -> str:
@@ -343,34 +691,63 @@ def _fit_lines(lines: list[str], limit: int) -> str:
     return "\n".join(kept)
 
 
-def render_text(n: Notification) -> Message:
-    """Title ``[wl] title`` and a plain-text body, for every other kind of channel."""
-    d = _defuse_mentions
-    lines = []
-    if n.link and n.link.strip():
-        lines.append(f"Link: {d(one_line(n.link, 500))}")
-    lines.append(f"Source: {d(one_line(n.source, 200))}")
-    outlets = _outlets(n)
-    if outlets:
-        lines.append(f"Outlets: {d(', '.join(outlets))}")
-    lines.append(f"Published: {_published(n)}")
-    if n.watchlists:
-        lines.append("Watchlists:")
-        for w in n.watchlists:
-            terms = ", ".join(one_line(t, 80) for t in w.terms) or "no terms recorded"
-            lines.append(f"- {d(one_line(w.name, 80))} ({d(_hit_facts(w))}): {d(terms)}")
-    snippet = _snippet(n)
-    if snippet:
-        lines += ["", d(snippet)]
-    return Message(d(_heading(n)), "\n".join(lines), "text")
+def _render(kind: Kind, template: Template | str | os.PathLike[str] | None, context: Mapping[str, Any]) -> str:
+    tmpl = _template_for(kind, template)
+    try:
+        return tmpl.render(context)
+    except Exception as e:  # whatever a template does wrong is a TemplateFailure
+        raise TemplateFailure(_render_failure(e, tmpl)) from e
 
 
-def render(n: Notification, kind: Kind) -> Message:
+def render(n: Notification, kind: Kind, template: Template | str | os.PathLike[str] | None = None) -> Message:
+    """One alert for a channel of ``kind``; ``template``: a compiled template (see
+    :func:`load_template`), a template file, or None for the built-in one. Raises
+    TemplateFailure when the template cannot be loaded or fails."""
+    entry = _alert_entry(n)
+    context = _context([entry], digest=False, subject=entry.heading, channel=n.channel)
+    return _message(kind, entry.heading, _render(kind, template, context))
+
+
+def render_digest(d: Digest, kind: Kind, template: Template | str | os.PathLike[str] | None = None) -> Message:
+    """Several stories in one message (``d.entries`` newest first), same template as alerts."""
+    subject = digest_subject(d)
+    context = _context([_alert_entry(n) for n in d.entries], digest=True, subject=subject, channel=d.channel,
+                       folded=d.folded, since=d.since, until=d.until)
+    return _message(kind, subject, _render(kind, template, context))
+
+
+def render_notice(notice: Notice, kind: Kind) -> Message:
+    """An operator notice: subject ``[monitor] subject``, the body's lines escaped for ``kind``."""
+    subject = one_line(f"[monitor] {one_line(notice.subject, SUBJECT_MAX)}", SUBJECT_MAX)
+    lines = [_truncate(_CONTROL.sub(" ", line).rstrip(), NOTICE_LINE_MAX) for line in notice.body.splitlines()]
+    while lines and not lines[0].strip():
+        lines.pop(0)
+    while lines and not lines[-1].strip():
+        lines.pop()
     if kind == "email":
-        return render_email(n)
-    if kind == "slack":
-        return render_slack(n)
-    return render_text(n)
+        body = "<p>" + "<br>\n".join(html.escape(line) for line in lines) + "</p>" if lines else ""
+    elif kind == "slack":
+        body = "\n".join([f"*{slack_escape(subject)}*", *(slack_escape(line) for line in lines)])
+    else:
+        body = "\n".join(_defuse_mentions(line) for line in lines)
+    return _message(kind, subject, body)
+
+
+def render_email(n: Notification, template: Template | str | os.PathLike[str] | None = None) -> Message:
+    """Subject ``[wl] title`` (one line, capped) and an HTML body; Apprise sends it as
+    multipart/alternative with a plain-text part converted from the HTML."""
+    return render(n, "email", template)
+
+
+def render_slack(n: Notification, template: Template | str | os.PathLike[str] | None = None) -> Message:
+    """Final Slack mrkdwn (delivered verbatim): ``*[wl] <link|title>*`` then source,
+    published, watchlists with terms, and the snippet as a quote."""
+    return render(n, "slack", template)
+
+
+def render_text(n: Notification, template: Template | str | os.PathLike[str] | None = None) -> Message:
+    """Title ``[wl] title`` and a plain-text body, for every other kind of channel."""
+    return render(n, "other", template)
 
 
 # --------------------------------------------------------------------------- delivery
@@ -415,6 +792,8 @@ class _Channel:
     apprise: apprise.Apprise | None
     target: str  # host[:port] or service name, for failure reasons
     error: str | None = None
+    template: Template | None = field(default=None, repr=False)  # its own, compiled; None: built-in
+    template_error: str | None = None  # its own template could not be loaded
 
 
 def _bound_timeouts(plugin: object, limit: float) -> None:
@@ -457,15 +836,32 @@ def _build_channel(cfg: ChannelConfig, asset: apprise.AppriseAsset, timeout: flo
     return _Channel(cfg.name, kind, app, _plugin_target(plugin, kind))
 
 
+def _load_channel_template(ch: _Channel, cfg: ChannelConfig) -> None:
+    """Compile the channel's own template now; when it cannot be, its alerts and digests
+    fail with the reason (config checking reports it before the daemon gets here)."""
+    if cfg.template is None:
+        return
+    try:
+        ch.template = load_template(cfg.template, ch.kind)
+    except TemplateFailure as e:
+        ch.template_error = f"template error: {e}"
+        log.warning("channel '%s': %s", cfg.name, ch.template_error)
+
+
 class Notifier:
-    """Sends Notifications to the configured channels (one Apprise object per enabled channel)."""
+    """Sends alerts, digests and notices to the configured channels (one Apprise object per
+    enabled channel; each channel's template compiled once, here)."""
 
     def __init__(self, channels: list[ChannelConfig], timeout: float = 30.0):
         if not timeout > 0:
             raise ValueError(f"timeout must be positive (got {timeout!r})")
         self.timeout = float(timeout)
         asset = _safe_asset(self.timeout)
-        self._channels = {c.name: _build_channel(c, asset, self.timeout) for c in channels if c.enabled}
+        self._channels: dict[str, _Channel] = {}
+        for c in channels:
+            if c.enabled:
+                ch = self._channels[c.name] = _build_channel(c, asset, self.timeout)
+                _load_channel_template(ch, c)
 
     @property
     def channels(self) -> list[str]:
@@ -475,14 +871,44 @@ class Notifier:
         ch = self._channels.get(channel)
         return ch.kind if ch else None
 
-    async def send(self, notification: Notification) -> SendResult:
-        """Render for the channel's kind and deliver; a failure is a result, never an exception."""
-        ch = self._channels.get(notification.channel)
+    def _usable(self, channel: str) -> _Channel | SendResult:
+        ch = self._channels.get(channel)
         if ch is None:
-            return SendResult(False, f"channel '{notification.channel}' is not configured")
+            return SendResult(False, f"channel '{channel}' is not configured")
         if ch.apprise is None:
             return SendResult(False, ch.error)
-        message = render(notification, ch.kind)
+        return ch
+
+    async def send(self, notification: Notification) -> SendResult:
+        """Render for the channel's kind and deliver; a failure is a result, never an exception."""
+        return await self._render_and_deliver(notification.channel, lambda ch: render(notification, ch.kind, ch.template))
+
+    async def send_digest(self, digest: Digest) -> SendResult:
+        """One message listing the digest's stories to ``digest.channel`` (never raises)."""
+        return await self._render_and_deliver(digest.channel, lambda ch: render_digest(digest, ch.kind, ch.template))
+
+    async def send_notice(self, channel: str, notice: Notice) -> SendResult:
+        """An operator notice to ``channel`` (the built-in notice format: it does not depend on
+        the channel's template, so a broken template cannot silence it). Never raises."""
+        ch = self._usable(channel)
+        if isinstance(ch, SendResult):
+            return ch
+        return await self._dispatch(ch, render_notice(notice, ch.kind))
+
+    async def _render_and_deliver(self, channel: str, make: Callable[[_Channel], Message]) -> SendResult:
+        ch = self._usable(channel)
+        if isinstance(ch, SendResult):
+            return ch
+        if ch.template_error is not None:
+            return SendResult(False, ch.template_error)
+        try:
+            message = make(ch)
+        except TemplateFailure as e:
+            log.warning("channel '%s': template error: %s", ch.name, e)
+            return SendResult(False, one_line(f"template error: {e}", REASON_MAX))
+        return await self._dispatch(ch, message)
+
+    async def _dispatch(self, ch: _Channel, message: Message) -> SendResult:
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._deliver, ch, message), self.timeout + 1.0)
         except TimeoutError:

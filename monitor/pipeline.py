@@ -31,19 +31,21 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from . import dedupe, metrics
-from .config import Config, SourceConfig
+from .config import ChannelConfig, Config, SourceConfig
 from .fetch import Fetcher
 from .logs import event
 from .matcher import Matcher
-from .model import FetchResult, Item, Notification
+from .model import Digest, FetchResult, Item, Notification, WatchlistHit
 from .normalize import normalize_entry
 from .notify import Notifier, term_pattern
 from .parse import FeedParseError, parse_feed
-from .store import NewItem, PendingDelivery, Store, StoryPolicy, utcnow
+from .schedule import schedule_of
+from .silences import SilenceCheck
+from .store import NewItem, PendingDelivery, RetryPolicy, SourceHealthPolicy, Store, StoryPolicy, utcnow
 
 log = logging.getLogger("monitor.pipeline")
 
@@ -62,8 +64,11 @@ class PollReport:
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    sent: int = 0
-    failed: int = 0
+    sent: int = 0  # rows delivered (a digest counts each of its rows)
+    failed: int = 0  # rows that failed and will be retried
+    dead: int = 0  # rows dead-lettered in this pass
+    silenced: int = 0
+    folded: int = 0  # rows held back by max_per_hour
 
 
 def is_fresh(item: Item, now: datetime, max_age: timedelta) -> bool:
@@ -118,9 +123,14 @@ class Pipeline:
         self.fetcher = fetcher
         self.notifier = notifier
         self.on_alert = on_alert
-        self._channels = [(c.name, c.accepts) for c in cfg.enabled_channels]
         self._channel_cfg = {c.name: c for c in cfg.enabled_channels}
         self._stories = StoryPolicy(cfg.stories.window, cfg.stories.notify_on_repost)
+        self._retry = RetryPolicy(cfg.delivery.max_attempts, cfg.delivery.max_age)
+        self._health = SourceHealthPolicy(cfg.alerts.source_alert_after, cfg.admin_channel is not None)
+
+    def channels_for(self, source: str) -> list[tuple[str, Callable[[WatchlistHit], bool]]]:
+        """(channel, accepts(hit)) for the alerts of a poll of ``source`` (routes and filters)."""
+        return [(c.name, lambda h, c=c: self.cfg.channel_accepts(c, h, source)) for c in self._channel_cfg.values()]
 
     # ------------------------------------------------------------ polling
     async def poll(self, source: SourceConfig) -> PollReport:
@@ -136,7 +146,8 @@ class Pipeline:
             log.exception("poll of %s failed unexpectedly", source.name)
             report = PollReport(source.name, "error", error=f"internal error: {e.__class__.__name__}: {e}")
             await asyncio.to_thread(self.store.record_failure, source.name,
-                                    FetchResult(url=source.url, status="error", error=report.error))
+                                    FetchResult(url=source.url, status="error", error=report.error),
+                                    None, self._health)
         duration = time.monotonic() - started
         metrics.POLLS.labels(source.name, report.status).inc()
         metrics.POLL_SECONDS.observe(duration)
@@ -153,7 +164,7 @@ class Pipeline:
 
     async def _process(self, source: SourceConfig, result: FetchResult) -> PollReport:
         if result.status == "error":
-            await asyncio.to_thread(self.store.record_failure, source.name, result)
+            await asyncio.to_thread(self.store.record_failure, source.name, result, None, self._health)
             return PollReport(source.name, "error", error=result.error)
         if result.status == "not_modified":
             await asyncio.to_thread(self.store.record_not_modified, source.name, result)
@@ -162,7 +173,7 @@ class Pipeline:
             feed = await asyncio.to_thread(parse_feed, result.body or b"", result.url, result.content_type)
         except FeedParseError as e:
             failed = FetchResult(url=result.url, status="error", http_status=result.http_status, error=str(e))
-            await asyncio.to_thread(self.store.record_failure, source.name, failed)
+            await asyncio.to_thread(self.store.record_failure, source.name, failed, None, self._health)
             return PollReport(source.name, "error", error=str(e))
         if feed.warning:
             event(log, "feed warning", logging.DEBUG, source=source.name, warning=feed.warning)
@@ -171,7 +182,7 @@ class Pipeline:
         now = utcnow()
         new_items = await asyncio.to_thread(self._analyse, [it for it in items if it.guid not in known], now)
         outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
-                                          self._channels, now, self._stories)
+                                          self.channels_for(source.name), now, self._stories)
         metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
         metrics.ALERTS.inc(outcome.alerts)
         hits_by_guid = {n.item.guid: n.hits for n in new_items}
@@ -197,43 +208,180 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------ delivery
-    def notification_for(self, d: PendingDelivery) -> Notification:
-        chan = self._channel_cfg.get(d.channel)
+    def hits_for(self, channel: str, d: PendingDelivery) -> tuple[WatchlistHit, ...]:
+        """The hits of ``d`` that ``channel`` is told about (routes and its own filters)."""
+        chan = self._channel_cfg.get(channel)
         # The row exists because the channel accepted a hit when the alert was made; should its
         # config have changed since, it still gets the whole alert rather than an empty one.
-        hits = tuple(h for h in d.hits if chan is None or chan.accepts(h)) or d.hits
+        if chan is None:
+            return d.hits
+        return tuple(h for h in d.hits if self.cfg.channel_accepts(chan, h, d.source)) or d.hits
+
+    def notification_for(self, d: PendingDelivery, hits: tuple[WatchlistHit, ...] | None = None) -> Notification:
+        hits = self.hits_for(d.channel, d) if hits is None else hits
         terms = [t for h in hits for t in h.terms]
         return Notification(alert_id=d.alert_id, channel=d.channel, title=d.title, link=d.link, source=d.source,
                             published=d.published, watchlists=hits, snippet=snippet(d.summary, terms=terms),
                             outlets=d.outlets, update=d.kind == "update")
 
-    async def deliver(self, ignore_backoff: bool = False) -> DeliveryReport:
-        """Send every due outbox row once; return how many went and how many failed."""
-        if not self._channel_cfg:
-            return DeliveryReport()
-        due = await asyncio.to_thread(self.store.due_deliveries, utcnow(), ignore_backoff,
-                                      list(self._channel_cfg))
-        sem = asyncio.Semaphore(4)
-        sent = failed = 0
-
-        async def one(d: PendingDelivery) -> None:
-            nonlocal sent, failed
-            async with sem:
-                res = await self.notifier.send(self.notification_for(d))
-            if res.ok:
-                await asyncio.to_thread(self.store.mark_sent, d.id)
-                sent += 1
-                metrics.DELIVERIES.labels(d.channel, "sent").inc()
-                event(log, "sent", alert=d.alert_id, channel=d.channel, attempt=d.attempts + 1, title=d.title)
-            else:
-                delay = backoff(d.attempts + 1, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
-                await asyncio.to_thread(self.store.mark_failed, d.id, res.error or "unknown error",
-                                        utcnow() + delay)
-                failed += 1
-                metrics.DELIVERIES.labels(d.channel, "failed").inc()
-                event(log, "send failed", logging.WARNING, alert=d.alert_id, channel=d.channel,
-                      attempt=d.attempts + 1, error=res.error, retry_in=f"{delay.total_seconds():.0f}s")
-
-        await asyncio.gather(*(one(d) for d in due))
+    async def deliver(self, ignore_backoff: bool = False, now: datetime | None = None) -> DeliveryReport:
+        """One pass over the outbox: operator notices to the admin channel, then per enabled
+        channel its instant messages (within ``max_per_hour``; the rest folded into one later
+        message) or, when due, its digest. Silenced rows are recorded, never sent. ``now``
+        (default: the clock) decides what is due; ``ignore_backoff`` sends every pending row
+        of an instant channel now (``run --once``)."""
+        now = now or utcnow()
+        report = _Tally()
+        if self._channel_cfg:
+            silences = SilenceCheck(await asyncio.to_thread(self.store.silences, now), now, self.cfg.aliases)
+            await asyncio.gather(*(self._deliver_channel(chan, now, ignore_backoff, silences, report)
+                                   for chan in self._channel_cfg.values()))
+            admin = self.cfg.admin_channel
+            if admin is not None:
+                await self._send_notices(admin.name, now, ignore_backoff, report)
         metrics.OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
-        return DeliveryReport(sent, failed)
+        return DeliveryReport(report.sent, report.failed, report.dead, report.silenced, report.folded)
+
+    async def _deliver_channel(self, chan: ChannelConfig, now: datetime, ignore_backoff: bool,
+                               silences: SilenceCheck, report: _Tally) -> None:
+        rows = await asyncio.to_thread(self.store.due_deliveries, now, ignore_backoff, [chan.name],
+                                       self.BATCH, True)
+        ready: list[tuple[PendingDelivery, tuple[WatchlistHit, ...]]] = []
+        for d in rows:
+            hits = self.hits_for(chan.name, d)
+            covered = silences.covering(hits, d.source, d.title, d.text) if silences else {}
+            if covered and all(h.name in covered for h in hits):
+                silence = min(covered.values())
+                await asyncio.to_thread(self.store.mark_silenced, d.id, silence, now)
+                report.silenced += 1
+                metrics.DELIVERIES.labels(chan.name, "silenced").inc()
+                event(log, "silenced", alert=d.alert_id, channel=chan.name, silence=silence, title=d.title)
+                continue
+            ready.append((d, tuple(h for h in hits if h.name not in covered)))
+        if chan.mode == "digest":
+            await self._digest(chan, ready, now, report)
+            return
+        due = [(d, h) for d, h in ready if ignore_backoff or d.next_attempt_at is None or d.next_attempt_at <= now]
+        limit = chan.max_per_hour
+        used = await asyncio.to_thread(self.store.messages_sent_since, chan.name, now - HOUR) if limit else 0
+        folded = [(d, h) for d, h in ready if d.folded]
+        if folded and (limit is None or used < limit):
+            due_ids = {d.id for d, _ in due}
+            if any(d.id in due_ids for d, _ in folded):
+                # the held-back rows (and whatever else is due) go out as one message
+                rest = [(d, h) for d, h in due if not d.folded]
+                await self._send_digest(chan, folded + rest, now, report, folded=len(folded), kind="rate_limit")
+            return
+        if folded:
+            due = [(d, h) for d, h in due if not d.folded]
+        if limit is not None:
+            room = max(0, limit - used)
+            held = due[room:]
+            due = due[:room]
+            if held:
+                await asyncio.to_thread(self.store.mark_folded, [d.id for d, _ in held])
+                report.folded += len(held)
+                metrics.DELIVERIES.labels(chan.name, "folded").inc(len(held))
+                event(log, "rate limited", channel=chan.name, max_per_hour=limit, held=len(held))
+        sem = asyncio.Semaphore(4)
+
+        async def one(d: PendingDelivery, hits: tuple[WatchlistHit, ...]) -> None:
+            async with sem:
+                res = await self.notifier.send(self.notification_for(d, hits))
+            if res.ok:
+                await asyncio.to_thread(self.store.mark_sent, d.id, now)
+                report.sent += 1
+                metrics.DELIVERIES.labels(chan.name, "sent").inc()
+                event(log, "sent", alert=d.alert_id, channel=chan.name, attempt=d.attempts + 1, title=d.title)
+            else:
+                await self._failed(chan.name, [d], res.error, now, report)
+
+        await asyncio.gather(*(one(d, h) for d, h in due))
+
+    async def _digest(self, chan: ChannelConfig, ready: list[tuple[PendingDelivery, tuple[WatchlistHit, ...]]],
+                      now: datetime, report: _Tally) -> None:
+        assert chan.every is not None
+        schedule = schedule_of(chan.every, chan.timezone)
+        state = await asyncio.to_thread(self.store.channel_state, chan.name)
+        if state.next_digest_at is None:  # first sight of this channel: start its schedule
+            await asyncio.to_thread(self.store.save_channel_state, replace(state, next_digest_at=schedule.next_after(now)))
+            return
+        upcoming = schedule.next_after(now)
+        if state.next_digest_at > upcoming and state.digest_failures == 0:
+            # the schedule was shortened since (e.g. every 1d -> 1h): follow the new one
+            await asyncio.to_thread(self.store.save_channel_state, replace(state, next_digest_at=upcoming))
+            return
+        if now < state.next_digest_at:
+            return
+        if not ready:  # an empty digest is not sent
+            await asyncio.to_thread(self.store.save_channel_state,
+                                    replace(state, next_digest_at=upcoming, digest_failures=0))
+            return
+        ok = await self._send_digest(chan, ready, now, report, since=state.last_digest_at)
+        if ok:
+            state = replace(state, last_digest_at=now, next_digest_at=upcoming, digest_failures=0)
+        else:
+            failures = state.digest_failures + 1
+            retry = now + backoff(failures, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
+            state = replace(state, next_digest_at=min(retry, upcoming), digest_failures=failures)
+        await asyncio.to_thread(self.store.save_channel_state, state)
+
+    async def _send_digest(self, chan: ChannelConfig, rows: list[tuple[PendingDelivery, tuple[WatchlistHit, ...]]],
+                           now: datetime, report: _Tally, since: datetime | None = None, folded: int = 0,
+                           kind: str = "digest") -> bool:
+        newest_first = sorted(rows, key=lambda r: (r[0].created_at or now, r[0].id), reverse=True)
+        digest = Digest(channel=chan.name, entries=tuple(self.notification_for(d, h) for d, h in newest_first),
+                        folded=folded, since=since, until=now)
+        res = await self.notifier.send_digest(digest)
+        if not res.ok:
+            await self._failed(chan.name, [d for d, _ in rows], res.error, now, report, what=kind)
+            return False
+        digest_id = await asyncio.to_thread(self.store.mark_digest_sent, chan.name, [d.id for d, _ in rows],
+                                            kind, folded, now)
+        report.sent += len(rows)
+        metrics.DELIVERIES.labels(chan.name, "sent").inc(len(rows))
+        event(log, "digest sent", channel=chan.name, digest=digest_id, kind=kind, entries=len(rows), folded=folded)
+        return True
+
+    async def _failed(self, channel: str, rows: list[PendingDelivery], error: str | None, now: datetime,
+                      report: _Tally, what: str = "alert") -> None:
+        attempts = max(d.attempts for d in rows) + 1
+        delay = backoff(attempts, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
+        dead = await asyncio.to_thread(self.store.record_failures, [d.id for d in rows], error or "unknown error",
+                                       now + delay, self._retry, now, self.cfg.admin_channel is not None)
+        report.failed += len(rows) - len(dead)
+        report.dead += len(dead)
+        metrics.DELIVERIES.labels(channel, "failed").inc(len(rows) - len(dead))
+        if dead:
+            metrics.DELIVERIES.labels(channel, "dead").inc(len(dead))
+            event(log, "dead-lettered", logging.ERROR, channel=channel, rows=",".join(map(str, dead)),
+                  attempt=attempts, error=error)
+        if len(dead) < len(rows):
+            event(log, "send failed", logging.WARNING, channel=channel, kind=what,
+                  alerts=",".join(str(d.alert_id) for d in rows if d.id not in dead), attempt=attempts,
+                  error=error, retry_in=f"{delay.total_seconds():.0f}s")
+
+    async def _send_notices(self, channel: str, now: datetime, ignore_backoff: bool, report: _Tally) -> None:
+        for notice in await asyncio.to_thread(self.store.due_notices, now, ignore_backoff):
+            res = await self.notifier.send_notice(channel, notice)
+            retry = None
+            if not res.ok:
+                n = 1  # notices retry on the alert schedule's first steps
+                retry = now + backoff(n, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
+            await asyncio.to_thread(self.store.notice_attempt, notice.id, None if res.ok else (res.error or "unknown"),
+                                    retry, self._retry, now)
+            if res.ok:
+                report.notices += 1
+                event(log, "notice sent", channel=channel, kind=notice.kind, subject=notice.subject)
+            else:
+                event(log, "notice failed", logging.WARNING, channel=channel, kind=notice.kind, error=res.error)
+
+
+#: Outbox rows read per channel per pass.
+Pipeline.BATCH = 500
+HOUR = timedelta(hours=1)
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.sent = self.failed = self.dead = self.silenced = self.folded = self.notices = 0

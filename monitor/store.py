@@ -62,7 +62,7 @@ from sqlalchemy.types import TypeEngine
 
 from . import dedupe
 from .dedupe import Fingerprint
-from .model import DEFAULT_SEVERITY, FetchResult, Item, StoredItem, WatchlistHit
+from .model import DEFAULT_SEVERITY, FetchResult, Item, Notice, StoredItem, WatchlistHit, join_text
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
@@ -112,6 +112,7 @@ class SourceRow(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     items_total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    failure_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # "failing" notice sent
 
 
 class StoryRow(Base):
@@ -176,6 +177,7 @@ class BandRow(Base):
 
 class AlertRow(Base):
     __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_created", "created_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     story_id: Mapped[int] = mapped_column(ForeignKey("stories.id"), unique=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
@@ -188,16 +190,75 @@ class DeliveryRow(Base):
     __table_args__ = (
         UniqueConstraint("alert_id", "channel", "kind", name="uq_deliveries_alert_channel_kind"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_channel_sent", "channel", "sent_at"),
+        Index("ix_deliveries_alert", "alert_id"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"))
     channel: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(20), default="alert")  # alert | update (a repost joined)
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | sent | dead | silenced
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # delivery.max_age counts from here
+    folded: Mapped[bool] = mapped_column(Boolean, default=False)  # held back by max_per_hour
+    digest_id: Mapped[int | None] = mapped_column(Integer)  # sent as part of this digest
+    silence_id: Mapped[int | None] = mapped_column(Integer)  # suppressed by this silence
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SilenceRow(Base):
+    __tablename__ = "silences"
+    __table_args__ = (Index("ix_silences_ends", "ends_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    watchlist: Mapped[str] = mapped_column(String(200))
+    query: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DigestRow(Base):
+    """A digest message that was sent (a digest channel's, or alerts folded by max_per_hour)."""
+
+    __tablename__ = "digests"
+    __table_args__ = (Index("ix_digests_channel_sent", "channel", "sent_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # digest | rate_limit
+    entries: Mapped[int] = mapped_column(Integer)
+    folded: Mapped[int] = mapped_column(Integer)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ChannelStateRow(Base):
+    __tablename__ = "channel_state"
+    channel: Mapped[str] = mapped_column(String(200), primary_key=True)
+    last_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    digest_failures: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class NoticeRow(Base):
+    """An operator notice for the admin channel, kept until sent (or dead after max_attempts)."""
+
+    __tablename__ = "notices"
+    __table_args__ = (Index("ix_notices_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
@@ -225,6 +286,101 @@ class PendingDelivery:
     hits: tuple[WatchlistHit, ...]
     kind: str = "alert"  # alert | update
     outlets: tuple[str, ...] = ()  # every outlet of the story when read: "source (host)", first seen first
+    text: str = ""  # summary and content, as the matcher saw them (for silences' queries)
+    folded: bool = False  # held back by the channel's max_per_hour
+    created_at: datetime | None = None  # of the alert
+    queued_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failing outbox row is given up on (dead-lettered)."""
+
+    max_attempts: int = 10
+    max_age: timedelta = timedelta(days=1)
+
+
+_NEVER_DEAD = RetryPolicy(max_attempts=1 << 30, max_age=timedelta.max)
+
+
+@dataclass(frozen=True)
+class ChannelState:
+    """A digest channel's schedule state."""
+
+    channel: str
+    last_digest_at: datetime | None
+    next_digest_at: datetime | None
+    digest_failures: int
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    alert_id: int
+    channel: str
+    kind: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    queued_at: datetime
+    last_error: str | None
+    folded: bool
+    title: str
+
+
+@dataclass(frozen=True)
+class Silence:
+    id: int
+    watchlist: str
+    query: str | None
+    source: str | None
+    starts_at: datetime
+    ends_at: datetime
+    comment: str
+    created_by: str
+    created_at: datetime
+
+    def active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+
+@dataclass(frozen=True)
+class DeliveryState:
+    id: int
+    channel: str
+    kind: str
+    status: str  # pending | sent | dead | silenced
+    attempts: int
+    sent_at: datetime | None
+    next_attempt_at: datetime | None
+    last_error: str | None
+    folded: bool
+    digest_id: int | None
+    silence_id: int | None
+
+
+@dataclass(frozen=True)
+class AlertListing:
+    """An alert with its delivery state per channel (``monitor alerts``)."""
+
+    id: int
+    story_id: int
+    created_at: datetime
+    title: str
+    link: str | None
+    source: str
+    hits: tuple[WatchlistHit, ...]
+    deliveries: tuple[DeliveryState, ...]
+
+
+@dataclass(frozen=True)
+class SourceHealthPolicy:
+    """Operator notices about sources: one when a source has been failing for ``after``, one
+    when it recovers (``notify`` False: the state is kept, no notice is queued)."""
+
+    after: timedelta = timedelta(hours=6)
+    notify: bool = False
 
 
 @dataclass(frozen=True)
@@ -490,7 +646,10 @@ class Store:
             link_keys = [_key(i.canonical_link) for i in items if i.canonical_link]
             return {guid_of[k] for k in self._stored_keys(s, src, guid_keys, link_keys)}
 
-    def record_failure(self, source: str, result: FetchResult, now: datetime | None = None) -> None:
+    def record_failure(self, source: str, result: FetchResult, now: datetime | None = None,
+                       health: SourceHealthPolicy | None = None) -> None:
+        """A failed poll. With ``health``, a source failing for ``health.after`` queues one
+        "failing" notice for the admin channel (in the same transaction)."""
         now = now or utcnow()
         with self._write.begin() as s:
             row = self._source_row(s, source)
@@ -499,6 +658,16 @@ class Store:
             row.last_error = result.error
             row.consecutive_failures = (row.consecutive_failures or 0) + 1
             row.failing_since = row.failing_since or now
+            if (health is not None and health.notify and row.failure_notice_at is None
+                    and now - row.failing_since >= health.after):
+                row.failure_notice_at = now
+                since = row.failing_since.strftime("%Y-%m-%d %H:%M UTC")
+                s.add(NoticeRow(
+                    kind="source_failing", status="pending", attempts=0, next_attempt_at=now, created_at=now,
+                    subject=f"source '{source}' failing since {since}",
+                    body=(f"Source '{source}' ({row.url}) has failed every poll since {since} "
+                          f"({row.consecutive_failures} in a row).\nLast error: {result.error or 'unknown'}\n"
+                          "It keeps being polled; another notice follows when it recovers.")))
 
     def commit_poll(
         self,
@@ -534,6 +703,13 @@ class Store:
             src.etag, src.last_modified = result.etag, result.last_modified
             src.last_polled_at = src.last_success_at = now
             src.last_status, src.last_error = result.status, None
+            if src.failure_notice_at is not None:  # it was reported failing: say it recovered
+                s.add(NoticeRow(
+                    kind="source_recovered", status="pending", attempts=0, next_attempt_at=now, created_at=now,
+                    subject=f"source '{source}' recovered",
+                    body=(f"Source '{source}' ({src.url}) answered again at {now.strftime('%Y-%m-%d %H:%M UTC')} "
+                          f"after failing since {_when(src.failing_since)}.")))
+                src.failure_notice_at = None
             src.consecutive_failures, src.failing_since = 0, None
             src.items_total = (src.items_total or 0) + len(stored)
         return PollOutcome(stored, alerts)
@@ -696,7 +872,7 @@ class Store:
                 DeliveryRow.alert_id == alert_id, DeliveryRow.kind == "alert", DeliveryRow.status == "sent")):
             if channel not in have:
                 s.add(DeliveryRow(alert_id=alert_id, channel=channel, kind="update", status="pending",
-                                  attempts=0, next_attempt_at=now, created_at=now))
+                                  attempts=0, next_attempt_at=now, created_at=now, queued_at=now))
 
     @staticmethod
     def _add_alert(s: Session, story_id, item_id, hits, channels, now) -> int:
@@ -706,7 +882,7 @@ class Store:
         for name, accepts in channels:
             if any(accepts(h) for h in hits):  # type: ignore[operator]
                 s.add(DeliveryRow(alert_id=alert.id, channel=name, kind="alert", status="pending", attempts=0,
-                                  next_attempt_at=now, created_at=now))
+                                  next_attempt_at=now, created_at=now, queued_at=now))
         return 1
 
     @staticmethod
@@ -718,8 +894,11 @@ class Store:
 
     # ------------------------------------------------------------ outbox
     def due_deliveries(self, now: datetime | None = None, ignore_backoff: bool = False,
-                       channels: Iterable[str] | None = None, limit: int = 500) -> list[PendingDelivery]:
-        """Pending outbox rows whose next attempt is due (all pending ones with ignore_backoff)."""
+                       channels: Iterable[str] | None = None, limit: int = 500,
+                       include_waiting: bool = False) -> list[PendingDelivery]:
+        """Pending outbox rows, oldest first: those whose next attempt is due (all pending ones
+        with ``ignore_backoff`` or ``include_waiting``; the delivery pass needs the waiting ones
+        of digest and rate-limited channels too)."""
         now = now or utcnow()
         q = (
             select(DeliveryRow, AlertRow, ItemRow, SourceRow.name)
@@ -730,7 +909,7 @@ class Store:
             .order_by(DeliveryRow.id)
             .limit(limit)
         )
-        if not ignore_backoff:
+        if not (ignore_backoff or include_waiting):
             q = q.where(DeliveryRow.next_attempt_at <= now)
         if channels is not None:
             q = q.where(DeliveryRow.channel.in_(list(channels)))
@@ -742,7 +921,9 @@ class Store:
                     id=d.id, alert_id=a.id, channel=d.channel, attempts=d.attempts, title=i.title,
                     link=i.link, source=src, published=i.published_at,
                     summary=i.summary or i.content, hits=_hits_from_json(a.hits), kind=d.kind,
-                    outlets=outlets.get(a.story_id, (src,)),
+                    outlets=outlets.get(a.story_id, (src,)), text=join_text(i.summary, i.content),
+                    folded=bool(d.folded), created_at=a.created_at, queued_at=d.queued_at or d.created_at,
+                    next_attempt_at=d.next_attempt_at,
                 )
                 for d, a, i, src in rows
             ]
@@ -763,13 +944,228 @@ class Store:
         now = now or utcnow()
         with self._write.begin() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id)
-                      .values(status="sent", sent_at=now, attempts=DeliveryRow.attempts + 1, last_error=None))
+                      .values(status="sent", sent_at=now, attempts=DeliveryRow.attempts + 1, last_error=None,
+                              folded=False))
+
+    def mark_digest_sent(self, channel: str, delivery_ids: Sequence[int], kind: str, folded: int,
+                         now: datetime | None = None) -> int:
+        """Record one digest message and mark its rows sent, in one transaction; its id."""
+        now = now or utcnow()
+        with self._write.begin() as s:
+            digest = DigestRow(channel=channel, kind=kind, entries=len(delivery_ids), folded=folded, sent_at=now)
+            s.add(digest)
+            s.flush()
+            for chunk in _chunks(list(delivery_ids), 500):
+                s.execute(update(DeliveryRow).where(DeliveryRow.id.in_(chunk))
+                          .values(status="sent", sent_at=now, attempts=DeliveryRow.attempts + 1,
+                                  last_error=None, digest_id=digest.id, folded=False))
+            return digest.id
 
     def mark_failed(self, delivery_id: int, error: str, next_attempt_at: datetime) -> None:
+        """One failed attempt of a row that stays pending (see :meth:`record_failures`)."""
+        self.record_failures([delivery_id], error, next_attempt_at, _NEVER_DEAD, utcnow())
+
+    def record_failures(self, delivery_ids: Sequence[int], error: str, next_attempt_at: datetime,
+                        policy: RetryPolicy, now: datetime, notice: bool = False) -> list[int]:
+        """One failed attempt for each row; a row that has now had ``policy.max_attempts``
+        attempts, or was queued ``policy.max_age`` ago, is dead-lettered (status ``dead``).
+        With ``notice``, dead-lettered rows get one operator notice (in the same transaction).
+        Returns the ids dead-lettered."""
+        dead: list[int] = []
+        with self._write.begin() as s:
+            rows = []
+            for chunk in _chunks(list(delivery_ids), 500):
+                rows += s.execute(select(DeliveryRow, AlertRow.item_id)
+                                  .join(AlertRow, AlertRow.id == DeliveryRow.alert_id)
+                                  .where(DeliveryRow.id.in_(chunk), DeliveryRow.status == "pending")).all()
+            titles: list[str] = []
+            for row, item_id in rows:
+                row.attempts = (row.attempts or 0) + 1
+                row.last_error = error[:2000]
+                row.next_attempt_at = next_attempt_at
+                queued = row.queued_at or row.created_at
+                if row.attempts >= policy.max_attempts or (queued is not None and now - queued >= policy.max_age):
+                    row.status, row.dead_at, row.folded = "dead", now, False
+                    dead.append(row.id)
+                    titles.append(f"#{row.id} to '{row.channel}': "
+                                  f"{s.scalar(select(ItemRow.title).where(ItemRow.id == item_id)) or '(untitled)'}")
+            if dead and notice:
+                channels = sorted({row.channel for row, _ in rows if row.id in dead})
+                subject = (f"{len(dead)} notification{'s' if len(dead) != 1 else ''} to "
+                           f"{', '.join(repr(c) for c in channels)} dead-lettered")
+                body = "\n".join([
+                    f"Gave up after {rows[0][0].attempts} attempt(s) or {policy.max_age} in the outbox.",
+                    f"Last error: {error[:500]}", "", *titles[:50],
+                    *([f"... and {len(titles) - 50} more"] if len(titles) > 50 else []), "",
+                    "Re-queue them with `monitor outbox retry --all` (or one ID) once the channel works.",
+                ])
+                s.add(NoticeRow(kind="dead_letter", subject=subject, body=body, status="pending", attempts=0,
+                                next_attempt_at=now, created_at=now))
+        return dead
+
+    def mark_silenced(self, delivery_id: int, silence_id: int, now: datetime | None = None) -> None:
+        now = now or utcnow()
         with self._write.begin() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.status == "pending")
-                      .values(attempts=DeliveryRow.attempts + 1, last_error=error[:2000],
-                              next_attempt_at=next_attempt_at))
+                      .values(status="silenced", silence_id=silence_id, sent_at=None, folded=False))
+
+    def mark_folded(self, delivery_ids: Sequence[int]) -> None:
+        """Rows an instant channel's ``max_per_hour`` holds back for its next rate-limit digest."""
+        with self._write.begin() as s:
+            for chunk in _chunks(list(delivery_ids), 500):
+                s.execute(update(DeliveryRow).where(DeliveryRow.id.in_(chunk), DeliveryRow.status == "pending")
+                          .values(folded=True))
+
+    def messages_sent_since(self, channel: str, since: datetime) -> int:
+        """Messages ``channel`` was sent after ``since``: single alerts plus digests."""
+        with self._session() as s:
+            single = s.scalar(select(func.count()).select_from(DeliveryRow).where(
+                DeliveryRow.channel == channel, DeliveryRow.sent_at > since, DeliveryRow.digest_id.is_(None))) or 0
+            digests = s.scalar(select(func.count()).select_from(DigestRow).where(
+                DigestRow.channel == channel, DigestRow.sent_at > since)) or 0
+            return single + digests
+
+    def channel_state(self, channel: str) -> ChannelState:
+        with self._session() as s:
+            row = s.get(ChannelStateRow, channel)
+            if row is None:
+                return ChannelState(channel, None, None, 0)
+            return ChannelState(channel, row.last_digest_at, row.next_digest_at, row.digest_failures or 0)
+
+    def save_channel_state(self, state: ChannelState) -> None:
+        with self._write.begin() as s:
+            row = s.get(ChannelStateRow, state.channel)
+            if row is None:
+                row = ChannelStateRow(channel=state.channel)
+                s.add(row)
+            row.last_digest_at, row.next_digest_at = state.last_digest_at, state.next_digest_at
+            row.digest_failures = state.digest_failures
+
+    def retry(self, delivery_ids: Sequence[int] | None, now: datetime | None = None) -> int:
+        """Re-queue dead rows (all of them when ``delivery_ids`` is None) and make the given
+        pending ones due now; attempts and age start again. Returns how many rows changed."""
+        now = now or utcnow()
+        values = dict(status="pending", attempts=0, next_attempt_at=now, queued_at=now, dead_at=None,
+                      last_error=None)
+        with self._write.begin() as s:
+            if delivery_ids is None:
+                return s.execute(update(DeliveryRow).where(DeliveryRow.status == "dead").values(**values)).rowcount
+            changed = 0
+            for chunk in _chunks(list(delivery_ids), 500):
+                changed += s.execute(update(DeliveryRow).where(
+                    DeliveryRow.id.in_(chunk), DeliveryRow.status.in_(("dead", "pending"))).values(**values)).rowcount
+            return changed
+
+    def outbox(self, statuses: Sequence[str] = ("pending", "dead"), limit: int = 1000) -> list[OutboxRow]:
+        """Outbox rows in ``statuses``, oldest first, for ``monitor outbox``."""
+        q = (select(DeliveryRow, ItemRow.title)
+             .join(AlertRow, AlertRow.id == DeliveryRow.alert_id)
+             .join(ItemRow, ItemRow.id == AlertRow.item_id)
+             .where(DeliveryRow.status.in_(list(statuses))).order_by(DeliveryRow.id).limit(limit))
+        with self._session() as s:
+            return [OutboxRow(d.id, d.alert_id, d.channel, d.kind, d.status, d.attempts, d.next_attempt_at,
+                              d.queued_at or d.created_at, d.last_error, bool(d.folded), title)
+                    for d, title in s.execute(q)]
+
+    # ------------------------------------------------------------ operator notices
+    def add_notice(self, kind: str, subject: str, body: str, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        with self._write.begin() as s:
+            row = NoticeRow(kind=kind, subject=subject, body=body, status="pending", attempts=0,
+                            next_attempt_at=now, created_at=now)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def due_notices(self, now: datetime | None = None, ignore_backoff: bool = False, limit: int = 100) -> list[Notice]:
+        now = now or utcnow()
+        q = select(NoticeRow).where(NoticeRow.status == "pending").order_by(NoticeRow.id).limit(limit)
+        if not ignore_backoff:
+            q = q.where(NoticeRow.next_attempt_at <= now)
+        with self._session() as s:
+            return [Notice(r.id, r.kind, r.subject, r.body) for r in s.scalars(q)]
+
+    def notice_attempt(self, notice_id: int, error: str | None, next_attempt_at: datetime | None,
+                       policy: RetryPolicy, now: datetime | None = None) -> None:
+        """Record a send of a notice: sent when ``error`` is None, else retried later (dead after
+        ``policy.max_attempts``: a notice about notices would go to the same broken channel)."""
+        now = now or utcnow()
+        with self._write.begin() as s:
+            row = s.get(NoticeRow, notice_id)
+            if row is None or row.status != "pending":
+                return
+            row.attempts = (row.attempts or 0) + 1
+            if error is None:
+                row.status, row.sent_at, row.last_error = "sent", now, None
+                return
+            row.last_error = error[:2000]
+            row.next_attempt_at = next_attempt_at or now
+            if row.attempts >= policy.max_attempts:
+                row.status = "dead"
+
+    def notices(self, limit: int = 100) -> list[tuple[int, str, str, str, datetime]]:
+        """Recent notices, newest first: (id, kind, status, subject, created_at)."""
+        with self._session() as s:
+            return [tuple(r) for r in s.execute(select(NoticeRow.id, NoticeRow.kind, NoticeRow.status,
+                                                       NoticeRow.subject, NoticeRow.created_at)
+                                                .order_by(NoticeRow.id.desc()).limit(limit))]
+
+    # ------------------------------------------------------------ silences
+    def add_silence(self, watchlist: str, ends_at: datetime, query: str | None = None, source: str | None = None,
+                    comment: str = "", created_by: str = "", now: datetime | None = None) -> int:
+        now = now or utcnow()
+        with self._write.begin() as s:
+            row = SilenceRow(watchlist=watchlist, query=query, source=source, starts_at=now, ends_at=ends_at,
+                             comment=comment, created_by=created_by, created_at=now)
+            s.add(row)
+            s.flush()
+            return row.id
+
+    def silences(self, now: datetime | None = None, include_expired: bool = False) -> list[Silence]:
+        """Silences, newest first: the active ones (all of them with ``include_expired``)."""
+        now = now or utcnow()
+        q = select(SilenceRow).order_by(SilenceRow.id.desc())
+        if not include_expired:
+            q = q.where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
+        with self._session() as s:
+            return [Silence(r.id, r.watchlist, r.query, r.source, r.starts_at, r.ends_at, r.comment,
+                            r.created_by, r.created_at) for r in s.scalars(q)]
+
+    def expire_silence(self, silence_id: int, now: datetime | None = None) -> Silence | None:
+        """End a silence now; None when there is no such silence. An expired one is left as is."""
+        now = now or utcnow()
+        with self._write.begin() as s:
+            row = s.get(SilenceRow, silence_id)
+            if row is None:
+                return None
+            if row.ends_at > now:
+                row.ends_at = now
+            return Silence(row.id, row.watchlist, row.query, row.source, row.starts_at, row.ends_at, row.comment,
+                           row.created_by, row.created_at)
+
+    # ------------------------------------------------------------ monitor alerts
+    def recent_alerts(self, since: datetime, watchlist: str | None = None, limit: int = 1000) -> list[AlertListing]:
+        """Alerts made at or after ``since``, newest first, with each channel's delivery state."""
+        q = (select(AlertRow, ItemRow.title, ItemRow.link, SourceRow.name)
+             .join(ItemRow, ItemRow.id == AlertRow.item_id)
+             .join(SourceRow, SourceRow.id == ItemRow.source_id)
+             .where(AlertRow.created_at >= since).order_by(AlertRow.created_at.desc(), AlertRow.id.desc()))
+        out: list[AlertListing] = []
+        with self._session() as s:
+            for a, title, link, source in s.execute(q):
+                hits = _hits_from_json(a.hits)
+                if watchlist is not None and watchlist not in {h.name for h in hits}:
+                    continue
+                out.append(AlertListing(a.id, a.story_id, a.created_at, title, link, source, hits, ()))
+                if len(out) >= limit:
+                    break
+            by_alert: dict[int, list[DeliveryState]] = {}
+            for chunk in _chunks([x.id for x in out], 500):
+                for d in s.scalars(select(DeliveryRow).where(DeliveryRow.alert_id.in_(chunk)).order_by(DeliveryRow.id)):
+                    by_alert.setdefault(d.alert_id, []).append(DeliveryState(
+                        d.id, d.channel, d.kind, d.status, d.attempts, d.sent_at, d.next_attempt_at, d.last_error,
+                        bool(d.folded), d.digest_id, d.silence_id))
+        return [replace(x, deliveries=tuple(by_alert.get(x.id, ()))) for x in out]
 
     # ------------------------------------------------------------ read-outs
     def counts(self) -> dict[str, int]:
@@ -951,6 +1347,10 @@ def outlet_name(source: str, link: str | None) -> str:
 def outlets_of(items: Iterable[tuple[str, str | None]]) -> tuple[str, ...]:
     """The distinct ``outlet_name`` of (source, link) pairs, in the order given."""
     return tuple(dict.fromkeys(outlet_name(source, link) for source, link in items))
+
+
+def _when(t: datetime | None) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if t is not None else "unknown"
 
 
 def _chunks(seq: list, n: int):

@@ -147,6 +147,7 @@ class Request:
     path: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    status: int = 200  # what the receiver answered
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -160,12 +161,15 @@ class WebhookReceiver:
     """An HTTP server on 127.0.0.1 (random port) recording every POST/PUT.
 
     Answers ``status`` with ``reply`` as body; change either at any time (e.g.
-    ``receiver.status = 500``) to simulate a failing endpoint.
+    ``receiver.status = 500``) to simulate a failing endpoint. ``fail_next = n`` makes the
+    next n requests (to any path) get a 500 first.
     """
 
     def __init__(self, status: int = 200, reply: bytes = b"ok") -> None:
         self.status = status
         self.reply = reply
+        self.fail_next = 0
+        self._lock = threading.Lock()
         self._recorder = _Recorder()
         self._server = ThreadingHTTPServer((HOST, 0), self._handler_class())
         self._server.daemon_threads = True
@@ -178,8 +182,12 @@ class WebhookReceiver:
             def _record(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                receiver._recorder.add(Request(self.command, self.path, dict(self.headers.items()), body))
-                status, reply = receiver.status, receiver.reply
+                with receiver._lock:
+                    status, reply = receiver.status, receiver.reply
+                    if receiver.fail_next > 0:
+                        receiver.fail_next -= 1
+                        status = 500
+                receiver._recorder.add(Request(self.command, self.path, dict(self.headers.items()), body, status))
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(reply)))
@@ -225,6 +233,10 @@ class WebhookReceiver:
     @property
     def requests(self) -> list[Request]:
         return self._recorder.snapshot()
+
+    def accepted(self, path: str | None = None) -> list[Request]:
+        """Requests answered 2xx (to ``path`` when given)."""
+        return [r for r in self.requests if r.status < 300 and (path is None or r.path == path)]
 
     def wait_for(self, n: int = 1, timeout: float = 5.0) -> list[Request]:
         return self._recorder.wait_for(n, timeout)

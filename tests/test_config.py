@@ -1127,3 +1127,105 @@ def test_the_readme_example_of_a_query_error():
         "'@missile'?) at column 29\n"
         '    query: "@missile NEAR/5 @misile"\n'
         "                            ^"]
+
+
+# --------------------------------------------------------------------------- delivery control (issue 5)
+
+DELIVERY_BASE = """
+    sources: [{name: wire, url: "http://127.0.0.1/w.xml"}, {name: kcna-en, url: "http://127.0.0.1/k.xml"}]
+    watchlists: [{name: missile-tests, query: missile, severity: critical}, {name: deployments, query: carrier}]"""
+
+
+def test_digest_rate_limit_routes_and_delivery_keys_are_read():
+    write("cfg.yaml", DELIVERY_BASE + """
+    channels:
+      - {name: daily, url: "json://127.0.0.1/d", mode: digest, every: "0 8 * * 1-5", timezone: Europe/Paris}
+      - {name: pager, url: "json://127.0.0.1/p", max_per_hour: 10}
+      - {name: admin, url: "json://127.0.0.1/a"}
+    routes:
+      - match: {severity: critical, source: "kcna-*"}
+        channels: pager
+        continue: true
+      - channels: [daily]
+    delivery: {max_attempts: 5, max_age: 12h}
+    alerts: {source_alert_after: 2h}
+    """)
+    cfg = load_config("cfg.yaml", env={})
+    daily, pager, admin = cfg.channels
+    assert (daily.mode, daily.every, daily.timezone) == ("digest", "0 8 * * 1-5", "Europe/Paris")
+    assert (pager.mode, pager.max_per_hour) == ("instant", 10)
+    assert cfg.admin_channel is admin and not admin.wants("missile-tests")
+    assert cfg.routes[0].continue_ and cfg.routes[0].channels == ["pager"]
+    assert (cfg.delivery.max_attempts, cfg.delivery.max_age) == (5, timedelta(hours=12))
+    assert cfg.alerts.source_alert_after == timedelta(hours=2)
+    from monitor.model import WatchlistHit
+
+    crit, info = WatchlistHit("missile-tests", 1, (), "critical"), WatchlistHit("deployments", 1, (), "high")
+    assert cfg.route(crit, "kcna-en") == ["pager", "daily"]
+    assert cfg.route(crit, "wire") == ["daily"]
+    assert cfg.route(info, "kcna-en") == ["daily"]
+    text = summarize(cfg)
+    assert "digest cron '0 8 * * 1-5' (Europe/Paris)" in text and "at most 10 messages/hour" in text
+    assert "operator notices only" in text and "routes: 2" in text
+
+
+def test_routes_without_a_match_for_a_hit_fall_back_to_every_channel():
+    write("cfg.yaml", DELIVERY_BASE + """
+    channels: [{name: a, url: "json://127.0.0.1/a"}, {name: b, url: "json://127.0.0.1/b"}]
+    routes: [{match: {watchlist: deployments}, channels: [a]}]
+    """)
+    cfg = load_config("cfg.yaml", env={})
+    from monitor.model import WatchlistHit
+
+    assert cfg.route(WatchlistHit("deployments", 1), "wire") == ["a"]
+    assert cfg.route(WatchlistHit("missile-tests", 1), "wire") == ["a", "b"]
+
+
+def test_bad_delivery_keys_name_file_line_and_key():
+    write("cfg.yaml", DELIVERY_BASE + """
+    channels:
+      - {name: d1, url: "json://127.0.0.1/d", mode: digest}
+      - {name: d2, url: "json://127.0.0.1/d", mode: digest, every: "0 8 * *"}
+      - {name: d3, url: "json://127.0.0.1/d", mode: digest, every: 1h, timezone: Mars/Olympus}
+      - {name: i1, url: "json://127.0.0.1/i", every: 1h}
+      - {name: i2, url: "json://127.0.0.1/i", max_per_hour: 0}
+    routes:
+      - match: {watchlist: missle-tests, source: [wire, kcna-*, tass]}
+        channels: [d1, pagr]
+    """)
+    msgs = errors()
+    text = "\n".join(msgs)
+    assert re.search(r"cfg\.yaml:4: channels\[0\]: .*mode: digest needs 'every'", text)
+    assert re.search(r"cfg\.yaml:5: channels\[1\]\.every: .*Wrong number of fields", text)
+    assert re.search(r"cfg\.yaml:6: channels\[2\]\.timezone: .*unknown time zone 'Mars/Olympus'", text)
+    assert re.search(r"cfg\.yaml:7: channels\[3\]: .*'every' only applies to mode: digest", text)
+    assert re.search(r"cfg\.yaml:8: channels\[4\]\.max_per_hour: ", text)
+    assert re.search(r"cfg\.yaml:10: routes\[0\]\.match\.watchlist: unknown watchlist 'missle-tests' "
+                     r"\(did you mean 'missile-tests'\?\)", text)
+    assert re.search(r"cfg\.yaml:10: routes\[0\]\.match\.source\[2\]: unknown source 'tass'", text)
+    assert re.search(r"cfg\.yaml:11: routes\[0\]\.channels\[1\]: unknown channel 'pagr'", text)
+    write("cfg.yaml", DELIVERY_BASE + """
+    delivery: {max_attempts: 0, max_age: 0s}
+    """)
+    text = "\n".join(errors())
+    assert re.search(r"cfg\.yaml:3: delivery\.max_attempts: should be greater than or equal to 1", text)
+    assert re.search(r"cfg\.yaml:3: delivery\.max_age: must be longer than 0", text)
+
+
+def test_channel_template_is_resolved_against_its_file_and_checked(in_tmp):
+    write("conf/tpl/ok.j2", "{{ alerts[0].title }}\n")
+    write("conf/tpl/bad.j2", "line one\n{% if %}\n")
+    write("conf/cfg.yaml", DELIVERY_BASE + """
+    channels:
+      - {name: good, url: "json://127.0.0.1/a", template: tpl/ok.j2}
+    """)
+    cfg = load_config("conf/cfg.yaml", env={})
+    assert cfg.channels[0].template == str(in_tmp / "conf/tpl/ok.j2")
+    write("conf/cfg.yaml", DELIVERY_BASE + """
+    channels:
+      - {name: broken, url: "json://127.0.0.1/a", template: tpl/bad.j2}
+      - {name: missing, url: "json://127.0.0.1/a", template: tpl/nope.j2}
+    """)
+    text = "\n".join(errors("conf/cfg.yaml"))
+    assert re.search(r"conf/cfg\.yaml:4: channels\[0\]\.template: channel 'broken': template .*bad\.j2: .*2", text)
+    assert re.search(r"conf/cfg\.yaml:5: channels\[1\]\.template: channel 'missing': template .*nope\.j2: ", text)

@@ -14,14 +14,21 @@ from apprise.plugins.slack import NotifySlack
 from sinks import SilentServer, free_port
 
 from monitor.config import ChannelConfig
-from monitor.model import Notification, WatchlistHit
+from monitor.model import Digest, Notice, Notification, WatchlistHit
 from monitor.notify import (
+    SLACK_TEXT_MAX,
     WORD_JOINER,
     Notifier,
     SendResult,
+    TemplateFailure,
     channel_kind,
+    check_template,
     failure_reason,
+    load_template,
+    render,
+    render_digest,
     render_email,
+    render_notice,
     render_slack,
     render_text,
     slack_escape,
@@ -427,3 +434,325 @@ def test_snippet_shows_a_passage_around_the_first_matched_term_when_the_start_ha
     assert snippet(text, 100).startswith("word word")  # no terms: the start
     assert snippet("ICBM " + "x " * 100, 50, ["icbm"]).startswith("ICBM x")  # already in the start
     assert snippet("a\n short\ttext", 100, ["icbm"]) == "a short text"
+
+
+# --------------------------------------------------------------------------- digests
+
+
+def story(alert_id: int, title: str, minute: int, *hits: WatchlistHit, channel: str = "desk", **changes) -> Notification:
+    return make(channel=channel, alert_id=alert_id, title=title, link=f"https://news.example.org/{alert_id}?a=1&b=2",
+                published=datetime(2026, 11, 23, 7, minute, tzinfo=UTC), watchlists=hits,
+                snippet=f"Report {alert_id}: the ICBM flew.", **changes)
+
+
+def digest(channel: str = "desk", folded: int = 0, **changes) -> Digest:
+    """Three stories, newest first: the newest matched two watchlists (one of them critical)."""
+    entries = (
+        story(3, "Newest: ICBM over Japan", 50, WatchlistHit("missile-tests", 2, ("icbm",)),
+              WatchlistHit("nuclear-tests", 5, ("test",), "critical"), channel=channel),
+        story(2, "Middle: navy drill", 40, WatchlistHit("drills", 1, ("drill",), "info"), channel=channel,
+              outlets=("Reuters", "AP"), update=True),
+        story(1, "Oldest: another launch", 30, WatchlistHit("missile-tests", 3, ()), channel=channel),
+    )
+    d = Digest(channel=channel, entries=entries, folded=folded, since=datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+               until=datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+    return replace(d, **changes)
+
+
+def _positions(body: str, *needles: str) -> list[int]:
+    found = [body.find(n) for n in needles]
+    assert all(i >= 0 for i in found), (needles, body)
+    return found
+
+
+def test_digest_subject_counts_stories_since_and_folded():
+    assert render_digest(digest(), "email").title == "[digest] 3 stories since 2026-11-23 08:00 UTC"
+    assert render_digest(digest(folded=2), "email").title == (
+        "[digest] 3 stories since 2026-11-23 08:00 UTC (2 folded in by the rate limit)")
+    one = digest(entries=digest().entries[:1], since=None)
+    assert render_digest(one, "email").title == "[digest] 1 story"
+    assert render_digest(digest(folded=2), "other").title == render_digest(digest(folded=2), "email").title
+    assert render_digest(digest(), "slack").title == ""  # Slack: the subject is the body's first line
+
+
+@pytest.mark.parametrize("kind", ["email", "slack", "other"])
+def test_digest_groups_by_watchlist_severity_first_newest_first(kind):
+    body = render_digest(digest(), kind).body
+    # groups: critical first, then high, then info; a story is listed under each watchlist it matched
+    nuclear, missile, drills = _positions(body, "nuclear-tests", "missile-tests", "drills")
+    assert nuclear < missile < drills
+    assert body.count("Newest: ICBM over Japan") == 2
+    # inside a group, stories stay newest first
+    newest, oldest = _positions(body[missile:drills], "Newest: ICBM", "Oldest: another launch")
+    assert newest < oldest
+    assert "Middle: navy drill" in body[drills:] and "Middle: navy drill" not in body[:drills]
+    assert "(now reported by 2 outlets)" in body  # a repost update says so
+    # each story shows its score for the group's watchlist
+    assert "score 5" in body.lower()[nuclear:missile] and "score 3" in body.lower()[missile:drills]
+
+
+@pytest.mark.parametrize("kind", ["email", "slack", "other"])
+def test_digest_body_says_how_many_were_folded_in(kind):
+    assert "held back by" not in render_digest(digest(), kind).body
+    body = render_digest(digest(folded=2), kind).body
+    assert "2 of these stories were held back by" in body
+
+
+def test_digest_slack_leads_with_the_subject_and_links_each_story():
+    lines = render_digest(digest(folded=1), "slack").body.split("\n")
+    assert lines[0] == "*[digest] 3 stories since 2026-11-23 08:00 UTC (1 folded in by the rate limit)*"
+    assert any(line.startswith("• <https://news.example.org/3?a=1&b=2|Newest: ICBM over Japan> · ") for line in lines)
+    assert "*nuclear-tests* (critical)" in lines
+
+
+def test_digest_email_links_and_highlights_each_story():
+    body = render_digest(digest(), "email").body
+    assert '<a href="https://news.example.org/3?a=1&amp;b=2">Newest: ICBM over Japan</a>' in body
+    assert "Report 3: the <mark>ICBM</mark> flew." in body
+    assert "<h3>nuclear-tests (critical)</h3>" in body
+
+
+def test_slack_digest_stays_under_the_section_limit_dropping_whole_lines():
+    entries = tuple(story(i, f"Story {i} & <b>", i % 60, WatchlistHit("wl", 1, ("icbm",))) for i in range(200))
+    body = render_digest(Digest("desk", entries), "slack").body
+    assert len(body) <= SLACK_TEXT_MAX and body.endswith("\n…")
+    for line in body.split("\n")[1:-1]:
+        assert line == "" or line.startswith(("*wl*", "• <https://news.example.org/")), line
+        assert line.count("<") == line.count(">")  # no half link
+
+
+# --------------------------------------------------------------------------- notices
+
+
+def test_notice_has_a_monitor_subject_on_one_line_and_an_escaped_body():
+    notice = Notice(id=1, kind="dead_letter", subject="2 deliveries dead-lettered\r\nBcc: x@y",
+                    body="desk: alert 7 <!channel> & <b>: HTTP 500\nhook: alert 8: connection refused\n")
+    email = render_notice(notice, "email")
+    assert email.title == "[monitor] 2 deliveries dead-lettered Bcc: x@y" and email.body_format == "html"
+    assert email.body == ("<p>desk: alert 7 &lt;!channel&gt; &amp; &lt;b&gt;: HTTP 500<br>\n"
+                          "hook: alert 8: connection refused</p>")
+    slack = render_notice(notice, "slack")
+    assert slack.title == "" and slack.body.split("\n") == [
+        "*[monitor] 2 deliveries dead-lettered Bcc: x@y*",
+        f"desk: alert 7 &lt;!{WORD_JOINER}channel&gt; &amp; &lt;b&gt;: HTTP 500",
+        "hook: alert 8: connection refused"]
+    text = render_notice(notice, "other")
+    assert text.title == "[monitor] 2 deliveries dead-lettered Bcc: x@y" and text.body_format == "text"
+    assert text.body.split("\n")[0] == f"desk: alert 7 <!{WORD_JOINER}channel> & <b>: HTTP 500"
+
+
+def test_notice_is_sent_to_the_named_channel(receiver):
+    notifier = Notifier([ChannelConfig(name="admin", url=receiver.url("/admin"))], timeout=10)
+    notice = Notice(id=3, kind="source_failing", subject="source 'wire' failing for 6 h", body="last error: HTTP 503")
+    result = asyncio.run(notifier.send_notice("admin", notice))
+    assert result == SendResult(True)
+    (req,) = receiver.wait_for(1)
+    assert req.json()["title"] == "[monitor] source 'wire' failing for 6 h"
+    assert req.json()["message"] == "last error: HTTP 503"
+    assert asyncio.run(notifier.send_notice("nope", notice)) == SendResult(False, "channel 'nope' is not configured")
+
+
+# --------------------------------------------------------------------------- user templates
+
+USER_TEMPLATE = """{# one template for alerts and digests #}
+{% for alert in alerts %}
+TITLE={{ alert.title }}
+SOURCE={{ alert.source }}
+SAFE={{ alert.title|safe }}
+JOINED={{ alert.title|bold ~ " / " ~ alert.source }}
+LINK={{ link(alert.link, alert.title) }}
+MISSING=[{{ alert.no_such_key.deeper }}]
+{% endfor %}
+DIGEST={{ digest }} FOLDED={{ folded }} CHANNEL={{ channel }}
+"""
+
+
+@pytest.fixture
+def user_template(tmp_path):
+    path = tmp_path / "alert.j2"
+    path.write_text(USER_TEMPLATE)
+    return str(path)
+
+
+def _field(body: str, name: str) -> str:
+    (line,) = [line for line in body.split("\n") if line.startswith(name + "=")]
+    return line[len(name) + 1:]
+
+
+def test_user_template_values_are_escaped_for_every_kind(user_template):
+    n = make(title=HOSTILE, source="<@U024BE7LH> @everyone wire", link="https://x.example/a?b=1&c=<2>")
+    email = render(n, "email", user_template).body
+    for name in ("TITLE", "SAFE"):  # |safe cannot un-escape user content
+        assert _field(email, name) == "&lt;!channel&gt; Missile launch &amp; &lt;script&gt;"
+    assert _field(email, "JOINED") == ("<strong>&lt;!channel&gt; Missile launch &amp; &lt;script&gt;</strong> / "
+                                       "&lt;@U024BE7LH&gt; @everyone wire")
+    assert _field(email, "LINK") == ('<a href="https://x.example/a?b=1&amp;c=&lt;2&gt;">'
+                                     '&lt;!channel&gt; Missile launch &amp; &lt;script&gt;</a>')
+    assert _field(email, "MISSING") == "[]"  # forgiving: a missing key renders empty
+    assert "<script>" not in email
+
+    slack = render(n, "slack", user_template).body
+    inert = f"&lt;!{WORD_JOINER}channel&gt; Missile launch &amp; &lt;script&gt;"
+    assert _field(slack, "TITLE") == inert and _field(slack, "SAFE") == inert
+    assert _field(slack, "SOURCE") == f"&lt;@{WORD_JOINER}U024BE7LH&gt; @{WORD_JOINER}everyone wire"
+    # markup Jinja joins from pieces is checked again: no mention survives the HTML-style escape
+    assert _field(slack, "JOINED") == f"*{inert}* / &lt;@{WORD_JOINER}U024BE7LH&gt; @{WORD_JOINER}everyone wire"
+    assert _field(slack, "LINK") == f"<https://x.example/a?b=1&c=%3C2%3E|{inert}>"
+    assert re.search(r"<\s*[!@#]", slack) is None
+
+    text = render(n, "other", user_template).body
+    assert _field(text, "TITLE") == f"<!{WORD_JOINER}channel> Missile launch & <script>"
+    assert _field(text, "JOINED") == (f"<!{WORD_JOINER}channel> Missile launch & <script> / "
+                                      f"<@{WORD_JOINER}U024BE7LH> @{WORD_JOINER}everyone wire")
+    assert "DIGEST=False FOLDED=0 CHANNEL=desk" in text
+
+
+def test_user_template_renders_digests_with_the_same_context(user_template):
+    body = render_digest(digest(folded=2), "other", user_template).body
+    assert [line for line in body.split("\n") if line.startswith("TITLE=")] == [
+        "TITLE=Newest: ICBM over Japan", "TITLE=Middle: navy drill", "TITLE=Oldest: another launch"]
+    assert "DIGEST=True FOLDED=2 CHANNEL=desk" in body
+    # the subject is ours, never the template's
+    assert render_digest(digest(folded=2), "other", user_template).title.startswith("[digest] 3 stories")
+
+
+def test_check_template_reports_syntax_errors_with_their_line(tmp_path, user_template):
+    assert check_template(user_template) is None
+    bad = tmp_path / "template.j2"
+    bad.write_text("line one\n{{ alerts }}\n{{ alert.title }\n")
+    assert check_template(str(bad)) == "template.j2:3: unexpected '}'"
+    unknown = tmp_path / "filter.j2"
+    unknown.write_text("\n\n\n{{ alerts|no_such_filter }}\n")
+    assert check_template(str(unknown)) == "filter.j2:4: No filter named 'no_such_filter'."
+    include = tmp_path / "include.j2"
+    include.write_text("x\n{% include 'other.j2' %}\n")
+    assert check_template(str(include)).startswith("include.j2:2: {% include %} is not supported")
+    missing = tmp_path / "missing.j2"
+    assert check_template(str(missing)) == f"cannot read {missing}: No such file or directory"
+    assert check_template(str(tmp_path)) == f"cannot read {tmp_path}: Is a directory"
+    binary = tmp_path / "binary.j2"
+    binary.write_bytes(b"\xff\xfe{{ x }}")
+    assert check_template(str(binary)).startswith("binary.j2: not UTF-8 text")
+    with pytest.raises(TemplateFailure, match=r"template\.j2:3"):
+        load_template(str(bad), "slack")
+
+
+def test_template_is_compiled_once_when_the_notifier_is_built(tmp_path, receiver):
+    path = tmp_path / "hook.j2"
+    path.write_text("CUSTOM {{ alerts[0].title }} from {{ alerts[0].source }}")
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url("/hook"), template=str(path))], timeout=10)
+    path.write_text("{{ changed after the notifier was built")  # not read again
+    result, _ = send(notifier, make(channel="hook", source="<!here> wire"))
+    assert result == SendResult(True)
+    (req,) = receiver.wait_for(1)
+    assert req.json()["title"] == f"[strategic-deployments] {TITLE}"  # the subject is never the template's
+    assert req.json()["message"] == f"CUSTOM {TITLE} from <!{WORD_JOINER}here> wire"
+
+
+def test_template_failing_at_render_time_is_a_failed_send_with_its_line(tmp_path, receiver):
+    path = tmp_path / "boom.j2"
+    path.write_text("ok {{ alerts[0].title }}\n{% if digest %}digest{% endif %}\n{{ 1 // (count - count) }}\n")
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url("/hook"), template=str(path))], timeout=10)
+    result, _ = send(notifier, make(channel="hook"))
+    assert result == SendResult(False, "template error: boom.j2:3: ZeroDivisionError: integer division or modulo by zero")
+    result = asyncio.run(notifier.send_digest(digest(channel="hook")))
+    assert not result.ok and result.error.startswith("template error: boom.j2:3: ")
+    # a notice does not use the channel's template: the operator still hears about trouble
+    notice = Notice(id=1, kind="dead_letter", subject="1 delivery dead-lettered", body="see above")
+    assert asyncio.run(notifier.send_notice("hook", notice)) == SendResult(True)
+    (req,) = receiver.wait_for(1)
+    assert req.json()["title"] == "[monitor] 1 delivery dead-lettered"
+
+
+def test_sandbox_violations_never_reach_python_internals(tmp_path):
+    path = tmp_path / "sneaky.j2"
+    path.write_text("ok\n[{{ alerts[0].title.__class__.__mro__ }}]")
+    with pytest.raises(TemplateFailure, match=r"^sneaky\.j2:2: access to attribute '__class__' of 'str' object is unsafe$"):
+        render(make(), "other", str(path))
+    path.write_text("{{ alerts.__len__() }}")
+    with pytest.raises(TemplateFailure, match=r"^sneaky\.j2:1: access to attribute '__len__'"):
+        render(make(), "email", str(path))
+
+
+def test_unloadable_template_fails_the_channels_alerts_with_the_reason(tmp_path, receiver):
+    bad = tmp_path / "bad.j2"
+    bad.write_text("{% for x in alerts %}\n{{ x.title }}\n")
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url("/hook"), template=str(bad))], timeout=10)
+    result, _ = send(notifier, make(channel="hook"))
+    assert not result.ok
+    assert result.error.startswith("template error: bad.j2:") and "endfor" in result.error
+    assert not asyncio.run(notifier.send_digest(digest(channel="hook"))).ok
+    assert receiver.requests == []
+
+
+def test_send_digest_to_an_unknown_channel_is_a_failure(receiver):
+    notifier = Notifier([ChannelConfig(name="hook", url=receiver.url("/hook"))], timeout=10)
+    assert asyncio.run(notifier.send_digest(digest(channel="nope"))) == SendResult(False, "channel 'nope' is not configured")
+
+
+# --------------------------------------------------------------------------- hostile content, delivered
+
+
+def _hostile_digest(channel: str) -> Digest:
+    return digest(channel=channel, entries=(
+        make(channel=channel, alert_id=9, title=HOSTILE, snippet="<!here> launch & <b>bold</b>"),
+        *digest(channel=channel).entries))
+
+
+@pytest.mark.parametrize("as_digest", [False, True], ids=["alert", "digest"])
+def test_hostile_title_arrives_inert_by_email(smtp, as_digest):
+    notifier = Notifier([ChannelConfig(name="desk", url=smtp.url())], timeout=10)
+    if as_digest:
+        result = asyncio.run(notifier.send_digest(_hostile_digest("desk")))
+    else:
+        result, _ = send(notifier, make(title=HOSTILE))
+    assert result == SendResult(True)
+    (msg,) = smtp.wait_for(1)
+    assert smtp.envelopes[0].rcpt_tos == ("desk@example.org",)
+    subject = msg["Subject"]
+    assert "\n" not in subject and "\r" not in subject
+    if as_digest:
+        assert subject == "[digest] 4 stories since 2026-11-23 08:00 UTC"
+    else:
+        assert subject == f"[strategic-deployments] {HOSTILE}"
+    rich = msg.get_body(("html",)).get_content()
+    assert "<script>" not in rich and "<!channel>" not in rich and "<b>bold" not in rich
+    assert "&lt;!channel&gt; Missile launch &amp; &lt;script&gt;" in rich
+    plain = msg.get_body(("plain",)).get_content()  # Apprise's conversion of the HTML
+    assert HOSTILE in plain
+
+
+@pytest.mark.parametrize("as_digest", [False, True], ids=["alert", "digest"])
+def test_hostile_title_arrives_inert_in_slack(slack_receiver, as_digest):
+    notifier = Notifier([ChannelConfig(name="slack", url=SLACK_URL)], timeout=10)
+    if as_digest:
+        result = asyncio.run(notifier.send_digest(_hostile_digest("slack")))
+    else:
+        result, _ = send(notifier, make(channel="slack", title=HOSTILE, snippet="<!here> launch & <b>bold</b>"))
+    assert result == SendResult(True)
+    (req,) = slack_receiver.wait_for(1)
+    joined = "\n".join(_strings(req.json()))
+    assert re.search(r"<\s*[!@#]", joined) is None, joined
+    assert "<!channel>" not in joined and "<script>" not in joined and "<b>" not in joined
+    assert f"&lt;!{WORD_JOINER}channel&gt; Missile launch &amp; &lt;script&gt;" in joined
+    assert f"&lt;!{WORD_JOINER}here&gt; launch &amp; &lt;b&gt;bold&lt;/b&gt;" in joined or as_digest
+    if as_digest:
+        assert "*[digest] 4 stories since 2026-11-23 08:00 UTC*" in joined
+
+
+@pytest.mark.parametrize("as_digest", [False, True], ids=["alert", "digest"])
+def test_crlf_in_a_title_creates_no_email_header(smtp, as_digest):
+    notifier = Notifier([ChannelConfig(name="desk", url=smtp.url())], timeout=10)
+    title = "Missile\r\nBcc: x@y\r\nX-Injected: yes"
+    if as_digest:
+        d = digest(entries=(make(title=title), *digest().entries), since=None)
+        result = asyncio.run(notifier.send_digest(d))
+    else:
+        result, _ = send(notifier, make(title=title))
+    assert result == SendResult(True)
+    (msg,) = smtp.wait_for(1)
+    assert smtp.envelopes[0].rcpt_tos == ("desk@example.org",)
+    assert msg["Bcc"] is None and msg["X-Injected"] is None
+    expected = "[digest] 4 stories" if as_digest else "[strategic-deployments] Missile Bcc: x@y X-Injected: yes"
+    assert msg["Subject"] == expected
+    assert "Missile Bcc: x@y X-Injected: yes" in msg.get_body(("html",)).get_content()

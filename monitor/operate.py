@@ -1,0 +1,233 @@
+"""Operator commands on delivery state: ``monitor silence``, ``monitor outbox``, ``monitor alerts``.
+
+Rules:
+- Commands that change state (``silence add``, ``silence expire``, ``outbox retry``) apply
+  pending migrations first, as the daemon does; the others open the database read-only and
+  refuse a schema that is not current. A running daemon sees changes at its next delivery
+  pass (within ``delivery.interval``).
+- ``silence add`` checks the watchlist against the configuration and parses ``--match``
+  before anything is stored (exit 2 with the reason, a caret under a bad query).
+- Times are shown in UTC; ``--json`` prints one JSON object per line.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from .config import Config, name_hint
+from .store import AlertListing, DatabaseError, DeliveryState, Silence, Store, utcnow
+
+
+def _when(t: datetime | None) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if t is not None else "-"
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.astimezone(UTC).isoformat() if t is not None else None
+
+
+def _open(cfg: Config, write: bool) -> Store:
+    if write:
+        store = Store(cfg.database.url)
+        store.upgrade()
+        return store
+    try:
+        store = Store.open_readonly(cfg.database.url)
+    except DatabaseError:
+        raise
+    except Exception as e:  # noqa: BLE001 - e.g. a missing SQLite file
+        raise DatabaseError(f"cannot open the database: {e}") from e
+    problem = store.schema_problem()
+    if problem is not None:
+        store.close()
+        raise DatabaseError(problem)
+    return store
+
+
+def with_store(cfg: Config, write: bool, work: Callable[[Store], int]) -> int:
+    """Run ``work`` on an open store; a database problem is one line on stderr and exit 1."""
+    try:
+        store = _open(cfg, write)
+    except DatabaseError as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    try:
+        return work(store)
+    except DatabaseError as e:
+        click.echo(f"error: {e}", err=True)
+        return 1
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- silences
+
+def silence_add(cfg: Config, watchlist: str, duration: timedelta, query: str | None, source: str | None,
+                comment: str) -> int:
+    known = [w.name for w in cfg.watchlists]
+    if watchlist not in known:
+        click.echo(f"error: unknown watchlist '{watchlist}' ({name_hint(watchlist, known, 'no watchlists are defined')})",
+                   err=True)
+        return 2
+    if query is not None:
+        from .query import QuerySyntaxError, parse_query
+
+        try:
+            parse_query(query, cfg.aliases)
+        except QuerySyntaxError as e:
+            click.echo(f"error: --match: {e.message} at column {e.column}\n  {query}\n  {' ' * (e.column - 1)}^",
+                       err=True)
+            return 2
+    now = utcnow()
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        user = ""
+
+    def work(store: Store) -> int:
+        sid = store.add_silence(watchlist, now + duration, query=query, source=source, comment=comment,
+                                created_by=user, now=now)
+        click.echo(f"silence {sid} active until {_when(now + duration)} UTC: {_describe(watchlist, query, source)}")
+        return 0
+
+    return with_store(cfg, True, work)
+
+
+def _describe(watchlist: str, query: str | None, source: str | None) -> str:
+    parts = [f"watchlist {watchlist}"]
+    if query:
+        parts.append(f"matching {query!r}")
+    if source:
+        parts.append(f"from source {source}")
+    return ", ".join(parts)
+
+
+def silence_list(cfg: Config, include_expired: bool, as_json: bool) -> int:
+    def work(store: Store) -> int:
+        now = utcnow()
+        rows = store.silences(now, include_expired=include_expired)
+        for s in rows:
+            if as_json:
+                click.echo(json.dumps(_silence_json(s, now), ensure_ascii=False))
+            else:
+                state = "active" if s.active(now) else "expired"
+                click.echo(f"{s.id:>5}  {state:<8} until {_when(s.ends_at)}  {_describe(s.watchlist, s.query, s.source)}"
+                           f"{'  -- ' + s.comment if s.comment else ''}{'  (' + s.created_by + ')' if s.created_by else ''}")
+        if not rows and not as_json:
+            click.echo("no active silences" if not include_expired else "no silences")
+        return 0
+
+    return with_store(cfg, False, work)
+
+
+def _silence_json(s: Silence, now: datetime) -> dict:
+    return {"id": s.id, "watchlist": s.watchlist, "match": s.query, "source": s.source,
+            "starts_at": _iso(s.starts_at), "ends_at": _iso(s.ends_at), "active": s.active(now),
+            "comment": s.comment, "created_by": s.created_by}
+
+
+def silence_expire(cfg: Config, silence_id: int) -> int:
+    def work(store: Store) -> int:
+        s = store.expire_silence(silence_id)
+        if s is None:
+            click.echo(f"error: no silence {silence_id}", err=True)
+            return 2
+        click.echo(f"silence {s.id} expired at {_when(s.ends_at)} UTC")
+        return 0
+
+    return with_store(cfg, True, work)
+
+
+# --------------------------------------------------------------------------- outbox
+
+def outbox_list(cfg: Config, statuses: Sequence[str], as_json: bool) -> int:
+    def work(store: Store) -> int:
+        rows = store.outbox(statuses)
+        for r in rows:
+            if as_json:
+                click.echo(json.dumps({
+                    "id": r.id, "alert": r.alert_id, "channel": r.channel, "kind": r.kind, "status": r.status,
+                    "attempts": r.attempts, "next_attempt_at": _iso(r.next_attempt_at) if r.status == "pending" else None,
+                    "queued_at": _iso(r.queued_at), "folded": r.folded, "last_error": r.last_error, "title": r.title,
+                }, ensure_ascii=False))
+                continue
+            state = r.status + (" (folded)" if r.folded else "")
+            nxt = f"next {_when(r.next_attempt_at)}" if r.status == "pending" else "          "
+            err = f"  error: {r.last_error}" if r.last_error else ""
+            click.echo(f"{r.id:>6}  {r.channel:<12} {state:<17} attempts {r.attempts:<3} {nxt}  {r.title[:70]}{err}")
+        if not as_json:
+            pending = sum(r.status == "pending" for r in rows)
+            dead = sum(r.status == "dead" for r in rows)
+            click.echo(f"{pending} pending, {dead} dead" + (
+                "; re-queue dead rows with `monitor outbox retry --all` or `monitor outbox retry ID`" if dead else ""))
+        return 0
+
+    return with_store(cfg, False, work)
+
+
+def outbox_retry(cfg: Config, ids: Sequence[int], every: bool) -> int:
+    if not ids and not every:
+        click.echo("error: give outbox row IDs or --all", err=True)
+        return 2
+
+    def work(store: Store) -> int:
+        changed = store.retry(None if every else list(ids))
+        click.echo(f"re-queued {changed} row{'s' if changed != 1 else ''}")
+        return 0 if changed or every else 1
+
+    return with_store(cfg, True, work)
+
+
+# --------------------------------------------------------------------------- alerts
+
+def alerts_list(cfg: Config, since: timedelta, watchlist: str | None, as_json: bool) -> int:
+    if watchlist is not None and cfg.watchlist(watchlist) is None:
+        known = [w.name for w in cfg.watchlists]
+        click.echo(f"note: '{watchlist}' is not a configured watchlist ({name_hint(watchlist, known, 'none defined')}); "
+                   "showing stored alerts that name it", err=True)
+
+    def work(store: Store) -> int:
+        rows = store.recent_alerts(utcnow() - since, watchlist)
+        for a in rows:
+            click.echo(json.dumps(_alert_json(a), ensure_ascii=False) if as_json else _alert_text(a))
+        if not as_json:
+            click.echo(f"{len(rows)} alert{'s' if len(rows) != 1 else ''}")
+        return 0
+
+    return with_store(cfg, False, work)
+
+
+def _delivery_text(d: DeliveryState) -> str:
+    what = "" if d.kind == "alert" else f" {d.kind}"
+    if d.status == "sent":
+        how = f"sent {_when(d.sent_at)}" + (f" in digest #{d.digest_id}" if d.digest_id else "")
+    elif d.status == "silenced":
+        how = f"silenced by #{d.silence_id}"
+    elif d.status == "dead":
+        how = f"dead after {d.attempts} attempts ({d.last_error or 'unknown error'})"
+    else:
+        how = ("folded (rate limit)" if d.folded else "pending") + (
+            f", {d.attempts} failed, next {_when(d.next_attempt_at)}" if d.attempts else "")
+    return f"{d.channel}{what}: {how}"
+
+
+def _alert_text(a: AlertListing) -> str:
+    hits = ", ".join(f"{h.name} ({h.severity}, {h.score:g})" for h in a.hits)
+    lines = [f"#{a.id}  {_when(a.created_at)}  [{hits}] {a.title}", f"        {a.source}  {a.link or ''}".rstrip()]
+    lines += [f"        {_delivery_text(d)}" for d in a.deliveries] or ["        no channel took it"]
+    return "\n".join(lines)
+
+
+def _alert_json(a: AlertListing) -> dict:
+    return {
+        "alert": a.id, "story": a.story_id, "created_at": _iso(a.created_at), "title": a.title, "link": a.link,
+        "source": a.source,
+        "watchlists": [{"name": h.name, "score": h.score, "severity": h.severity, "terms": list(h.terms)} for h in a.hits],
+        "deliveries": [{"id": d.id, "channel": d.channel, "kind": d.kind, "status": d.status, "attempts": d.attempts,
+                        "sent_at": _iso(d.sent_at), "folded": d.folded, "digest": d.digest_id,
+                        "silence": d.silence_id, "last_error": d.last_error} for d in a.deliveries],
+    }
