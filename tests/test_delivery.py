@@ -403,3 +403,63 @@ def test_crontab_weekday_numbers_mean_what_cron_says():
     assert sunday.next_after(T0) == datetime(2026, 11, 29, 9, 30, tzinfo=UTC)  # 2026-11-29 is a Sunday
     with pytest.raises(ValueError):
         schedule_of("0 8 * * 8")
+
+
+# ------------------------------------------------------------------ the operator commands
+
+def monitor_cli(cfg: Path, *args: str):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run([sys.executable, "-m", "monitor", *args, "--config", str(cfg)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+
+
+def test_silence_outbox_and_alerts_commands(tmp_path, receiver, rigs):
+    rig = Rig(tmp_path, f"sqlite:///{tmp_path}/m.db", [{"name": "hook", "url": receiver.url("/hook")}],
+              delivery={"max_attempts": 1})
+    rigs.append(rig)
+    cfg = tmp_path / "monitor.yaml"
+    # a silence from the command line, checked against the config first
+    bad = monitor_cli(cfg, "silence", "add", "--watchlist", "missle-tests", "--for", "1h", "--comment", "x")
+    assert bad.returncode == 2 and "did you mean 'missile-tests'" in bad.stderr
+    bad = monitor_cli(cfg, "silence", "add", "--watchlist", "missile-tests", "--match", "(hwasong", "--for", "1h",
+                      "--comment", "x")
+    assert bad.returncode == 2 and "column" in bad.stderr and "^" in bad.stderr
+    ok = monitor_cli(cfg, "silence", "add", "--watchlist", "missile-tests", "--match", "hwasong", "--for", "6h",
+                     "--comment", "known drill")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("silence 1 active until") and "matching 'hwasong'" in ok.stdout
+    listed = monitor_cli(cfg, "silence", "list", "--json")
+    (s,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (s["id"], s["watchlist"], s["match"], s["active"], s["comment"]) == (1, "missile-tests", "hwasong", True,
+                                                                            "known drill")
+    now = datetime.now(UTC)  # after the silence began
+    quiet = rig.alert("Hwasong missile drill", now)
+    loud = rig.alert("Missile launch", now)
+    receiver.status = 500
+    rig.deliver(now)  # one attempt allowed: the loud one is dead at once
+    out = monitor_cli(cfg, "outbox")
+    assert out.returncode == 0 and "0 pending, 1 dead" in out.stdout and "monitor outbox retry" in out.stdout
+    (row,) = [json.loads(line) for line in monitor_cli(cfg, "outbox", "--dead", "--json").stdout.splitlines()]
+    assert row["status"] == "dead" and row["title"] == loud and "500" in row["last_error"]
+    alerts = [json.loads(line) for line in monitor_cli(cfg, "alerts", "--json").stdout.splitlines()]
+    states = {a["title"]: a["deliveries"][0] for a in alerts}
+    assert states[quiet]["status"] == "silenced" and states[quiet]["silence"] == 1
+    assert states[loud]["status"] == "dead"
+    text = monitor_cli(cfg, "alerts", "--since", "1h", "--watchlist", "missile-tests").stdout
+    assert "silenced by #1" in text and "dead after 1 attempts" in text and text.rstrip().endswith("2 alerts")
+    assert monitor_cli(cfg, "outbox", "retry").returncode == 2  # neither IDs nor --all
+    again = monitor_cli(cfg, "outbox", "retry", str(row["id"]))
+    assert again.returncode == 0 and "re-queued 1 row" in again.stdout
+    receiver.status = 200
+    rig.deliver(datetime.now(UTC))
+    assert [b["title"] for b in bodies(receiver, "/hook")] == [f"[missile-tests] {loud}"]
+    assert "0 pending, 0 dead" in monitor_cli(cfg, "outbox").stdout
+    expired = monitor_cli(cfg, "silence", "expire", "1")
+    assert expired.returncode == 0 and "silence 1 expired" in expired.stdout
+    assert "no active silences" in monitor_cli(cfg, "silence", "list").stdout
+    assert "expired" in monitor_cli(cfg, "silence", "list", "--all").stdout
+    assert monitor_cli(cfg, "silence", "expire", "99").returncode == 2
