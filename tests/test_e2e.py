@@ -500,3 +500,28 @@ def test_check_summary_shows_severity_min_score_and_min_severity(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "nuclear-tests: severity critical, min_score 2.5, 1 signal, 1 exclude" in r.stdout
     assert "pager: enabled; all watchlists; min_severity critical" in r.stdout
+
+
+def test_admin_channel_hears_of_a_failing_source_and_its_recovery(tmp_path, feeds, receiver, smtp):
+    sources = serve(feeds, seed_feeds())
+    dead = f"http://127.0.0.1:{free_port()}/gone.xml"  # nothing listens there
+    extra = {"alerts": {"source_alert_after": "0s"},
+             "routes": [{"match": {"watchlist": "strategic-deployments"}, "channels": ["hook"]}]}
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", {**sources, "flaky": dead},
+                       {"hook": receiver.url("/hook"), "admin": smtp.url(to="ops@example.org")}, **extra)
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert len(hook_texts(receiver)) == 2  # the seeds alert as ever; admin gets no alerts
+    (notice,) = smtp.wait_for(1)
+    assert notice["Subject"].startswith("[monitor] source 'flaky' failing since")
+    assert "connection refused" in _mail_text(notice.as_bytes()).lower()
+    r = monitor("run", "--once", "--config", str(cfg))  # still failing: no second notice
+    assert r.returncode == 0 and len(smtp.messages) == 1, r.stderr
+    back = feeds.feed("/feeds/flaky.xml", rss("Flaky", "https://flaky.example/", []))
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", {**sources, "flaky": back},
+                       {"hook": receiver.url("/hook"), "admin": smtp.url(to="ops@example.org")}, **extra)
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    mails = smtp.wait_for(2)
+    assert len(mails) == 2 and mails[1]["Subject"] == "[monitor] source 'flaky' recovered"
+    assert len(hook_texts(receiver)) == 2
