@@ -58,6 +58,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -73,6 +74,15 @@ from .model import DEFAULT_SEVERITY, SEVERITIES, Signal, WatchlistHit, Watchlist
 from .schedule import schedule_of, zone_of
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def _positive(v: timedelta) -> timedelta:
+    if v <= timedelta(0):
+        raise ValueError("must be longer than 0")
+    return v
+
+
+PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
@@ -124,15 +134,8 @@ class AlertsConfig(Strict):
 class StoriesConfig(Strict):
     """How reposts of one story are merged (see monitor.dedupe)."""
 
-    window: Duration = timedelta(days=7)
+    window: PositiveDuration = timedelta(days=7)
     notify_on_repost: bool = False
-
-    @field_validator("window")
-    @classmethod
-    def _window_positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be longer than 0")
-        return v
 
 
 class DeliveryConfig(Strict):
@@ -141,14 +144,7 @@ class DeliveryConfig(Strict):
     timeout: Duration = timedelta(seconds=30)
     interval: Duration = timedelta(seconds=15)
     max_attempts: int = Field(20, ge=1)  # then the row is dead-lettered
-    max_age: Duration = timedelta(days=2)  # in the outbox this long: dead-lettered at its next failure
-
-    @field_validator("max_age")
-    @classmethod
-    def _max_age_positive(cls, v: timedelta) -> timedelta:
-        if v <= timedelta(0):
-            raise ValueError("must be longer than 0")
-        return v
+    max_age: PositiveDuration = timedelta(days=2)  # in the outbox this long: dead-lettered at its next failure
 
 
 class LoggingConfig(Strict):
