@@ -271,6 +271,21 @@ def alerts(config_path: str, since: timedelta, watchlist: str | None, as_json: b
     sys.exit(operate.alerts_list(cfg, since, watchlist, as_json))
 
 
+@cli.group(invoke_without_command=True)
+@CONFIG_OPTION
+@click.option("--failing", is_flag=True, help="Only sources whose last poll failed.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def sources(ctx: click.Context, config_path: str, failing: bool, as_json: bool) -> None:
+    """Every source's health: state, last success, next poll, interval, items per day, last error."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.sources_list(cfg, as_json, failing))
+
+
 def main() -> None:
     cli(prog_name="monitor")
 

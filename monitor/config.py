@@ -123,7 +123,19 @@ class FetchConfig(Strict):
     read_timeout: Duration = timedelta(seconds=20)
     max_bytes: ByteSize = 20_000_000
     concurrency: int = Field(20, ge=1, le=1000)
+    per_host: int = Field(6, ge=1, le=1000)  # requests in flight to one host at once
+    host_delay: Duration = timedelta(0)  # least time between two requests to one host
     user_agent: str = "news-monitor/0.1 (+https://github.com/news-monitor; RSS alert daemon)"
+    min_interval: Duration = timedelta(minutes=2)  # adaptive polling never goes faster than this ...
+    max_interval: Duration = timedelta(hours=1)  # ... nor slower (failures back off up to it too)
+
+    @model_validator(mode="after")
+    def _interval_bounds(self) -> FetchConfig:
+        if self.min_interval < timedelta(seconds=10):
+            raise ValueError("min_interval must be at least 10s")
+        if self.max_interval < self.min_interval:
+            raise ValueError(f"max_interval ({self.max_interval}) is shorter than min_interval ({self.min_interval})")
+        return self
 
 
 class AlertsConfig(Strict):
@@ -155,8 +167,24 @@ class LoggingConfig(Strict):
 class SourceConfig(Strict):
     name: str = Field(min_length=1)
     url: str
-    interval: Duration = timedelta(minutes=15)
+    interval: Duration = timedelta(minutes=15)  # the first interval; then adapted (see monitor.polling)
+    min_interval: Duration | None = None  # default: fetch.min_interval
+    max_interval: Duration | None = None  # default: fetch.max_interval
     enabled: bool = True
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SourceConfig:
+        if self.min_interval is not None and self.min_interval < timedelta(seconds=10):
+            raise ValueError("min_interval must be at least 10s")
+        if self.min_interval is not None and self.max_interval is not None and self.max_interval < self.min_interval:
+            raise ValueError(f"source '{self.name}': max_interval is shorter than min_interval")
+        return self
+
+    def bounds(self, fetch: FetchConfig) -> tuple[timedelta, timedelta]:
+        """(min, max) polling interval of this source."""
+        lo = self.min_interval or fetch.min_interval
+        hi = self.max_interval or max(fetch.max_interval, lo)
+        return lo, max(lo, hi)
 
     @field_validator("url")
     @classmethod

@@ -3,8 +3,13 @@
 Rules:
 - Start-up: validate config (done by the caller), apply migrations, register sources, compile
   watchlists, open one HTTP client. Any of these failing stops the daemon with a clear message.
-- APScheduler 3.x (AsyncIOScheduler) ticks each enabled source at its ``interval`` with jitter
-  (first poll within a few seconds, spread out); one poll per source at a time.
+- APScheduler 3.x (AsyncIOScheduler) runs one date job per enabled source, re-armed after each
+  poll for the time monitor.polling chose (adaptive interval, failure backoff, Retry-After,
+  jitter) and kept in the database, so a restart resumes each source's rhythm; a source not
+  polled yet (or overdue) is polled within a few seconds of start, spread out. One poll per
+  source at a time.
+- Feeds are parsed in a process pool (one worker per usable CPU, forkserver) when there are
+  enough sources to pay for it, so the event loop never waits for feedparser.
 - The outbox is swept every ``delivery.interval`` and at once after a poll created alerts.
 - ``/healthz`` and ``/metrics`` are served on ``server.host:server.port`` (port 0: off).
 - SIGTERM/SIGINT: stop scheduling, cancel polls in flight (their work is redone next time;
@@ -19,14 +24,18 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
+import os
 import random
 import signal
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from apscheduler.triggers.date import DateTrigger
 
 from . import metrics
 from .config import Config, SourceConfig
@@ -68,8 +77,9 @@ class Daemon:
     async def run_once(self) -> int:
         await self.prepare()
         async with Fetcher(self.cfg.fetch) as fetcher:
-            pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier)
-            reports = await asyncio.gather(*(pipeline.poll(s) for s in self.sources))
+            with parse_pool(len(self.sources)) as pool:
+                pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier, parse_pool=pool)
+                reports = await asyncio.gather(*(pipeline.poll(s) for s in self.sources))
             delivered = await pipeline.deliver(ignore_backoff=True)
         counts = await asyncio.to_thread(self.store.counts)
         event(log, "once done", sources=len(reports), failed=sum(r.status == "error" for r in reports),
@@ -85,18 +95,28 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         await self.prepare()
         runner = await self._start_http()
+        with parse_pool(len(self.sources)) as pool:
+            await self._serve(runner, pool)
+        if runner is not None:
+            await runner.cleanup()
+        self.store.close()
+        event(log, "stopped")
+        return 0
+
+    async def _serve(self, runner: web.AppRunner | None, pool: ProcessPoolExecutor | None) -> None:
         async with Fetcher(self.cfg.fetch) as fetcher:
             pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier,
-                                on_alert=self._wake.set)
+                                on_alert=self._wake.set, parse_pool=pool)
             scheduler = AsyncIOScheduler(timezone=UTC)
+            self._scheduler = scheduler
             now = datetime.now(UTC)
+            planned = {h.name: h.next_poll_at for h in await asyncio.to_thread(self.store.source_health)}
             for src in self.sources:
-                interval = src.interval.total_seconds()
-                scheduler.add_job(
-                    self._poll_job, IntervalTrigger(seconds=interval, jitter=min(interval * 0.1, 60)),
-                    args=[pipeline, src], id=f"poll:{src.name}", max_instances=1, coalesce=True,
-                    misfire_grace_time=int(interval), next_run_time=now + timedelta(seconds=random.uniform(0, 5)),
-                )
+                # where the last run left it (restarts keep each source's rhythm), else soon, spread out
+                when = planned.get(src.name)
+                if when is None or when < now:
+                    when = now + timedelta(seconds=random.uniform(0, min(5.0, 0.002 * len(self.sources) + 1)))
+                self._arm(pipeline, src, when)
             scheduler.start()
             sender = asyncio.create_task(self._delivery_loop(pipeline))
             await self._stop.wait()
@@ -112,27 +132,35 @@ class Daemon:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
-        if runner is not None:
-            await runner.cleanup()
-        self.store.close()
-        event(log, "stopped")
-        return 0
 
     def _on_signal(self, sig: signal.Signals) -> None:
         event(log, "signal", signal=sig.name)
         self._stop.set()
+
+    def _arm(self, pipeline: Pipeline, src: SourceConfig, when: datetime) -> None:
+        """Schedule the next poll of ``src`` (one APScheduler date job per source, re-armed
+        after every poll with the time the polling policy chose)."""
+        self._scheduler.add_job(self._poll_job, DateTrigger(run_date=when), args=[pipeline, src],
+                                id=f"poll:{src.name}", replace_existing=True, misfire_grace_time=None)
 
     async def _poll_job(self, pipeline: Pipeline, src: SourceConfig) -> None:
         if self._stop.is_set():
             return
         task = asyncio.create_task(pipeline.poll(src))
         self._polls.add(task)
+        report = None
         try:
-            await task
+            report = await task
         except asyncio.CancelledError:
             pass
+        except Exception:  # noqa: BLE001 - poll() handles its own errors; this is a last resort
+            log.exception("poll job of %s failed", src.name)
         finally:
             self._polls.discard(task)
+        if self._stop.is_set():
+            return
+        when = report.next_poll_at if report is not None and report.next_poll_at else None
+        self._arm(pipeline, src, when or datetime.now(UTC) + src.bounds(self.cfg.fetch)[0])
 
     async def _delivery_loop(self, pipeline: Pipeline) -> None:
         interval = self.cfg.delivery.interval.total_seconds()
@@ -176,6 +204,30 @@ class Daemon:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+
+
+@contextlib.contextmanager
+def parse_pool(sources: int) -> Iterator[ProcessPoolExecutor | None]:
+    """Worker processes for feedparser, one per usable CPU (none on a one-CPU machine or for a
+    handful of sources, where the threads suffice); shut down on exit."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    if cpus < 2 or sources < PARSE_POOL_MIN_SOURCES:
+        yield None
+        return
+    # forkserver: a clean worker that imports only what parsing needs, not a copy of the daemon
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["monitor.parse"])
+    pool = ProcessPoolExecutor(max_workers=cpus, mp_context=ctx)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+#: Fewer sources than this parse in threads: starting worker processes costs more.
+PARSE_POOL_MIN_SOURCES = 20
 
 
 class ServeError(Exception):

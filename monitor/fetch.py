@@ -3,6 +3,11 @@
 Rules:
 - One ClientSession per Fetcher (TCPConnector limit = fetch.concurrency) and a semaphore of the
   same size around each fetch; the User-Agent from the config on every request.
+- Politeness per host: at most ``fetch.per_host`` requests in flight to one host, and request
+  starts at least ``fetch.host_delay`` apart.
+- ``429``/``503`` with ``Retry-After`` (seconds or an HTTP date, capped at a day) are errors
+  carrying ``retry_after``; ``Cache-Control: max-age`` is reported as ``max_age``: the
+  scheduler (monitor.polling) honours both.
 - Conditional GET: If-None-Match / If-Modified-Since from the last poll; 304 -> "not_modified"
   (keeping the validators we sent when the server repeats none).
 - Timeouts: ``timeout`` for the whole fetch (connect to last byte), ``connect_timeout`` to connect,
@@ -22,7 +27,9 @@ import socket
 import time
 import zlib
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -47,6 +54,7 @@ class Fetcher:
         self.cfg = cfg
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._hosts: dict[str, _Host] = {}
 
     async def __aenter__(self) -> Fetcher:
         cfg = self.cfg
@@ -72,7 +80,9 @@ class Fetcher:
         size or decoding problems."""
         if self._session is None or self._slots is None:
             raise RuntimeError("Fetcher used outside `async with`")
-        async with self._slots:
+        host = self._host(url)
+        async with host.slots, self._slots:
+            await host.wait_turn(_seconds(self.cfg.host_delay))
             started = time.monotonic()
             try:
                 # The session's total timeout covers the body as well; this bounds our own work too.
@@ -83,6 +93,16 @@ class Fetcher:
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
                 result = FetchResult(url=url, status="error", error=self._describe(e, url))
             return _with_elapsed(result, time.monotonic() - started)
+
+    def _host(self, url: str) -> _Host:
+        try:
+            key = (urlsplit(url).hostname or "").lower()
+        except ValueError:
+            key = ""
+        host = self._hosts.get(key)
+        if host is None:
+            host = self._hosts[key] = _Host(self.cfg.per_host)
+        return host
 
     async def _get(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         if not url.lower().startswith(("http://", "https://")):
@@ -98,13 +118,17 @@ class Fetcher:
             final_url = str(resp.url)
             new_etag = resp.headers.get("ETag")
             new_modified = resp.headers.get("Last-Modified")
+            max_age = cache_max_age(resp.headers.get("Cache-Control"))
             if resp.status == 304:
                 return FetchResult(url=final_url, status="not_modified", http_status=304,
-                                   etag=new_etag or etag, last_modified=new_modified or last_modified)
+                                   etag=new_etag or etag, last_modified=new_modified or last_modified,
+                                   max_age=max_age)
             if not 200 <= resp.status < 300:
                 resp.close()  # do not download an error page
-                return FetchResult(url=final_url, status="error", http_status=resp.status,
-                                   error=f"HTTP {resp.status}")
+                wait = retry_after(resp.headers.get("Retry-After")) if resp.status in (429, 503) else None
+                why = f"HTTP {resp.status}" + (f" (retry after {wait:.0f} s)" if wait is not None else "")
+                return FetchResult(url=final_url, status="error", http_status=resp.status, error=why,
+                                   retry_after=wait)
             try:
                 body = await read_body(resp, self.cfg.max_bytes)
             except FetchError as e:
@@ -112,7 +136,7 @@ class Fetcher:
                 return FetchResult(url=final_url, status="error", http_status=resp.status, error=str(e))
             return FetchResult(url=final_url, status="ok", http_status=resp.status, body=body,
                                content_type=resp.headers.get("Content-Type"), etag=new_etag,
-                               last_modified=new_modified)
+                               last_modified=new_modified, max_age=max_age)
 
     def _describe(self, e: BaseException, url: str) -> str:
         """An operator-facing reason for an exception raised while fetching."""
@@ -146,6 +170,57 @@ class Fetcher:
         if isinstance(e, aiohttp.ClientError):
             return f"HTTP client error: {e.__class__.__name__}: {e}"
         return f"fetch failed: {e.__class__.__name__}: {e}"
+
+
+class _Host:
+    """Per-host politeness: at most ``per_host`` requests in flight, and request starts at
+    least ``host_delay`` apart."""
+
+    def __init__(self, per_host: int):
+        self.slots = asyncio.Semaphore(per_host)
+        self._next = 0.0
+        self._lock = asyncio.Lock()
+
+    async def wait_turn(self, delay: float) -> None:
+        if delay <= 0:
+            return
+        async with self._lock:
+            now = time.monotonic()
+            if self._next > now:
+                await asyncio.sleep(self._next - now)
+            self._next = max(now, self._next) + delay
+
+
+#: Longest Retry-After honoured (a server asking for more gets polled again after this).
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), capped; None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER)
+
+
+def cache_max_age(value: str | None) -> float | None:
+    """``max-age`` (or ``s-maxage``) seconds from a Cache-Control header; None when absent."""
+    if not value:
+        return None
+    found = None
+    for part in value.split(","):
+        name, _, arg = part.strip().partition("=")
+        if name.lower() in ("max-age", "s-maxage") and arg.strip().strip('"').isdigit():
+            found = float(arg.strip().strip('"'))
+    return found
 
 
 def _connect_reason(err: BaseException, where: str) -> str:

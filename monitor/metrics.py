@@ -15,6 +15,12 @@ DELIVERIES = Counter("monitor_deliveries_total", "Notification attempts by outco
 OUTBOX_PENDING = Gauge("monitor_outbox_pending", "Notifications waiting to be sent", registry=REGISTRY)
 SOURCE_FAILURES = Gauge("monitor_source_consecutive_failures", "Consecutive failed polls per source",
                         ["source"], registry=REGISTRY)
+SOURCE_NEXT_POLL = Gauge("monitor_source_next_poll_timestamp_seconds", "Unix time of the next poll per source",
+                         ["source"], registry=REGISTRY)
+SOURCE_INTERVAL = Gauge("monitor_source_poll_interval_seconds", "Adaptive polling interval per source",
+                        ["source"], registry=REGISTRY)
+SOURCE_ITEMS_PER_DAY = Gauge("monitor_source_items_per_day", "Estimated publishing rate per source",
+                             ["source"], registry=REGISTRY)
 SOURCE_LAST_SUCCESS = Gauge("monitor_source_last_success_timestamp_seconds",
                             "Unix time of the last successful poll per source", ["source"], registry=REGISTRY)
 

@@ -33,6 +33,8 @@ class FetchResult:
     last_modified: str | None = None
     error: str | None = None
     elapsed: float = 0.0
+    retry_after: float | None = None  # seconds the server asked us to wait (429/503 Retry-After)
+    max_age: float | None = None  # Cache-Control max-age of the response, seconds
 
     @property
     def ok(self) -> bool:
@@ -58,6 +60,7 @@ class ParsedFeed:
     title: str | None
     entries: list[FeedEntry]
     warning: str | None = None
+    ttl: float | None = None  # seconds the feed says it stays fresh (<ttl>, sy:updatePeriod/Frequency)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Operator commands on delivery state: ``monitor silence``, ``monitor outbox``, ``monitor alerts``.
+"""Operator commands: ``monitor silence``, ``monitor outbox``, ``monitor alerts``, ``monitor sources``.
 
 Rules:
 - Commands that change state (``silence add``, ``silence expire``, ``outbox retry``) apply
@@ -231,3 +231,56 @@ def _alert_json(a: AlertListing) -> dict:
                         "sent_at": _iso(d.sent_at), "folded": d.folded, "digest": d.digest_id,
                         "silence": d.silence_id, "last_error": d.last_error} for d in a.deliveries],
     }
+
+
+# --------------------------------------------------------------------------- sources
+
+def _ago(t: datetime | None, now: datetime) -> str:
+    if t is None:
+        return "-"
+    secs = (now - t).total_seconds()
+    return ("in " if secs < 0 else "") + _span(abs(secs)) + ("" if secs < 0 else " ago")
+
+
+def _span(secs: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs / size:.0f}{unit}"
+    return f"{secs:.0f}s"
+
+
+def sources_list(cfg: Config, as_json: bool, failing_only: bool) -> int:
+    configured = {s.name: s for s in cfg.sources}
+
+    def work(store: Store) -> int:
+        now = utcnow()
+        rows = [h for h in store.source_health() if h.name in configured]
+        seen = {h.name for h in rows}
+        if failing_only:
+            rows = [h for h in rows if not h.ok]
+        if as_json:
+            for h in rows:
+                click.echo(json.dumps({
+                    "source": h.name, "url": h.url, "enabled": configured[h.name].enabled, "ok": h.ok,
+                    "failing_since": _iso(h.failing_since), "last_error": h.last_error,
+                    "consecutive_failures": h.consecutive_failures, "last_success": _iso(h.last_success_at),
+                    "last_poll": _iso(h.last_polled_at), "next_poll": _iso(h.next_poll_at),
+                    "interval_s": h.interval, "items_per_day": h.items_per_day, "items": h.items_total,
+                }, ensure_ascii=False))
+            return 0
+        header = f"{'source':<24} {'state':<8} {'last success':<13} {'next poll':<10} {'every':>6} {'items/d':>8}  problem"
+        click.echo(header)
+        for h in rows:
+            state = "disabled" if not configured[h.name].enabled else "ok" if h.ok else "failing"
+            problem = "" if h.ok else f"{h.consecutive_failures} failures since {_when(h.failing_since)}: {h.last_error or '?'}"
+            every = _span(h.interval) if h.interval else "-"
+            ipd = f"{h.items_per_day:.1f}" if h.items_per_day is not None else "-"
+            click.echo(f"{h.name[:24]:<24} {state:<8} {_ago(h.last_success_at, now):<13} {_ago(h.next_poll_at, now):<10} "
+                       f"{every:>6} {ipd:>8}  {problem}".rstrip())
+        never = sorted(set(configured) - seen)
+        failing = sum(not h.ok for h in rows)
+        click.echo(f"{len(rows)} source{'s' if len(rows) != 1 else ''}, {failing} failing"
+                   + (f"; never polled: {', '.join(never)}" if never else ""))
+        return 0
+
+    return with_store(cfg, False, work)

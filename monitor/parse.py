@@ -12,6 +12,8 @@ Rules:
   an HTML page, a document without a channel/feed element, malformed XML with no entry recovered.
   A feed that parses with a problem (feedparser's bozo) but yields entries is fine: the problem
   goes into ParsedFeed.warning. Truncated XML gives whatever entries feedparser recovers.
+- ``ttl``: the feed's own freshness hint in seconds (RSS ``<ttl>`` minutes, else
+  ``sy:updatePeriod`` / ``sy:updateFrequency``), for adaptive polling.
 - Entries: guid = id, link, title (feedparser's text), summary_html = summary, content_html =
   first content value, published = published or updated date as aware UTC; a date more than a
   day in the future is dropped (None).
@@ -58,7 +60,29 @@ def parse_feed(body: bytes, url: str | None = None, content_type: str | None = N
         warnings.append(_bozo_reason(parsed.get("bozo_exception")))
     entries = [_entry(e) for e in parsed.entries]
     title = parsed.feed.get("title") or None
-    return ParsedFeed(title=title, entries=entries, warning="; ".join(warnings) or None)
+    return ParsedFeed(title=title, entries=entries, warning="; ".join(warnings) or None, ttl=_ttl(parsed.feed))
+
+
+_PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 604800, "monthly": 2592000, "yearly": 31536000}
+
+
+def _ttl(feed: feedparser.FeedParserDict) -> float | None:
+    """How long the feed says it stays fresh: RSS ``<ttl>`` (minutes), else the syndication
+    module's ``updatePeriod`` divided by ``updateFrequency``. None when it says nothing usable."""
+    try:
+        ttl = float(str(feed.get("ttl", "")).strip())
+        if 0 < ttl < 60 * 24 * 366:
+            return ttl * 60
+    except ValueError:
+        pass
+    period = _PERIODS.get(str(feed.get("sy_updateperiod", "")).strip().lower())
+    if period is None:
+        return None
+    try:
+        frequency = int(str(feed.get("sy_updatefrequency", "1")).strip() or "1")
+    except ValueError:
+        frequency = 1
+    return period / max(1, frequency)
 
 
 # ---------------------------------------------------------------- encoding

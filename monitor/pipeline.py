@@ -27,10 +27,12 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -39,13 +41,24 @@ from .config import ChannelConfig, Config, SourceConfig
 from .fetch import Fetcher
 from .logs import event
 from .matcher import Matcher
-from .model import Digest, FetchResult, Item, Notification, WatchlistHit
+from .model import Digest, FetchResult, Item, Notification, ParsedFeed, WatchlistHit
 from .normalize import normalize_entry
 from .notify import Notifier, term_pattern
 from .parse import FeedParseError, parse_feed
+from .polling import Bounds, blend_rate, failure_delay, jittered, next_interval, published_rate
 from .schedule import schedule_of
 from .silences import SilenceCheck
-from .store import NewItem, PendingDelivery, RetryPolicy, SourceHealthPolicy, Store, StoryPolicy, utcnow
+from .store import (
+    NewItem,
+    PendingDelivery,
+    PollSchedule,
+    RetryPolicy,
+    SourceHealthPolicy,
+    SourceState,
+    Store,
+    StoryPolicy,
+    utcnow,
+)
 
 log = logging.getLogger("monitor.pipeline")
 
@@ -55,11 +68,20 @@ SNIPPET_CHARS = 400
 @dataclass(frozen=True)
 class PollReport:
     source: str
-    status: str  # ok | not_modified | error
+    status: str  # ok | not_modified | unchanged | error
     items: int = 0
     new: int = 0
     alerts: int = 0
     error: str | None = None
+    next_poll_at: datetime | None = None
+    interval: float | None = None  # seconds, the adaptive interval now in force
+    failures: int = 0  # consecutive failures (0 after a success)
+
+
+def _next_in(when: datetime | None) -> str | None:
+    if when is None:
+        return None
+    return f"{max(0.0, (when - utcnow()).total_seconds()):.0f}s"
 
 
 @dataclass(frozen=True)
@@ -116,8 +138,9 @@ def backoff(attempts: int, initial: timedelta, maximum: timedelta) -> timedelta:
 
 class Pipeline:
     def __init__(self, cfg: Config, store: Store, matcher: Matcher, fetcher: Fetcher, notifier: Notifier,
-                 on_alert: Callable[[], None] | None = None):
+                 on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None):
         self.cfg = cfg
+        self.parse_pool = parse_pool
         self.store = store
         self.matcher = matcher
         self.fetcher = fetcher
@@ -136,55 +159,103 @@ class Pipeline:
     async def poll(self, source: SourceConfig) -> PollReport:
         started = time.monotonic()
         result: FetchResult | None = None
+        state = SourceState(source.name, None, None)
         try:
             state = await asyncio.to_thread(self.store.source_state, source.name)
             result = await self.fetcher.fetch(source.url, state.etag, state.last_modified)
-            report = await self._process(source, result)
+            report = await self._process(source, state, result)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - one source's bug must not stop the daemon
             log.exception("poll of %s failed unexpectedly", source.name)
-            report = PollReport(source.name, "error", error=f"internal error: {e.__class__.__name__}: {e}")
-            await asyncio.to_thread(self.store.record_failure, source.name,
-                                    FetchResult(url=source.url, status="error", error=report.error),
-                                    None, self._health)
+            failed = FetchResult(url=source.url, status="error", error=f"internal error: {e.__class__.__name__}: {e}")
+            report = await self._failed_poll(source, state, failed)
         duration = time.monotonic() - started
         metrics.POLLS.labels(source.name, report.status).inc()
         metrics.POLL_SECONDS.observe(duration)
-        metrics.SOURCE_FAILURES.labels(source.name).set(0 if report.status != "error" else 1)
+        metrics.SOURCE_FAILURES.labels(source.name).set(report.failures)
         if report.status != "error":
             metrics.SOURCE_LAST_SUCCESS.labels(source.name).set(time.time())
+        if report.next_poll_at is not None:
+            metrics.SOURCE_NEXT_POLL.labels(source.name).set(report.next_poll_at.timestamp())
+        if report.interval is not None:
+            metrics.SOURCE_INTERVAL.labels(source.name).set(report.interval)
         event(log, "poll", logging.INFO if report.status != "error" else logging.WARNING,
               source=source.name, status=report.status,
               http=result.http_status if result else None, items=report.items, new=report.new,
-              alerts=report.alerts, duration_ms=round(duration * 1000), error=report.error)
+              alerts=report.alerts, duration_ms=round(duration * 1000), error=report.error,
+              next_in=_next_in(report.next_poll_at))
         if report.alerts and self.on_alert:
             self.on_alert()
         return report
 
-    async def _process(self, source: SourceConfig, result: FetchResult) -> PollReport:
+    def _bounds(self, source: SourceConfig) -> Bounds:
+        return Bounds(*source.bounds(self.cfg.fetch))
+
+    def _interval(self, source: SourceConfig, state: SourceState) -> timedelta:
+        """The interval in force before this poll: the stored adaptive one, else the configured one."""
+        bounds = self._bounds(source)
+        if state.poll_interval:
+            return bounds.clamp(timedelta(seconds=state.poll_interval))
+        return bounds.clamp(source.interval)
+
+    def _success_schedule(self, source: SourceConfig, state: SourceState, now: datetime, new_items: int,
+                          items_per_day: float | None, hint: float | None, body_hash: str | None) -> PollSchedule:
+        interval = next_interval(self._interval(source, state), self._bounds(source), new_items, items_per_day,
+                                 timedelta(seconds=hint) if hint else None)
+        return PollSchedule(now + jittered(interval), interval.total_seconds(), items_per_day, body_hash)
+
+    async def _failed_poll(self, source: SourceConfig, state: SourceState, result: FetchResult) -> PollReport:
+        now = utcnow()
+        failures = state.consecutive_failures + 1
+        delay = jittered(failure_delay(failures, self._bounds(source)))
+        if result.retry_after is not None:  # the server said when: never earlier than that
+            delay = max(delay, timedelta(seconds=result.retry_after))
+        schedule = PollSchedule(now + delay)
+        await asyncio.to_thread(self.store.record_failure, source.name, result, now, self._health, schedule)
+        return PollReport(source.name, "error", error=result.error, next_poll_at=schedule.next_poll_at,
+                          failures=failures, interval=self._interval(source, state).total_seconds())
+
+    async def _parse(self, result: FetchResult) -> ParsedFeed:
+        args = (result.body or b"", result.url, result.content_type)
+        if self.parse_pool is None:
+            return await asyncio.to_thread(parse_feed, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.parse_pool, parse_feed, *args)
+
+    async def _process(self, source: SourceConfig, state: SourceState, result: FetchResult) -> PollReport:
         if result.status == "error":
-            await asyncio.to_thread(self.store.record_failure, source.name, result, None, self._health)
-            return PollReport(source.name, "error", error=result.error)
+            return await self._failed_poll(source, state, result)
+        now = utcnow()
         if result.status == "not_modified":
-            await asyncio.to_thread(self.store.record_not_modified, source.name, result)
-            return PollReport(source.name, "not_modified")
+            schedule = self._success_schedule(source, state, now, 0, state.items_per_day, result.max_age, None)
+            await asyncio.to_thread(self.store.record_not_modified, source.name, result, now, schedule)
+            return PollReport(source.name, "not_modified", next_poll_at=schedule.next_poll_at,
+                              interval=schedule.interval)
+        body_hash = hashlib.sha1(result.body or b"").hexdigest()
+        if body_hash == state.body_hash:  # the same bytes as last time (no validators): nothing to parse
+            schedule = self._success_schedule(source, state, now, 0, state.items_per_day, result.max_age, None)
+            await asyncio.to_thread(self.store.record_not_modified, source.name, result, now, schedule)
+            return PollReport(source.name, "unchanged", next_poll_at=schedule.next_poll_at, interval=schedule.interval)
         try:
-            feed = await asyncio.to_thread(parse_feed, result.body or b"", result.url, result.content_type)
+            feed = await self._parse(result)
         except FeedParseError as e:
             failed = FetchResult(url=result.url, status="error", http_status=result.http_status, error=str(e))
-            await asyncio.to_thread(self.store.record_failure, source.name, failed, None, self._health)
-            return PollReport(source.name, "error", error=str(e))
+            return await self._failed_poll(source, state, failed)
         if feed.warning:
             event(log, "feed warning", logging.DEBUG, source=source.name, warning=feed.warning)
         items = unique_items([normalize_entry(e) for e in feed.entries])
         known = await asyncio.to_thread(self.store.known_keys, source.name, items)
         now = utcnow()
         new_items = await asyncio.to_thread(self._analyse, [it for it in items if it.guid not in known], now)
+        rate = blend_rate(state.items_per_day, published_rate((it.published for it in items), now))
+        hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
+        schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)
         outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
-                                          self.channels_for(source.name), now, self._stories)
+                                          self.channels_for(source.name), now, self._stories, schedule)
         metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
         metrics.ALERTS.inc(outcome.alerts)
+        if rate is not None:
+            metrics.SOURCE_ITEMS_PER_DAY.labels(source.name).set(rate)
         hits_by_guid = {n.item.guid: n.hits for n in new_items}
         for st in outcome.stored:
             hits = hits_by_guid.get(st.item.guid) or ()
@@ -195,7 +266,8 @@ class Pipeline:
             elif st.joined:
                 event(log, "repost", logging.DEBUG if not hits else logging.INFO, source=source.name,
                       story=st.story_id, title=st.item.title, link=st.item.link)
-        return PollReport(source.name, "ok", items=len(items), new=len(outcome.stored), alerts=outcome.alerts)
+        return PollReport(source.name, "ok", items=len(items), new=len(outcome.stored), alerts=outcome.alerts,
+                          next_poll_at=schedule.next_poll_at, interval=schedule.interval)
 
     def _analyse(self, items: list[Item], now: datetime) -> list[NewItem]:
         """Match and fingerprint new items (CPU work, run off the event loop)."""

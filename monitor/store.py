@@ -37,6 +37,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -113,6 +114,10 @@ class SourceRow(Base):
     items_total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     failure_notice_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # "failing" notice sent
+    next_poll_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    poll_interval: Mapped[float | None] = mapped_column(Float)  # seconds, the adaptive interval now
+    items_per_day: Mapped[float | None] = mapped_column(Float)
+    body_hash: Mapped[str | None] = mapped_column(String(40))  # sha1 of the last body parsed
 
 
 class StoryRow(Base):
@@ -268,6 +273,40 @@ class SourceState:
     name: str
     etag: str | None
     last_modified: str | None
+    consecutive_failures: int = 0
+    poll_interval: float | None = None  # seconds
+    items_per_day: float | None = None
+    body_hash: str | None = None
+    next_poll_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PollSchedule:
+    """What a poll decided about the source's next one (written with the poll's outcome)."""
+
+    next_poll_at: datetime
+    interval: float | None = None  # seconds; None keeps the stored one (failures)
+    items_per_day: float | None = None
+    body_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """A source as ``monitor sources`` and /metrics show it."""
+
+    name: str
+    url: str
+    ok: bool
+    status: str | None
+    failing_since: datetime | None
+    last_error: str | None
+    consecutive_failures: int
+    last_success_at: datetime | None
+    last_polled_at: datetime | None
+    next_poll_at: datetime | None
+    interval: float | None
+    items_per_day: float | None
+    items_total: int
 
 
 @dataclass(frozen=True)
@@ -632,7 +671,31 @@ class Store:
             row = s.scalar(select(SourceRow).where(SourceRow.name == name))
             if row is None:
                 return SourceState(name, None, None)
-            return SourceState(name, row.etag, row.last_modified)
+            return SourceState(name, row.etag, row.last_modified, row.consecutive_failures or 0,
+                               row.poll_interval, row.items_per_day, row.body_hash, row.next_poll_at)
+
+    def source_health(self, names: Iterable[str] | None = None) -> list[SourceHealth]:
+        """Every source's polling health, by name (only ``names`` when given)."""
+        q = select(SourceRow).order_by(SourceRow.name)
+        with self._session() as s:
+            rows = list(s.scalars(q))
+        wanted = None if names is None else set(names)
+        return [SourceHealth(r.name, r.url, not r.consecutive_failures, r.last_status, r.failing_since, r.last_error,
+                             r.consecutive_failures or 0, r.last_success_at, r.last_polled_at, r.next_poll_at,
+                             r.poll_interval, r.items_per_day, r.items_total or 0)
+                for r in rows if wanted is None or r.name in wanted]
+
+    @staticmethod
+    def _apply_schedule(row: SourceRow, schedule: PollSchedule | None) -> None:
+        if schedule is None:
+            return
+        row.next_poll_at = schedule.next_poll_at
+        if schedule.interval is not None:
+            row.poll_interval = schedule.interval
+        if schedule.items_per_day is not None:
+            row.items_per_day = schedule.items_per_day
+        if schedule.body_hash is not None:
+            row.body_hash = schedule.body_hash
 
     def known_keys(self, source: str, items: Sequence[Item]) -> set[str]:
         """The guids of ``items`` already stored: same guid from this source or same canonical link."""
@@ -647,12 +710,13 @@ class Store:
             return {guid_of[k] for k in self._stored_keys(s, src, guid_keys, link_keys)}
 
     def record_failure(self, source: str, result: FetchResult, now: datetime | None = None,
-                       health: SourceHealthPolicy | None = None) -> None:
+                       health: SourceHealthPolicy | None = None, schedule: PollSchedule | None = None) -> None:
         """A failed poll. With ``health``, a source failing for ``health.after`` queues one
         "failing" notice for the admin channel (in the same transaction)."""
         now = now or utcnow()
         with self._write.begin() as s:
             row = self._source_row(s, source)
+            self._apply_schedule(row, schedule)
             row.last_polled_at = now
             row.last_status = "error"
             row.last_error = result.error
@@ -677,6 +741,7 @@ class Store:
         channels: Sequence[tuple[str, object]] = (),
         now: datetime | None = None,
         stories: StoryPolicy | None = None,
+        schedule: PollSchedule | None = None,
     ) -> PollOutcome:
         """Store a successful poll atomically: items, their stories, alerts, outbox rows, HTTP state.
 
@@ -701,6 +766,7 @@ class Store:
             plan = self._plan(s, src.id, new_items, now, policy.window)
             stored, alerts = self._write_plan(s, src.id, source, plan, channels, now, policy)
             src.etag, src.last_modified = result.etag, result.last_modified
+            self._apply_schedule(src, schedule)
             src.last_polled_at = src.last_success_at = now
             src.last_status, src.last_error = result.status, None
             if src.failure_notice_at is not None:  # it was reported failing: say it recovered
@@ -714,8 +780,9 @@ class Store:
             src.items_total = (src.items_total or 0) + len(stored)
         return PollOutcome(stored, alerts)
 
-    def record_not_modified(self, source: str, result: FetchResult, now: datetime | None = None) -> None:
-        self.commit_poll(source, result, (), now=now)
+    def record_not_modified(self, source: str, result: FetchResult, now: datetime | None = None,
+                            schedule: PollSchedule | None = None) -> None:
+        self.commit_poll(source, result, (), now=now, schedule=schedule)
 
     #: Candidates compared per item at most (the most recent first): bounds the work when a
     #: band key is common.

@@ -116,12 +116,14 @@ class FeedServer:
         return self.url(path)
 
     def feed(self, path: str, body: bytes, content_type: str = "application/rss+xml; charset=utf-8",
-             last_modified: str = LAST_MODIFIED) -> str:
-        """A feed with validators: 304 when If-None-Match or If-Modified-Since matches."""
+             last_modified: str = LAST_MODIFIED, headers: dict[str, str] | None = None) -> str:
+        """A feed with validators: 304 when If-None-Match or If-Modified-Since matches
+        (``headers``: more response headers, e.g. Cache-Control)."""
         etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
+        extra = dict(headers or {})
 
         async def serve(request: web.Request) -> web.StreamResponse:
-            headers = {"ETag": etag, "Last-Modified": last_modified}
+            headers = {"ETag": etag, "Last-Modified": last_modified, **extra}
             inm, ims = request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since")
             if (inm and inm == etag) or (not inm and ims and ims == last_modified):
                 return web.Response(status=304, headers=headers)

@@ -364,3 +364,63 @@ def test_good_source_succeeds_beside_hostile_ones(server):
         feed = parse_feed(by_name[name].body, by_name[name].url, by_name[name].content_type)
         text = " ".join(e.title + e.summary_html for e in feed.entries)
         assert "root:" not in text and "lollol" not in text
+
+
+# --------------------------------------------------------------------------- politeness and server hints
+
+def test_per_host_limit_and_politeness_delay(server):
+    active = 0
+    peak = 0
+    starts: list[float] = []
+
+    async def busy(request: web.Request) -> web.StreamResponse:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.1)
+        active -= 1
+        return web.Response(body=GOOD)
+
+    server.handle("/feeds/polite.xml", busy)
+
+    async def many(**over):
+        async with Fetcher(cfg(concurrency=10, timeout="10s", **over)) as f:
+            return await asyncio.gather(*(f.fetch(server.url("/feeds/polite.xml")) for _ in range(6)))
+
+    assert all(r.ok for r in asyncio.run(many(per_host=2)))
+    assert peak == 2
+    starts.clear()
+    peak = 0
+    assert all(r.ok for r in asyncio.run(many(per_host=6, host_delay="0.15s")))
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) >= 0.14  # request starts to one host are spaced out
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_reported_in_seconds_or_from_a_date(server, status):
+    server.raw("/feeds/busy-secs.xml", status, headers={"Retry-After": "120"})
+    when = (datetime.now(UTC) + timedelta(minutes=10)).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    server.raw("/feeds/busy-date.xml", status, headers={"Retry-After": when})
+    server.raw("/feeds/busy-none.xml", status)
+    secs = fetch_sync(server.url("/feeds/busy-secs.xml"), cfg())
+    assert (secs.status, secs.retry_after) == ("error", 120.0) and "retry after 120 s" in secs.error
+    dated = fetch_sync(server.url("/feeds/busy-date.xml"), cfg())
+    assert 500 < dated.retry_after <= 600
+    assert fetch_sync(server.url("/feeds/busy-none.xml"), cfg()).retry_after is None
+
+
+def test_cache_control_max_age_is_reported(server):
+    server.feed("/feeds/cached.xml", GOOD, headers={"Cache-Control": "public, max-age=900"})
+    assert fetch_sync(server.url("/feeds/cached.xml"), cfg()).max_age == 900.0
+    assert fetch_sync(server.url("/feeds/good.xml"), cfg()).max_age is None
+
+
+def test_header_parsers():
+    from monitor.fetch import MAX_RETRY_AFTER, cache_max_age, retry_after
+
+    assert retry_after("30") == 30.0 and retry_after("99999999") == MAX_RETRY_AFTER
+    assert retry_after("soon") is None and retry_after(None) is None
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: now
+    assert cache_max_age('no-cache, max-age="60"') == 60.0 and cache_max_age("s-maxage=5") == 5.0
+    assert cache_max_age("no-store") is None

@@ -1,0 +1,195 @@
+"""Adaptive polling: the pure policy, and the pipeline's scheduling against a real HTTP server
+and real databases (next poll, interval, failure backoff, Retry-After, unchanged bodies)."""
+from __future__ import annotations
+
+import asyncio
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from feedserver import FeedServer, rss
+
+from monitor.config import load_config
+from monitor.fetch import Fetcher
+from monitor.matcher import Matcher
+from monitor.notify import Notifier
+from monitor.pipeline import Pipeline
+from monitor.polling import Bounds, failure_delay, jittered, next_interval, published_rate
+from monitor.store import Store
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+B = Bounds(timedelta(minutes=2), timedelta(hours=1))
+
+
+# ------------------------------------------------------------------ the policy
+
+def test_interval_follows_the_publishing_rate_within_bounds():
+    # 48 items a day: one every 30 min -> poll every 15 min
+    assert next_interval(timedelta(minutes=10), B, 3, 48.0, None) == timedelta(minutes=15)
+    # a torrent: never faster than min_interval
+    assert next_interval(timedelta(minutes=10), B, 5, 5000.0, None) == B.lo
+    # one item a week: never slower than max_interval
+    assert next_interval(timedelta(minutes=10), B, 1, 1 / 7, None) == B.hi
+    # nothing new: a quarter longer each time, up to the cap
+    assert next_interval(timedelta(minutes=20), B, 0, 48.0, None) == timedelta(minutes=25)
+    assert next_interval(timedelta(minutes=55), B, 0, 48.0, None) == B.hi
+
+
+def test_server_hints_are_a_floor_but_never_beyond_the_cap():
+    assert next_interval(timedelta(minutes=5), B, 2, 480.0, timedelta(minutes=30)) == timedelta(minutes=30)
+    assert next_interval(timedelta(minutes=5), B, 2, 480.0, timedelta(days=1)) == B.hi
+
+
+def test_failures_back_off_exponentially_up_to_max_and_retry_after_wins():
+    delays = [failure_delay(n, B) for n in range(1, 8)]
+    assert delays[:5] == [timedelta(minutes=m) for m in (2, 4, 8, 16, 32)]
+    assert delays[5:] == [B.hi, B.hi]  # capped: the source is retried forever, never disabled
+    assert failure_delay(1, B, retry_after=7200) == timedelta(hours=2)
+
+
+def test_published_rate_and_jitter():
+    times = [NOW - timedelta(hours=h) for h in range(0, 24)]  # 24 items over a day
+    assert published_rate(times, NOW) == pytest.approx(24 / (23 / 24), rel=0.01)
+    assert published_rate([NOW, None], NOW) is None
+    assert published_rate([NOW - timedelta(days=30), NOW - timedelta(days=31)], NOW) is None  # too old
+    rng = random.Random(1)
+    spread = {jittered(timedelta(minutes=10), rng) for _ in range(50)}
+    assert len(spread) > 40 and all(timedelta(minutes=9) <= d <= timedelta(minutes=11) for d in spread)
+
+
+# ------------------------------------------------------------------ the pipeline
+
+def items(n: int, start: datetime, every: timedelta) -> list[dict]:
+    return [dict(title=f"Quiet story {k}", link=f"https://q.example/{k}", guid=f"q{k}", description=f"Text {k}",
+                 published=start - k * every) for k in range(n)]
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, db_url: str, srv: FeedServer, sources: dict[str, str], **fetch: object):
+        doc = {"database": {"url": db_url},
+               "fetch": {"timeout": "5s", "min_interval": "2m", "max_interval": "1h", **fetch},
+               "sources": [{"name": n, "url": u, "interval": "10m"} for n, u in sources.items()],
+               "watchlists": [{"name": "w", "query": "missile"}]}
+        (tmp_path / "monitor.yaml").write_text(yaml.safe_dump(doc))
+        self.cfg = load_config(tmp_path / "monitor.yaml")
+        self.store = Store(self.cfg.database.url)
+        self.store.upgrade()
+        self.store.sync_sources([(s.name, s.url) for s in self.cfg.sources])
+
+    def poll(self, name: str):
+        src = next(s for s in self.cfg.sources if s.name == name)
+
+        async def go():
+            async with Fetcher(self.cfg.fetch) as f:
+                p = Pipeline(self.cfg, self.store, Matcher(self.cfg.matcher_watchlists()), f, Notifier([]))
+                return await p.poll(src)
+
+        return asyncio.run(go())
+
+    def state(self, name: str):
+        return self.store.source_state(name)
+
+
+@pytest.fixture
+def srv():
+    with FeedServer() as s:
+        yield s
+
+
+def test_poll_schedules_the_next_one_from_the_feed_and_keeps_it(tmp_path, db_url, srv):
+    now = datetime.now(UTC)
+    busy = srv.feed("/busy.xml", rss("Busy", "https://b.example/", items(20, now, timedelta(minutes=20))))
+    rig = Rig(tmp_path, db_url, srv, {"busy": busy})
+    report = rig.poll("busy")
+    assert report.status == "ok" and report.new == 20
+    st = rig.state("busy")
+    # ~72 items a day -> every ~10 min (half the gap), jittered by 10 %
+    assert 60 < st.items_per_day < 80 and 540 <= st.poll_interval <= 720
+    assert st.next_poll_at is not None
+    assert timedelta(seconds=st.poll_interval * 0.85) < st.next_poll_at - now < timedelta(seconds=st.poll_interval * 1.15)
+    again = rig.poll("busy")  # 304: nothing new, so a quarter slower
+    assert again.status == "not_modified"
+    assert rig.state("busy").poll_interval == pytest.approx(st.poll_interval * 1.25)
+    health = {h.name: h for h in rig.store.source_health()}["busy"]
+    assert health.ok and health.items_total == 20 and health.next_poll_at == rig.state("busy").next_poll_at
+    rig.store.close()
+
+
+def test_ttl_slows_a_source_down(tmp_path, db_url, srv):
+    now = datetime.now(UTC)
+    body = rss("Slow", "https://s.example/", items(20, now, timedelta(minutes=5)), extra_head="")
+    body = body.replace(b"<description>Slow</description>", b"<description>Slow</description><ttl>45</ttl>", 1)
+    url = srv.feed("/ttl.xml", body)
+    rig = Rig(tmp_path, db_url, srv, {"ttl": url})
+    rig.poll("ttl")
+    assert rig.state("ttl").poll_interval == 45 * 60  # the feed says 45 min; the rate alone would say 2 min
+    rig.store.close()
+
+
+def test_failures_back_off_and_never_disable_the_source(tmp_path, db_url, srv):
+    url = srv.raw("/down.xml", 500, b"boom")
+    rig = Rig(tmp_path, db_url, srv, {"down": url})
+    delays = []
+    for _ in range(7):
+        before = datetime.now(UTC)
+        report = rig.poll("down")
+        assert report.status == "error"
+        delays.append((rig.state("down").next_poll_at - before).total_seconds())
+    assert rig.state("down").consecutive_failures == 7
+    expected = [120, 240, 480, 960, 1920, 3600, 3600]
+    for got, want in zip(delays, expected, strict=True):
+        assert want * 0.85 <= got <= want * 1.15
+    (h,) = rig.store.source_health(["down"])
+    assert not h.ok and h.last_error == "HTTP 500" and h.failing_since is not None
+    rig.store.close()
+
+
+def test_retry_after_pushes_the_next_poll(tmp_path, db_url, srv):
+    url = srv.raw("/busy.xml", 429, b"", {"Retry-After": "5400"})
+    rig = Rig(tmp_path, db_url, srv, {"limited": url})
+    before = datetime.now(UTC)
+    report = rig.poll("limited")
+    assert report.status == "error" and "retry after 5400 s" in report.error
+    assert rig.state("limited").next_poll_at - before >= timedelta(seconds=5400)
+    rig.store.close()
+
+
+def test_the_same_body_without_validators_is_not_parsed_again(tmp_path, db_url, srv):
+    now = datetime.now(UTC)
+    url = srv.raw("/plain.xml", 200, rss("Plain", "https://p.example/", items(5, now, timedelta(hours=1))),
+                  {"Content-Type": "application/rss+xml"})
+    rig = Rig(tmp_path, db_url, srv, {"plain": url})
+    assert rig.poll("plain").status == "ok"
+    assert rig.poll("plain").status == "unchanged"
+    rig.store.close()
+
+
+def test_monitor_sources_prints_health(tmp_path, srv):
+    now = datetime.now(UTC)
+    good = srv.feed("/good.xml", rss("Good", "https://g.example/", items(3, now, timedelta(hours=1))))
+    bad = srv.raw("/bad.xml", 503, b"")
+    rig = Rig(tmp_path, f"sqlite:///{tmp_path}/m.db", srv, {"good": good, "bad": bad, "later": good + "?x"})
+    rig.poll("good")
+    rig.poll("bad")
+    rig.store.close()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "monitor", "sources", *args, "--config",
+                               str(tmp_path / "monitor.yaml")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    out = cli()
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:2] == ["source", "state"]
+    good_line = next(line for line in lines if line.startswith("good "))
+    bad_line = next(line for line in lines if line.startswith("bad "))
+    assert " ok " in good_line and "in " in good_line
+    assert " failing " in bad_line and "1 failures since" in bad_line and "HTTP 503" in bad_line
+    assert lines[-1].startswith("3 sources, 1 failing")
+    rows = [__import__("json").loads(line) for line in cli("--json", "--failing").stdout.splitlines()]
+    assert [(r["source"], r["ok"], r["consecutive_failures"]) for r in rows] == [("bad", False, 1)]
