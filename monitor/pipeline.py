@@ -32,7 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -218,9 +218,17 @@ class Pipeline:
 
     async def _parse(self, result: FetchResult) -> ParsedFeed:
         args = (result.body or b"", result.url, result.content_type)
-        if self.parse_pool is None:
-            return await asyncio.to_thread(parse_feed, *args)
-        return await asyncio.get_running_loop().run_in_executor(self.parse_pool, parse_feed, *args)
+        pool = self.parse_pool
+        if pool is not None:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, parse_feed, *args)
+            except BrokenExecutor as e:
+                # a worker died (or could not start): parse in threads from now on, never lose the poll
+                if self.parse_pool is pool:
+                    self.parse_pool = None
+                    event(log, "parse pool broken", logging.ERROR, error=f"{e.__class__.__name__}: {e}",
+                          fallback="threads")
+        return await asyncio.to_thread(parse_feed, *args)
 
     async def _process(self, source: SourceConfig, state: SourceState, result: FetchResult) -> PollReport:
         if result.status == "error":

@@ -25,7 +25,9 @@ from __future__ import annotations
 import hashlib
 import math
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -605,6 +607,19 @@ class Store:
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         # sessions that write: on SQLite they hold the write lock from their first statement
         self._write = sessionmaker(self.engine.execution_options(sqlite_write=True), expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A writing transaction. On SQLite, writers of this process queue on a mutex first:
+        the database takes one writer at a time anyway, and threads waiting in SQLite's busy
+        handler sleep in steps (up to 100 ms each) instead of waking when the lock frees."""
+        if self._write_lock is None:
+            with self._write.begin() as s:
+                yield s
+            return
+        with self._write_lock, self._write.begin() as s:
+            yield s
 
     @classmethod
     def open_readonly(cls, url: str) -> Store:
@@ -657,7 +672,7 @@ class Store:
     # ------------------------------------------------------------ sources
     def sync_sources(self, sources: Iterable[tuple[str, str]]) -> None:
         """Make sure a row exists for each (name, url); a changed URL resets its HTTP cache state."""
-        with self._write.begin() as s:
+        with self._writing() as s:
             rows = {r.name: r for r in s.scalars(select(SourceRow))}
             for name, url in sources:
                 row = rows.get(name)
@@ -714,7 +729,7 @@ class Store:
         """A failed poll. With ``health``, a source failing for ``health.after`` queues one
         "failing" notice for the admin channel (in the same transaction)."""
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             row = self._source_row(s, source)
             self._apply_schedule(row, schedule)
             row.last_polled_at = now
@@ -759,7 +774,7 @@ class Store:
         """
         now = now or utcnow()
         policy = stories or StoryPolicy()
-        with self._write.begin() as s:
+        with self._writing() as s:
             if new_items and s.get_bind().dialect.name == "postgresql":
                 s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
             src = self._source_row(s, source)
@@ -1009,7 +1024,7 @@ class Store:
 
     def mark_sent(self, delivery_id: int, now: datetime | None = None) -> None:
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id)
                       .values(status="sent", sent_at=now, attempts=DeliveryRow.attempts + 1, last_error=None,
                               folded=False))
@@ -1018,7 +1033,7 @@ class Store:
                          now: datetime | None = None) -> int:
         """Record one digest message and mark its rows sent, in one transaction; its id."""
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             digest = DigestRow(channel=channel, kind=kind, entries=len(delivery_ids), folded=folded, sent_at=now)
             s.add(digest)
             s.flush()
@@ -1039,7 +1054,7 @@ class Store:
         With ``notice``, dead-lettered rows get one operator notice (in the same transaction).
         Returns the ids dead-lettered."""
         dead: list[int] = []
-        with self._write.begin() as s:
+        with self._writing() as s:
             rows = []
             for chunk in _chunks(list(delivery_ids), 500):
                 rows += s.execute(select(DeliveryRow, AlertRow.item_id)
@@ -1072,13 +1087,13 @@ class Store:
 
     def mark_silenced(self, delivery_id: int, silence_id: int, now: datetime | None = None) -> None:
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.status == "pending")
                       .values(status="silenced", silence_id=silence_id, sent_at=None, folded=False))
 
     def mark_folded(self, delivery_ids: Sequence[int]) -> None:
         """Rows an instant channel's ``max_per_hour`` holds back for its next rate-limit digest."""
-        with self._write.begin() as s:
+        with self._writing() as s:
             for chunk in _chunks(list(delivery_ids), 500):
                 s.execute(update(DeliveryRow).where(DeliveryRow.id.in_(chunk), DeliveryRow.status == "pending")
                           .values(folded=True))
@@ -1100,7 +1115,7 @@ class Store:
             return ChannelState(channel, row.last_digest_at, row.next_digest_at, row.digest_failures or 0)
 
     def save_channel_state(self, state: ChannelState) -> None:
-        with self._write.begin() as s:
+        with self._writing() as s:
             row = s.get(ChannelStateRow, state.channel)
             if row is None:
                 row = ChannelStateRow(channel=state.channel)
@@ -1114,7 +1129,7 @@ class Store:
         now = now or utcnow()
         values = dict(status="pending", attempts=0, next_attempt_at=now, queued_at=now, dead_at=None,
                       last_error=None)
-        with self._write.begin() as s:
+        with self._writing() as s:
             if delivery_ids is None:
                 return s.execute(update(DeliveryRow).where(DeliveryRow.status == "dead").values(**values)).rowcount
             changed = 0
@@ -1137,7 +1152,7 @@ class Store:
     # ------------------------------------------------------------ operator notices
     def add_notice(self, kind: str, subject: str, body: str, now: datetime | None = None) -> int:
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             row = NoticeRow(kind=kind, subject=subject, body=body, status="pending", attempts=0,
                             next_attempt_at=now, created_at=now)
             s.add(row)
@@ -1157,7 +1172,7 @@ class Store:
         """Record a send of a notice: sent when ``error`` is None, else retried later (dead after
         ``policy.max_attempts``: a notice about notices would go to the same broken channel)."""
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             row = s.get(NoticeRow, notice_id)
             if row is None or row.status != "pending":
                 return
@@ -1181,7 +1196,7 @@ class Store:
     def add_silence(self, watchlist: str, ends_at: datetime, query: str | None = None, source: str | None = None,
                     comment: str = "", created_by: str = "", now: datetime | None = None) -> int:
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             row = SilenceRow(watchlist=watchlist, query=query, source=source, starts_at=now, ends_at=ends_at,
                              comment=comment, created_by=created_by, created_at=now)
             s.add(row)
@@ -1201,7 +1216,7 @@ class Store:
     def expire_silence(self, silence_id: int, now: datetime | None = None) -> Silence | None:
         """End a silence now; None when there is no such silence. An expired one is left as is."""
         now = now or utcnow()
-        with self._write.begin() as s:
+        with self._writing() as s:
             row = s.get(SilenceRow, silence_id)
             if row is None:
                 return None
