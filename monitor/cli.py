@@ -286,6 +286,20 @@ def sources(ctx: click.Context, config_path: str, failing: bool, as_json: bool) 
     sys.exit(operate.sources_list(cfg, as_json, failing))
 
 
+@sources.command("import")
+@CONFIG_OPTION
+@click.argument("opml_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--to", "output", type=click.Path(dir_okay=False), default=None,
+              help="Write the YAML to this new file (an includable sources file) instead of stdout.")
+@click.option("--interval", default=None, help="Set this interval on every imported source (e.g. 30m).")
+def sources_import(config_path: str, opml_file: str, output: str | None, interval: str | None) -> None:
+    """Turn an OPML export into `sources:` YAML, leaving out feeds already configured."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.sources_import(cfg, opml_file, output, interval))
+
+
 def main() -> None:
     cli(prog_name="monitor")
 

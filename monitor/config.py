@@ -471,6 +471,7 @@ _LISTS: dict[str, tuple[str, type[BaseModel]]] = {
 }
 _INCLUDE = "include"
 _ALIASES = "aliases"
+_OPML = "opml"
 _INCLUDED_KEYS = (*_LISTS, _ALIASES, _INCLUDE)
 # Keys a user may write at the top of the main file (``path`` is set by load_config).
 _MAIN_KEYS = tuple(k for k in Config.model_fields if k != "path") + (_INCLUDE,)
@@ -1093,7 +1094,45 @@ class _Loader:
         out = []
         for i, item in enumerate(value):
             loc: Loc = (kind, i)
+            if kind == "sources" and isinstance(item, dict) and _OPML in item:
+                out += self._opml_sources(doc, loc, item)
+                continue
             validated = _validate(model, item, doc, loc, self.problems)
+            if validated is not None:
+                out.append(_Entry(validated, doc, loc))
+        return out
+
+    def _opml_sources(self, doc: _Doc, loc: Loc, item: dict) -> list[_Entry]:
+        """``{opml: feeds.opml, interval: 30m, ...}``: one source per feed of the OPML file (the
+        other keys apply to each; names come from the outlines, see monitor.opml)."""
+        from .opml import OpmlError, read_opml
+
+        line = doc.line((*loc, _OPML))
+        where = f"{doc.name}:{line}: {_fmt_loc((*loc, _OPML))}"
+        path = item.get(_OPML)
+        if not isinstance(path, str) or not path.strip():
+            self.problems.add(doc.order, line, f"{where}: should be the path of an OPML file")
+            return []
+        rest = {k: v for k, v in item.items() if k != _OPML}
+        for key in ("name", "url"):
+            if key in rest:
+                self.problems.add(doc.order, doc.line((*loc, key)),
+                                  f"{doc.name}:{doc.line((*loc, key))}: {_fmt_loc((*loc, key))}: not allowed beside "
+                                  "'opml' (each feed's name and url come from the OPML file)")
+                return []
+        full = os.path.join(os.path.dirname(doc.name), os.path.expanduser(path.strip()))
+        try:
+            feeds, skipped = read_opml(full)
+        except OpmlError as e:
+            self.problems.add(doc.order, line, f"{where}: {e}")
+            return []
+        for why in skipped:
+            log.warning("%s: %s: skipped outline at line %s", where, full, why)
+        if not feeds:
+            log.warning("%s: %s lists no feeds", where, full)
+        out = []
+        for feed in feeds:
+            validated = _validate(SourceConfig, {"name": feed.name, "url": feed.url, **rest}, doc, loc, self.problems)
             if validated is not None:
                 out.append(_Entry(validated, doc, loc))
         return out
@@ -1422,7 +1461,9 @@ def summarize(cfg: Config) -> str:
     lines.append(f"sources: {len(cfg.sources)} ({enabled} enabled)")
     for s in cfg.sources:
         state = "" if s.enabled else ", disabled"
-        lines.append(f"  - {s.name}: every {format_duration(s.interval)}{state}")
+        lo, hi = s.bounds(cfg.fetch)
+        lines.append(f"  - {s.name}: every {format_duration(max(lo, min(hi, s.interval)))} "
+                     f"at first, then adapted within {format_duration(lo)}-{format_duration(hi)}{state}")
     lines.append(f"watchlists: {len(cfg.watchlists)}")
     for w in cfg.watchlists:
         clauses = []

@@ -284,3 +284,63 @@ def sources_list(cfg: Config, as_json: bool, failing_only: bool) -> int:
         return 0
 
     return with_store(cfg, False, work)
+
+
+def sources_import(cfg: Config, opml_file: str, output: str | None, interval: str | None) -> int:
+    """``monitor sources import``: YAML for the OPML's feeds that the config does not have yet."""
+    import os
+
+    import yaml
+
+    from .durations import parse_duration
+    from .opml import OpmlError, read_opml
+
+    if interval is not None:
+        try:
+            parse_duration(interval)
+        except ValueError as e:
+            click.echo(f"error: --interval: {e}", err=True)
+            return 2
+    try:
+        feeds, skipped = read_opml(opml_file)
+    except OpmlError as e:
+        click.echo(f"error: {e}", err=True)
+        return 2
+    for why in skipped:
+        click.echo(f"{opml_file}:{why} (skipped)", err=True)
+    have_urls = {s.url.strip() for s in cfg.sources}
+    names = {s.name for s in cfg.sources}
+    new = []
+    for feed in feeds:
+        if feed.url in have_urls:
+            continue
+        base = feed.base or feed.name
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.add(name)
+        have_urls.add(feed.url)
+        entry: dict[str, str] = {"name": name, "url": feed.url}
+        if interval is not None:
+            entry["interval"] = interval
+        new.append(entry)
+    text = f"# imported from {os.path.basename(opml_file)} by `monitor sources import`\n" + yaml.safe_dump(
+        {"sources": new}, sort_keys=False, allow_unicode=True, width=1000)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        try:
+            with open(output, "x", encoding="utf-8") as f:
+                f.write(text)
+        except FileExistsError:
+            click.echo(f"error: {output} exists; choose a new file (then add it to `include:`)", err=True)
+            return 2
+        except OSError as e:
+            click.echo(f"error: cannot write {output}: {e.strerror or e}", err=True)
+            return 1
+    click.echo(f"{len(new)} new source{'s' if len(new) != 1 else ''} from {len(feeds)} feed"
+               f"{'s' if len(feeds) != 1 else ''} in {opml_file}"
+               f"{f'; {len(feeds) - len(new)} already configured' if len(feeds) > len(new) else ''}"
+               f"{f'; written to {output} (add it to include: in the main config)' if output else ''}", err=True)
+    return 0
