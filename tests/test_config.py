@@ -546,7 +546,7 @@ def test_summarize_lists_everything_and_masks_the_password():
     text = summarize(load_config("cfg.yaml", env={}))
     assert "s3cret" not in text
     assert "postgresql+psycopg://monitor:***@db.example/monitor" in text
-    for fragment in ("sources: 2 (1 enabled)", "wire: every 5m", "old: every 15m, disabled",
+    for fragment in ("sources: 2 (1 enabled)", "wire: every 5m at first, then adapted within 2m-1h", "old: every 15m at first, then adapted within 2m-1h, disabled",
                      "watchlists: 1", "missiles", "channels: 2 (1 enabled)",
                      "slack: enabled; missiles", "mail: disabled (no URL); all watchlists"):
         assert fragment in text, fragment
