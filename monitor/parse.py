@@ -24,11 +24,13 @@ import html.entities
 import re
 import time
 import xml.sax
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import feedparser
 from feedparser.encodings import convert_to_utf8
 
+from .fastparse import fast_parse
 from .model import FeedEntry, ParsedFeed
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # fetch caps bodies well below this; this guards other callers
@@ -40,8 +42,11 @@ class FeedParseError(ValueError):
     """The bytes are not a usable feed; str(err) is the reason for the log."""
 
 
-def parse_feed(body: bytes, url: str | None = None, content_type: str | None = None) -> ParsedFeed:
-    """Parse one feed document. Raises FeedParseError when it is not a usable feed."""
+def parse_feed(body: bytes, url: str | None = None, content_type: str | None = None, fast: bool = True) -> ParsedFeed:
+    """Parse one feed document. Raises FeedParseError when it is not a usable feed.
+
+    ``fast``: plain well-formed RSS 2.0 / Atom 1.0 goes through ``monitor.fastparse`` (lxml,
+    same items); everything else, and everything with ``fast=False``, through feedparser."""
     if len(body) > MAX_BODY_BYTES:
         raise FeedParseError(f"feed too large to parse ({len(body):,} bytes)")
     if not body or body.isspace():
@@ -51,6 +56,10 @@ def parse_feed(body: bytes, url: str | None = None, content_type: str | None = N
     if data.count(b"<") > MAX_MARKUP:
         raise FeedParseError(f"feed has too much markup to parse (more than {MAX_MARKUP:,} tags)")
     data = make_xml_safe(data, warnings)
+    if fast:
+        quick = fast_parse(data)
+        if quick is not None:
+            return replace(quick, warning="; ".join(warnings) or None)
     headers = {"content-type": "application/xml; charset=utf-8"}
     if url:
         headers["content-location"] = url  # base for relative links
@@ -263,8 +272,12 @@ def _published(e: feedparser.FeedParserDict) -> datetime | None:
         when = datetime(*parsed[:5], min(parsed[5], 59), tzinfo=UTC)
     except (TypeError, ValueError, OverflowError):
         return None
-    # A date more than a day ahead is a broken clock or time zone, not news from the future:
-    # drop it (None), so the item counts as published when first seen rather than fresh forever.
+    return _plausible(when)
+
+
+def _plausible(when: datetime) -> datetime | None:
+    """A date more than a day ahead is a broken clock or time zone, not news from the future:
+    None, so the item counts as published when first seen rather than fresh forever."""
     if when > datetime.now(UTC) + FUTURE_SLACK:
         return None
     return when
