@@ -79,7 +79,8 @@ class Daemon:
         async with Fetcher(self.cfg.fetch) as fetcher:
             with parse_pool(len(self.sources)) as pool:
                 pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier, parse_pool=pool)
-                reports = await asyncio.gather(*(pipeline.poll(s) for s in self.sources))
+                states = await asyncio.to_thread(self.store.source_states)
+                reports = await asyncio.gather(*(pipeline.poll(s, states.get(s.name)) for s in self.sources))
             delivered = await pipeline.deliver(ignore_backoff=True)
         counts = await asyncio.to_thread(self.store.counts)
         event(log, "once done", sources=len(reports), failed=sum(r.status == "error" for r in reports),

@@ -141,6 +141,8 @@ class Pipeline:
                  on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None):
         self.cfg = cfg
         self.parse_pool = parse_pool
+        self._quiet_batch: _QuietBatch | None = None
+        self._flushes: set[asyncio.Future] = set()
         self.store = store
         self.matcher = matcher
         self.fetcher = fetcher
@@ -156,12 +158,15 @@ class Pipeline:
         return [(c.name, lambda h, c=c: self.cfg.channel_accepts(c, h, source)) for c in self._channel_cfg.values()]
 
     # ------------------------------------------------------------ polling
-    async def poll(self, source: SourceConfig) -> PollReport:
+    async def poll(self, source: SourceConfig, state: SourceState | None = None) -> PollReport:
+        """Poll one source (``state``: its stored state when the caller read it already)."""
         started = time.monotonic()
         result: FetchResult | None = None
-        state = SourceState(source.name, None, None)
+        known_state = state
+        state = state or SourceState(source.name, None, None)
         try:
-            state = await asyncio.to_thread(self.store.source_state, source.name)
+            if known_state is None:
+                state = await asyncio.to_thread(self.store.source_state, source.name)
             result = await self.fetcher.fetch(source.url, state.etag, state.last_modified)
             report = await self._process(source, state, result)
         except asyncio.CancelledError:
@@ -216,6 +221,32 @@ class Pipeline:
         return PollReport(source.name, "error", error=result.error, next_poll_at=schedule.next_poll_at,
                           failures=failures, interval=self._interval(source, state).total_seconds())
 
+    async def _quiet_poll(self, source: str, result: FetchResult, now: datetime, schedule: PollSchedule) -> None:
+        """Record a poll that brought nothing new. Such polls are written together, a few
+        milliseconds apart (one transaction instead of one each: a cycle of thousands of
+        304s is database-bound otherwise); the poll waits until its record is committed."""
+        batch = self._quiet_batch
+        if batch is None:
+            batch = self._quiet_batch = _QuietBatch()
+            asyncio.get_running_loop().call_later(QUIET_BATCH_WAIT, self._flush_quiet, batch)
+        batch.polls.append((source, result, now, schedule))
+        await asyncio.shield(batch.done)
+
+    def _flush_quiet(self, batch: _QuietBatch) -> None:
+        if self._quiet_batch is batch:
+            self._quiet_batch = None
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(self.store.record_quiet_polls, batch.polls)
+            except Exception as e:  # noqa: BLE001 - the waiting polls log it as their failure
+                batch.done.set_exception(e)
+            else:
+                batch.done.set_result(None)
+
+        self._flushes.add(task := asyncio.ensure_future(write()))
+        task.add_done_callback(self._flushes.discard)
+
     async def _parse(self, result: FetchResult) -> ParsedFeed:
         args = (result.body or b"", result.url, result.content_type)
         pool = self.parse_pool
@@ -236,13 +267,13 @@ class Pipeline:
         now = utcnow()
         if result.status == "not_modified":
             schedule = self._success_schedule(source, state, now, 0, state.items_per_day, result.max_age, None)
-            await asyncio.to_thread(self.store.record_not_modified, source.name, result, now, schedule)
+            await self._quiet_poll(source.name, result, now, schedule)
             return PollReport(source.name, "not_modified", next_poll_at=schedule.next_poll_at,
                               interval=schedule.interval)
         body_hash = hashlib.sha1(result.body or b"").hexdigest()
         if body_hash == state.body_hash:  # the same bytes as last time (no validators): nothing to parse
             schedule = self._success_schedule(source, state, now, 0, state.items_per_day, result.max_age, None)
-            await asyncio.to_thread(self.store.record_not_modified, source.name, result, now, schedule)
+            await self._quiet_poll(source.name, result, now, schedule)
             return PollReport(source.name, "unchanged", next_poll_at=schedule.next_poll_at, interval=schedule.interval)
         try:
             feed = await self._parse(result)
@@ -460,6 +491,16 @@ class Pipeline:
 #: Outbox rows read per channel per pass.
 Pipeline.BATCH = 500
 HOUR = timedelta(hours=1)
+
+
+#: How long a quiet poll (304 / same body) waits for others to share its transaction.
+QUIET_BATCH_WAIT = 0.02
+
+
+class _QuietBatch:
+    def __init__(self) -> None:
+        self.polls: list[tuple[str, FetchResult, datetime, PollSchedule]] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
 class _Tally:

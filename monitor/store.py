@@ -780,24 +780,50 @@ class Store:
             src = self._source_row(s, source)
             plan = self._plan(s, src.id, new_items, now, policy.window)
             stored, alerts = self._write_plan(s, src.id, source, plan, channels, now, policy)
-            src.etag, src.last_modified = result.etag, result.last_modified
-            self._apply_schedule(src, schedule)
-            src.last_polled_at = src.last_success_at = now
-            src.last_status, src.last_error = result.status, None
-            if src.failure_notice_at is not None:  # it was reported failing: say it recovered
-                s.add(NoticeRow(
-                    kind="source_recovered", status="pending", attempts=0, next_attempt_at=now, created_at=now,
-                    subject=f"source '{source}' recovered",
-                    body=(f"Source '{source}' ({src.url}) answered again at {now.strftime('%Y-%m-%d %H:%M UTC')} "
-                          f"after failing since {_when(src.failing_since)}.")))
-                src.failure_notice_at = None
-            src.consecutive_failures, src.failing_since = 0, None
+            self._mark_success(s, src, result, now, schedule)
             src.items_total = (src.items_total or 0) + len(stored)
         return PollOutcome(stored, alerts)
 
+    @staticmethod
+    def _mark_success(s: Session, src: SourceRow, result: FetchResult, now: datetime,
+                      schedule: PollSchedule | None) -> None:
+        src.etag, src.last_modified = result.etag, result.last_modified
+        Store._apply_schedule(src, schedule)
+        src.last_polled_at = src.last_success_at = now
+        src.last_status, src.last_error = result.status, None
+        if src.failure_notice_at is not None:  # it was reported failing: say it recovered
+            s.add(NoticeRow(
+                kind="source_recovered", status="pending", attempts=0, next_attempt_at=now, created_at=now,
+                subject=f"source '{src.name}' recovered",
+                body=(f"Source '{src.name}' ({src.url}) answered again at {now.strftime('%Y-%m-%d %H:%M UTC')} "
+                      f"after failing since {_when(src.failing_since)}.")))
+            src.failure_notice_at = None
+        src.consecutive_failures, src.failing_since = 0, None
+
     def record_not_modified(self, source: str, result: FetchResult, now: datetime | None = None,
                             schedule: PollSchedule | None = None) -> None:
-        self.commit_poll(source, result, (), now=now, schedule=schedule)
+        self.record_quiet_polls([(source, result, now or utcnow(), schedule)])
+
+    def record_quiet_polls(self, polls: Sequence[tuple[str, FetchResult, datetime, PollSchedule | None]]) -> None:
+        """Successful polls that brought nothing to store (304, or the same body again), in one
+        transaction: HTTP validators, schedule, health (and recovery notices)."""
+        if not polls:
+            return
+        with self._writing() as s:
+            rows = {r.name: r for r in s.scalars(select(SourceRow).where(
+                SourceRow.name.in_(sorted({name for name, *_ in polls}))))}
+            for name, result, now, schedule in polls:
+                src = rows.get(name)
+                if src is None:
+                    raise KeyError(f"unknown source {name!r}; call sync_sources first")
+                self._mark_success(s, src, result, now, schedule)
+
+    def source_states(self) -> dict[str, SourceState]:
+        """Every source's state, in one query (``monitor run --once`` reads them up front)."""
+        with self._session() as s:
+            return {r.name: SourceState(r.name, r.etag, r.last_modified, r.consecutive_failures or 0, r.poll_interval,
+                                        r.items_per_day, r.body_hash, r.next_poll_at)
+                    for r in s.scalars(select(SourceRow))}
 
     #: Candidates compared per item at most (the most recent first): bounds the work when a
     #: band key is common.
