@@ -43,7 +43,7 @@ from .fetch import Fetcher
 from .logs import event
 from .matcher import Matcher
 from .notify import Notifier
-from .pipeline import Pipeline
+from .pipeline import Pipeline, PollReport
 from .store import Store, safe_url
 
 log = logging.getLogger("monitor.daemon")
@@ -61,6 +61,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task] = set()
+        self._poll_slots: asyncio.Semaphore | None = None  # polls in flight (fetch to commit)
 
     @property
     def sources(self) -> list[SourceConfig]:
@@ -80,7 +81,15 @@ class Daemon:
             with parse_pool(len(self.sources)) as pool:
                 pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier, parse_pool=pool)
                 states = await asyncio.to_thread(self.store.source_states)
-                reports = await asyncio.gather(*(pipeline.poll(s, states.get(s.name)) for s in self.sources))
+                # polls in flight are bounded, not only fetches: with thousands of sources, fetched
+                # bodies would otherwise queue up for parsing and matching (memory grows with sources)
+                slots = asyncio.Semaphore(max(4, 2 * self.cfg.fetch.concurrency))
+
+                async def one(src: SourceConfig) -> PollReport:
+                    async with slots:
+                        return await pipeline.poll(src, states.get(src.name))
+
+                reports = await asyncio.gather(*(one(s) for s in self.sources))
             delivered = await pipeline.deliver(ignore_backoff=True)
         counts = await asyncio.to_thread(self.store.counts)
         event(log, "once done", sources=len(reports), failed=sum(r.status == "error" for r in reports),
@@ -144,10 +153,16 @@ class Daemon:
         self._scheduler.add_job(self._poll_job, DateTrigger(run_date=when), args=[pipeline, src],
                                 id=f"poll:{src.name}", replace_existing=True, misfire_grace_time=None)
 
+    async def _bounded_poll(self, pipeline: Pipeline, src: SourceConfig) -> PollReport:
+        if self._poll_slots is None:
+            self._poll_slots = asyncio.Semaphore(max(4, 2 * self.cfg.fetch.concurrency))
+        async with self._poll_slots:
+            return await pipeline.poll(src)
+
     async def _poll_job(self, pipeline: Pipeline, src: SourceConfig) -> None:
         if self._stop.is_set():
             return
-        task = asyncio.create_task(pipeline.poll(src))
+        task = asyncio.create_task(self._bounded_poll(pipeline, src))
         self._polls.add(task)
         report = None
         try:
