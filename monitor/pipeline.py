@@ -282,7 +282,8 @@ class Pipeline:
             return await self._failed_poll(source, state, failed)
         if feed.warning:
             event(log, "feed warning", logging.DEBUG, source=source.name, warning=feed.warning)
-        items = unique_items([normalize_entry(e) for e in feed.entries])
+        # HTML to text is CPU work too: off the event loop, like parsing and matching
+        items = await asyncio.to_thread(lambda: unique_items([normalize_entry(e) for e in feed.entries]))
         known = await asyncio.to_thread(self.store.known_keys, source.name, items)
         now = utcnow()
         new_items = await asyncio.to_thread(self._analyse, [it for it in items if it.guid not in known], now)

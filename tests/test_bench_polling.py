@@ -9,6 +9,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,11 +74,14 @@ def test_every_phase_has_positive_times_and_consistent_ratios(tiny):
         assert lag["samples"] > 0
         assert 0 <= lag["p50"] <= lag["p99"] <= lag["max"]
         assert phases[name]["config_and_daemon_seconds"] > 0
+        assert 10 < phases[name]["rss_before_mb"] <= phases[name]["peak_rss_mb"] < 10_000
     for name in ("cli_first", "cli_steady", "memory"):
         p = phases[name]
         assert p["exit"] == 0
         assert 10 < p["peak_rss_mb"] <= p["tree_peak_mb"] < 10_000
+        assert p["tree_pss_sum_peak_mb"] <= p["tree_peak_mb"]
         assert p["tree_processes"] >= 1
+        assert p["rss_method"] == ("GNU time %M" if Path("/usr/bin/time").is_file() else "VmHWM sampled every 50 ms")
     names = [t["name"] for t in report["targets"]]
     assert names == ["first poll: faster than naive", "steady cycle: faster than naive",
                      "steady cycle: time / limit (cond.)", f"peak memory at {BIG} sources (MB)",
@@ -190,3 +194,25 @@ def test_strict_exit_status(bench, monkeypatch, capsys):
 def test_missing_nginx_exits_2(bench, tmp_path, capsys):
     assert bench.main(["--nginx", str(tmp_path / "nginx"), "--feeds", "2"]) == 2
     assert "nginx not found" in capsys.readouterr().err
+
+
+def test_tree_sampler_sees_the_child_and_not_the_wrapper(bench):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; x = bytearray(30 << 20); time.sleep(1)"])
+    try:
+        time.sleep(0.5)
+        sampler = bench.TreeSampler(proc.pid)
+        sampler.sample()
+        assert sampler.main == proc.pid and sampler.processes == 1
+        assert sampler.main_hwm_kb > 30 << 10 and sampler.peak_rss_kb > 30 << 10 and sampler.peak_pss_kb > 0
+    finally:
+        proc.wait()
+    if not Path("/usr/bin/time").is_file():
+        return
+    proc = subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", "/dev/null", "sleep", "1"])
+    try:
+        time.sleep(0.5)
+        sampler = bench.TreeSampler(proc.pid, wrapped=True)
+        sampler.sample()
+        assert sampler.main is not None and sampler.main != proc.pid and sampler.processes == 1
+    finally:
+        proc.wait()
