@@ -1,9 +1,11 @@
 """Helpers shared by the benchmark scripts (not a benchmark: `make bench` skips `_*.py`)."""
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable
 
 
 def progress(msg: str) -> None:
@@ -30,3 +32,13 @@ def cumulative(words: list[str], counts: Counter[str]) -> list[float]:
         total += counts[w]
         cum.append(total)
     return cum
+
+
+def emit(report: dict, as_json: bool, strict: bool, printer: Callable[[dict], None]) -> int:
+    """Print a bench's report (JSON, or the readable table of ``printer``); the exit status:
+    1 with ``strict`` when a target was missed, else 0."""
+    if as_json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        printer(report)
+    return 1 if strict and not all(t["pass"] for t in report["targets"]) else 0

@@ -89,7 +89,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import cumulative, progress, synthetic_counts  # noqa: E402
+from _words import cumulative, emit, progress, synthetic_counts  # noqa: E402
 
 from monitor import dedupe  # noqa: E402
 from monitor.dedupe import Fingerprint  # noqa: E402
@@ -760,13 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--db {args.db} exists: name a new file")
     report = run(args.sizes, args.measure, args.poll, args.reposts, args.window, args.seed, args.db, args.keep,
                  args.corpus)
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print_report(report)
-    if args.strict and not all(t["pass"] for t in report["targets"]):
-        return 1
-    return 0
+    return emit(report, args.json, args.strict, print_report)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import cumulative, progress, synthetic_counts  # noqa: E402
+from _words import cumulative, emit, progress, synthetic_counts  # noqa: E402
 
 from monitor import query as query_module  # noqa: E402
 from monitor.matcher import Matcher  # noqa: E402
@@ -689,13 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.items < 1 or args.watchlists < 1 or args.baseline_items < 1 or args.repeat < 1:
         ap.error("--items, --watchlists, --baseline-items and --repeat must be at least 1")
     report = run(args.items, args.watchlists, args.baseline_items, args.repeat, args.seed, args.corpus)
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print_report(report)
-    if args.strict and not all(t["pass"] for t in report["targets"]):
-        return 1
-    return 0
+    return emit(report, args.json, args.strict, print_report)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import progress, synthetic_counts  # noqa: E402
+from _words import emit, progress, synthetic_counts  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 DEFAULT_NGINX = Path("/usr/sbin/nginx")
@@ -1056,13 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if args.json:
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print_report(report)
-    if args.strict and not all(t["pass"] for t in report["targets"]):
-        return 1
-    return 0
+    return emit(report, args.json, args.strict, print_report)
 
 
 if __name__ == "__main__":
