@@ -36,11 +36,11 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from datasketch import MinHash
 
 from .query import words_of
 
@@ -64,8 +64,27 @@ FAR_JACCARD = 0.8
 TITLE_OVERLAP = 0.34
 SHINGLE = 3
 
-_TEMPLATE = MinHash(num_perm=NUM_PERM, seed=SEED)  # its permutations are reused: made once
-_PERMUTATIONS, _SCHEME = _TEMPLATE.permutations, _TEMPLATE.scheme
+# MinHash, datasketch's "affine32" scheme (datasketch.MinHash(num_perm=NUM_PERM, seed=SEED,
+# hashfunc=int)): each 32-bit shingle hash is pre-mixed with MurmurHash3's finalizer, then
+# permuted as a * h + b mod 2^32 with odd a. It is written out here because importing the
+# datasketch package imports scipy (half a second of every `monitor run --once`) for LSH
+# tuning we do not use; tests/test_dedupe.py pins the signatures to datasketch's own, so
+# fingerprints stored by either stay comparable.
+_GEN = np.random.RandomState(SEED)
+_A = (_GEN.randint(0, 1 << 31, NUM_PERM, dtype=np.uint32) * np.uint32(2) + np.uint32(1)).reshape(1, -1)
+_B = _GEN.randint(0, 1 << 32, NUM_PERM, dtype=np.uint32).reshape(1, -1)
+del _GEN
+
+
+def minhash(hashes: Collection[int]) -> np.ndarray:
+    """The MinHash signature (NUM_PERM uint32) of a non-empty collection of 32-bit hashes."""
+    hv = np.fromiter(hashes, dtype=np.uint32, count=len(hashes)).reshape(-1, 1)
+    hv = hv ^ (hv >> np.uint32(16))
+    hv = hv * np.uint32(0x85EBCA6B)
+    hv = hv ^ (hv >> np.uint32(13))
+    hv = hv * np.uint32(0xC2B2AE35)
+    hv = hv ^ (hv >> np.uint32(16))
+    return (hv * _A + _B).min(axis=0)
 
 
 # ---------------------------------------------------------------- story normalisation
@@ -258,9 +277,7 @@ def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprin
     lead_key = _sha1(words[:LEAD_KEY_WORDS]) if len(words) >= LEAD_KEY_WORDS else None
     if not grams:
         return Fingerprint(b"", 0, lead_key, title_text, (), at)
-    m = MinHash(num_perm=NUM_PERM, seed=SEED, permutations=_PERMUTATIONS, scheme=_SCHEME, hashfunc=int)
-    m.update_batch(grams)
-    values = m.hashvalues.astype("<u4")
+    values = minhash(grams).astype("<u4")
     bands: tuple[int, ...] = ()
     if len(grams) >= MIN_TEXT_SHINGLES:
         bands = band_keys(values)

@@ -362,3 +362,33 @@ def test_fingerprints_are_the_same_in_every_process():
         out = subprocess.run([sys.executable, "-c", _CHILD, title, text], cwd=ROOT, env=env,
                              capture_output=True, text=True, check=True, timeout=60)
         assert json.loads(out.stdout) == mine
+
+
+def test_minhash_signatures_are_datasketchs():
+    """dedupe writes out datasketch's affine32 MinHash (to keep scipy out of start-up): the
+    signatures must stay exactly datasketch's, or stored fingerprints would stop matching."""
+    import json
+    import random
+
+    import numpy as np
+    from conftest import SHARED
+    from datasketch import MinHash
+
+    from monitor import dedupe
+
+    rows = [json.loads(line) for line in (SHARED / "corpus" / "items.jsonl").read_text().splitlines()[:300]
+            if line.strip()]
+    rng = random.Random(9)
+    cases = [dedupe.shingles(dedupe._story_words(dedupe.title_words(r["title"]), r.get("summary") or ""))
+             for r in rows]
+    cases += [[rng.getrandbits(32) for _ in range(n)] for n in (1, 2, 7, 1000)] + [[0, 2**32 - 1]]
+    checked = 0
+    for grams in cases:
+        if not grams:
+            continue
+        reference = MinHash(num_perm=dedupe.NUM_PERM, seed=dedupe.SEED, hashfunc=int)
+        reference.update_batch(grams)
+        assert reference.scheme == "affine32"
+        assert np.array_equal(dedupe.minhash(grams), reference.hashvalues)
+        checked += 1
+    assert checked > 250
