@@ -171,6 +171,7 @@ class SourceConfig(Strict):
     min_interval: Duration | None = None  # default: fetch.min_interval
     max_interval: Duration | None = None  # default: fetch.max_interval
     enabled: bool = True
+    full_text: bool = False  # fetch each new item's page and use its main text (monitor.fulltext)
 
     @model_validator(mode="after")
     def _bounds(self) -> SourceConfig:

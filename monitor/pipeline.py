@@ -39,6 +39,7 @@ from datetime import datetime, timedelta
 from . import dedupe, metrics
 from .config import ChannelConfig, Config, SourceConfig
 from .fetch import Fetcher
+from .fulltext import FullText
 from .logs import event
 from .matcher import Matcher
 from .model import Digest, FetchResult, Item, Notification, ParsedFeed, WatchlistHit
@@ -141,6 +142,7 @@ class Pipeline:
                  on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None):
         self.cfg = cfg
         self.parse_pool = parse_pool
+        self.full_text = FullText(fetcher)
         self._quiet_batch: _QuietBatch | None = None
         self._flushes: set[asyncio.Future] = set()
         self.store = store
@@ -285,8 +287,11 @@ class Pipeline:
         # HTML to text is CPU work too: off the event loop, like parsing and matching
         items = await asyncio.to_thread(lambda: unique_items([normalize_entry(e) for e in feed.entries]))
         known = await asyncio.to_thread(self.store.known_keys, source.name, items)
+        fresh = [it for it in items if it.guid not in known]
+        if source.full_text and fresh:
+            fresh = await self.full_text.complete(source.name, fresh)
         now = utcnow()
-        new_items = await asyncio.to_thread(self._analyse, [it for it in items if it.guid not in known], now)
+        new_items = await asyncio.to_thread(self._analyse, fresh, now)
         rate = blend_rate(state.items_per_day, published_rate((it.published for it in items), now))
         hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
         schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)
