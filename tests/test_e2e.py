@@ -525,3 +525,52 @@ def test_admin_channel_hears_of_a_failing_source_and_its_recovery(tmp_path, feed
     mails = smtp.wait_for(2)
     assert len(mails) == 2 and mails[1]["Subject"] == "[monitor] source 'flaky' recovered"
     assert len(hook_texts(receiver)) == 2
+
+
+def test_hostile_sources_under_load_do_not_stop_the_good_ones(tmp_path, feeds):
+    """Many sources (so feeds are parsed in the worker-process pool), a tenth of them hostile:
+    every good one completes the cycle and stores its items; every hostile one is recorded."""
+    from datetime import UTC, datetime
+
+    now = time.time()
+    good = {}
+    for k in range(150):
+        items = [dict(title=f"Outlet {k} story {j}", link=f"https://o{k}.example/{j}", guid=f"o{k}-{j}",
+                      description=f"Report number {j} from outlet {k} about the harbour works.",
+                      published=datetime.fromtimestamp(now - 600 * j, UTC))
+                 for j in range(5)]
+        good[f"good{k}"] = feeds.feed(f"/many/good{k}.xml", rss(f"Outlet {k}", f"https://o{k}.example/", items))
+    huge = rss("Huge", "https://huge.example/", [dict(title=f"Item {i}", link=f"https://huge.example/{i}",
+                                                      description="quarterly figures " * 400) for i in range(600)])
+    hostile = {}
+    for copy in range(2):
+        hostile |= {
+            f"missing{copy}": feeds.raw(f"/h{copy}/missing.xml", 404, b"not here"),
+            f"garbage{copy}": feeds.raw(f"/h{copy}/garbage.xml", 200, bytes(range(256)) * 64,
+                                        {"Content-Type": "application/rss+xml"}),
+            f"bomb{copy}": feeds.raw(f"/h{copy}/bomb.xml", 200, ENTITY_BOMB),
+            f"xxe{copy}": feeds.raw(f"/h{copy}/xxe.xml", 200, XXE),
+            f"huge{copy}": feeds.raw(f"/h{copy}/huge.xml", 200, huge),
+            f"hang{copy}": feeds.hang(f"/h{copy}/hang.xml"),
+            f"refused{copy}": f"http://127.0.0.1:{free_port()}/feed.xml",
+            f"busy{copy}": feeds.raw(f"/h{copy}/busy.xml", 429, b"", {"Retry-After": "3600"}),
+        }
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", {**good, **hostile}, {},
+                       fetch={"timeout": "4s", "read_timeout": "3s", "connect_timeout": "2s", "max_bytes": "2MB"})
+    t0 = time.monotonic()
+    r = monitor("run", "--once", "--config", str(cfg), timeout=150)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert elapsed < 90
+    polls = {line.split("source=")[1].split()[0]: line for line in r.stderr.splitlines() if " poll " in line}
+    assert all("status=ok" in polls[name] for name in good), [polls.get(n) for n in good if "status=ok" not in polls.get(n, "")]
+    for name in hostile:
+        if name.startswith(("missing", "garbage", "huge", "hang", "refused", "busy")):
+            assert "status=error" in polls[name], polls[name]
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        stored = db.execute("select count(*) from items i join sources s on s.id = i.source_id "
+                            "where s.name like 'good%'").fetchone()[0]
+        busy = db.execute("select next_poll_at from sources where name = 'busy0'").fetchone()[0]
+    assert stored == 150 * 5
+    assert busy is not None  # Retry-After pushed its next poll out (checked in test_polling)
+    assert "parse pool broken" not in r.stderr
