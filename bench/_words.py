@@ -5,7 +5,21 @@ import json
 import random
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def corpus_items(corpus: Path) -> Iterator[dict]:
+    """The records of ``corpus/items.jsonl`` (none when the file is missing); bad lines are skipped."""
+    items = corpus / "items.jsonl"
+    if not items.is_file():
+        return
+    with items.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
 
 
 def progress(msg: str) -> None:

@@ -67,7 +67,6 @@ import contextlib
 import ctypes
 import gc
 import hashlib
-import json
 import os
 import random
 import re
@@ -89,7 +88,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import cumulative, emit, progress, synthetic_counts  # noqa: E402
+from _words import corpus_items, cumulative, emit, progress, synthetic_counts  # noqa: E402
 
 from monitor import dedupe  # noqa: E402
 from monitor.dedupe import Fingerprint  # noqa: E402
@@ -150,18 +149,11 @@ def load_vocabulary(corpus: Path, rng: random.Random, top: int = 20_000) -> Voca
     """Word frequencies and text lengths of the corpus titles and texts; synthetic without it."""
     counts: Counter[str] = Counter()
     lengths: list[int] = []
-    items = corpus / "items.jsonl"
-    if items.is_file():
-        with items.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    continue
-                text_words = _TOKEN.findall(d.get("text") or "")
-                lengths.append(len(text_words))
-                counts.update(text_words)
-                counts.update(_TOKEN.findall(d.get("title") or ""))
+    for d in corpus_items(corpus):
+        text_words = _TOKEN.findall(d.get("text") or "")
+        lengths.append(len(text_words))
+        counts.update(text_words)
+        counts.update(_TOKEN.findall(d.get("title") or ""))
     if len(counts) >= 2000 and lengths:
         source = str(corpus)
     else:  # no corpus: pseudo-words with a Zipf-like frequency, log-normal text lengths

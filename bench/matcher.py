@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import gc
-import json
 import math
 import random
 import re
@@ -56,7 +55,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import cumulative, emit, progress, synthetic_counts  # noqa: E402
+from _words import corpus_items, cumulative, emit, progress, synthetic_counts  # noqa: E402
 
 from monitor import query as query_module  # noqa: E402
 from monitor.matcher import Matcher  # noqa: E402
@@ -93,16 +92,9 @@ class Vocabulary:
 def load_vocabulary(corpus: Path, rng: random.Random) -> Vocabulary:
     """Word frequencies of the corpus titles and summaries; synthetic words without it."""
     counts: Counter[str] = Counter()
-    items = corpus / "items.jsonl"
-    if items.is_file():
-        word = re.compile(r"[A-Za-z]{2,}")
-        with items.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    continue
-                counts.update(w.lower() for w in word.findall(f"{d.get('title') or ''} {d.get('summary') or ''}"))
+    word = re.compile(r"[A-Za-z]{2,}")
+    for d in corpus_items(corpus):
+        counts.update(w.lower() for w in word.findall(f"{d.get('title') or ''} {d.get('summary') or ''}"))
     if len(counts) >= 2000:
         source = str(corpus)
     else:  # no corpus: pseudo-words with a Zipf-like frequency

@@ -78,7 +78,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -106,7 +105,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import emit, progress, synthetic_counts  # noqa: E402
+from _words import corpus_items, emit, progress, synthetic_counts  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 DEFAULT_NGINX = Path("/usr/sbin/nginx")
@@ -145,17 +144,10 @@ class BenchError(Exception):
 def load_corpus(corpus: Path, rng: random.Random) -> tuple[list[tuple[str, str]], str]:
     """(title, summary) pairs of the corpus items with a title; pseudo-words without it."""
     pairs: list[tuple[str, str]] = []
-    items = corpus / "items.jsonl"
-    if items.is_file():
-        with items.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    continue
-                title = " ".join((d.get("title") or "").split())
-                if title:
-                    pairs.append((title, " ".join((d.get("summary") or "").split())))
+    for d in corpus_items(corpus):
+        title = " ".join((d.get("title") or "").split())
+        if title:
+            pairs.append((title, " ".join((d.get("summary") or "").split())))
     if len(pairs) >= 100:
         return pairs, str(corpus)
     words = list(synthetic_counts(rng))
