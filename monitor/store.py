@@ -686,8 +686,7 @@ class Store:
             row = s.scalar(select(SourceRow).where(SourceRow.name == name))
             if row is None:
                 return SourceState(name, None, None)
-            return SourceState(name, row.etag, row.last_modified, row.consecutive_failures or 0,
-                               row.poll_interval, row.items_per_day, row.body_hash, row.next_poll_at)
+            return _source_state(row)
 
     def source_health(self, names: Iterable[str] | None = None) -> list[SourceHealth]:
         """Every source's polling health, by name (only ``names`` when given)."""
@@ -821,9 +820,7 @@ class Store:
     def source_states(self) -> dict[str, SourceState]:
         """Every source's state, in one query (``monitor run --once`` reads them up front)."""
         with self._session() as s:
-            return {r.name: SourceState(r.name, r.etag, r.last_modified, r.consecutive_failures or 0, r.poll_interval,
-                                        r.items_per_day, r.body_hash, r.next_poll_at)
-                    for r in s.scalars(select(SourceRow))}
+            return {r.name: _source_state(r) for r in s.scalars(select(SourceRow))}
 
     #: Candidates compared per item at most (the most recent first): bounds the work when a
     #: band key is common.
@@ -1083,11 +1080,12 @@ class Store:
         with self._writing() as s:
             rows = []
             for chunk in _chunks(list(delivery_ids), 500):
-                rows += s.execute(select(DeliveryRow, AlertRow.item_id)
+                rows += s.execute(select(DeliveryRow, ItemRow.title)
                                   .join(AlertRow, AlertRow.id == DeliveryRow.alert_id)
+                                  .join(ItemRow, ItemRow.id == AlertRow.item_id)
                                   .where(DeliveryRow.id.in_(chunk), DeliveryRow.status == "pending")).all()
             titles: list[str] = []
-            for row, item_id in rows:
+            for row, title in rows:
                 row.attempts = (row.attempts or 0) + 1
                 row.last_error = error[:2000]
                 row.next_attempt_at = next_attempt_at
@@ -1095,8 +1093,7 @@ class Store:
                 if row.attempts >= policy.max_attempts or (queued is not None and now - queued >= policy.max_age):
                     row.status, row.dead_at, row.folded = "dead", now, False
                     dead.append(row.id)
-                    titles.append(f"#{row.id} to '{row.channel}': "
-                                  f"{s.scalar(select(ItemRow.title).where(ItemRow.id == item_id)) or '(untitled)'}")
+                    titles.append(f"#{row.id} to '{row.channel}': {title or '(untitled)'}")
             if dead and notice:
                 channels = sorted({row.channel for row, _ in rows if row.id in dead})
                 subject = (f"{len(dead)} notification{'s' if len(dead) != 1 else ''} to "
@@ -1236,8 +1233,7 @@ class Store:
         if not include_expired:
             q = q.where(SilenceRow.starts_at <= now, SilenceRow.ends_at > now)
         with self._session() as s:
-            return [Silence(r.id, r.watchlist, r.query, r.source, r.starts_at, r.ends_at, r.comment,
-                            r.created_by, r.created_at) for r in s.scalars(q)]
+            return [_silence(r) for r in s.scalars(q)]
 
     def expire_silence(self, silence_id: int, now: datetime | None = None) -> Silence | None:
         """End a silence now; None when there is no such silence. An expired one is left as is."""
@@ -1248,8 +1244,7 @@ class Store:
                 return None
             if row.ends_at > now:
                 row.ends_at = now
-            return Silence(row.id, row.watchlist, row.query, row.source, row.starts_at, row.ends_at, row.comment,
-                           row.created_by, row.created_at)
+            return _silence(row)
 
     # ------------------------------------------------------------ monitor alerts
     def recent_alerts(self, since: datetime, watchlist: str | None = None, limit: int = 1000) -> list[AlertListing]:
@@ -1455,6 +1450,16 @@ def outlet_name(source: str, link: str | None) -> str:
 def outlets_of(items: Iterable[tuple[str, str | None]]) -> tuple[str, ...]:
     """The distinct ``outlet_name`` of (source, link) pairs, in the order given."""
     return tuple(dict.fromkeys(outlet_name(source, link) for source, link in items))
+
+
+def _source_state(row: SourceRow) -> SourceState:
+    return SourceState(row.name, row.etag, row.last_modified, row.consecutive_failures or 0, row.poll_interval,
+                       row.items_per_day, row.body_hash, row.next_poll_at)
+
+
+def _silence(row: SilenceRow) -> Silence:
+    return Silence(row.id, row.watchlist, row.query, row.source, row.starts_at, row.ends_at, row.comment,
+                   row.created_by, row.created_at)
 
 
 def _when(t: datetime | None) -> str:
