@@ -44,7 +44,7 @@ from .logs import event
 from .matcher import Matcher
 from .notify import Notifier
 from .pipeline import Pipeline, PollReport
-from .store import Store, safe_url
+from .store import SourceState, Store, safe_url
 
 log = logging.getLogger("monitor.daemon")
 
@@ -81,15 +81,8 @@ class Daemon:
             with parse_pool(len(self.sources)) as pool:
                 pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier, parse_pool=pool)
                 states = await asyncio.to_thread(self.store.source_states)
-                # polls in flight are bounded, not only fetches: with thousands of sources, fetched
-                # bodies would otherwise queue up for parsing and matching (memory grows with sources)
-                slots = asyncio.Semaphore(max(4, 2 * self.cfg.fetch.concurrency))
-
-                async def one(src: SourceConfig) -> PollReport:
-                    async with slots:
-                        return await pipeline.poll(src, states.get(src.name))
-
-                reports = await asyncio.gather(*(one(s) for s in self.sources))
+                reports = await asyncio.gather(*(self._bounded_poll(pipeline, s, states.get(s.name))
+                                                 for s in self.sources))
             delivered = await pipeline.deliver(ignore_backoff=True)
         counts = await asyncio.to_thread(self.store.counts)
         event(log, "once done", sources=len(reports), failed=sum(r.status == "error" for r in reports),
@@ -153,11 +146,15 @@ class Daemon:
         self._scheduler.add_job(self._poll_job, DateTrigger(run_date=when), args=[pipeline, src],
                                 id=f"poll:{src.name}", replace_existing=True, misfire_grace_time=None)
 
-    async def _bounded_poll(self, pipeline: Pipeline, src: SourceConfig) -> PollReport:
+    async def _bounded_poll(self, pipeline: Pipeline, src: SourceConfig,
+                            state: SourceState | None = None) -> PollReport:
+        """A poll, once fewer than 2 x fetch.concurrency are in flight: bounding whole polls,
+        not only fetches, keeps fetched bodies of thousands of sources from queueing up for
+        parsing and matching (memory would grow with the number of sources)."""
         if self._poll_slots is None:
             self._poll_slots = asyncio.Semaphore(max(4, 2 * self.cfg.fetch.concurrency))
         async with self._poll_slots:
-            return await pipeline.poll(src)
+            return await pipeline.poll(src, state)
 
     async def _poll_job(self, pipeline: Pipeline, src: SourceConfig) -> None:
         if self._stop.is_set():

@@ -26,7 +26,7 @@ from email.utils import parsedate_to_datetime
 
 from lxml import etree
 
-from .model import FeedEntry, ParsedFeed
+from .model import FeedEntry, ParsedFeed, plausible_published
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 CONTENT_ENCODED = "{http://purl.org/rss/1.0/modules/content/}encoded"
@@ -108,9 +108,7 @@ def _atom_date(text: str) -> datetime | None:
 
 
 def _checked(when: datetime) -> datetime | None:
-    from .parse import _plausible  # the same future-date rule as the feedparser path
-
-    return _plausible(when.replace(microsecond=0))
+    return plausible_published(when.replace(microsecond=0))
 
 
 def _rss(root: etree._Element) -> ParsedFeed:

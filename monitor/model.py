@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,18 @@ def join_text(*fields: object) -> str:
         parts = [p for p in parts if p not in v]
         parts.append(v)
     return "\n".join(parts)
+
+
+#: A published date further ahead than this is a broken clock, not news from the future.
+FUTURE_SLACK = timedelta(days=1)
+
+
+def plausible_published(when: datetime) -> datetime | None:
+    """``when``, or None when it is more than FUTURE_SLACK ahead (both parsers' rule): such an
+    item counts as published when first seen rather than fresh forever."""
+    if when > datetime.now(UTC) + FUTURE_SLACK:
+        return None
+    return when
 
 
 @dataclass(frozen=True)

@@ -25,17 +25,16 @@ import re
 import time
 import xml.sax
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import feedparser
 from feedparser.encodings import convert_to_utf8
 
 from .fastparse import fast_parse
-from .model import FeedEntry, ParsedFeed
+from .model import FeedEntry, ParsedFeed, plausible_published
 
 MAX_BODY_BYTES = 64 * 1024 * 1024  # fetch caps bodies well below this; this guards other callers
 MAX_MARKUP = 1_000_000  # '<' characters: ~20 s of feedparser at worst; real feeds use far fewer
-FUTURE_SLACK = timedelta(days=1)
 
 
 class FeedParseError(ValueError):
@@ -272,12 +271,4 @@ def _published(e: feedparser.FeedParserDict) -> datetime | None:
         when = datetime(*parsed[:5], min(parsed[5], 59), tzinfo=UTC)
     except (TypeError, ValueError, OverflowError):
         return None
-    return _plausible(when)
-
-
-def _plausible(when: datetime) -> datetime | None:
-    """A date more than a day ahead is a broken clock or time zone, not news from the future:
-    None, so the item counts as published when first seen rather than fresh forever."""
-    if when > datetime.now(UTC) + FUTURE_SLACK:
-        return None
-    return when
+    return plausible_published(when)

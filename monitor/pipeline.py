@@ -138,6 +138,9 @@ def backoff(attempts: int, initial: timedelta, maximum: timedelta) -> timedelta:
 
 
 class Pipeline:
+    #: Outbox rows read per channel per pass.
+    BATCH = 500
+
     def __init__(self, cfg: Config, store: Store, matcher: Matcher, fetcher: Fetcher, notifier: Notifier,
                  on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None):
         self.cfg = cfg
@@ -481,10 +484,8 @@ class Pipeline:
     async def _send_notices(self, channel: str, now: datetime, ignore_backoff: bool, report: _Tally) -> None:
         for notice in await asyncio.to_thread(self.store.due_notices, now, ignore_backoff):
             res = await self.notifier.send_notice(channel, notice)
-            retry = None
-            if not res.ok:
-                n = 1  # notices retry on the alert schedule's first steps
-                retry = now + backoff(n, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
+            # a notice that failed is tried again after the first step of the retry schedule
+            retry = None if res.ok else now + backoff(1, self.cfg.delivery.retry_initial, self.cfg.delivery.retry_max)
             await asyncio.to_thread(self.store.notice_attempt, notice.id, None if res.ok else (res.error or "unknown"),
                                     retry, self._retry, now)
             if res.ok:
@@ -494,8 +495,6 @@ class Pipeline:
                 event(log, "notice failed", logging.WARNING, channel=channel, kind=notice.kind, error=res.error)
 
 
-#: Outbox rows read per channel per pass.
-Pipeline.BATCH = 500
 HOUR = timedelta(hours=1)
 
 
