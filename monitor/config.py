@@ -187,6 +187,11 @@ class SourceConfig(Strict):
         hi = self.max_interval or max(fetch.max_interval, lo)
         return lo, max(lo, hi)
 
+    def first_interval(self, fetch: FetchConfig) -> timedelta:
+        """``interval`` within this source's bounds: where adaptive polling starts."""
+        lo, hi = self.bounds(fetch)
+        return max(lo, min(hi, self.interval))
+
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
@@ -1463,7 +1468,7 @@ def summarize(cfg: Config) -> str:
     for s in cfg.sources:
         state = "" if s.enabled else ", disabled"
         lo, hi = s.bounds(cfg.fetch)
-        lines.append(f"  - {s.name}: every {format_duration(max(lo, min(hi, s.interval)))} "
+        lines.append(f"  - {s.name}: every {format_duration(s.first_interval(cfg.fetch))} "
                      f"at first, then adapted within {format_duration(lo)}-{format_duration(hi)}{state}")
     lines.append(f"watchlists: {len(cfg.watchlists)}")
     for w in cfg.watchlists:

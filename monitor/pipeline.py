@@ -203,11 +203,10 @@ class Pipeline:
         return Bounds(*source.bounds(self.cfg.fetch))
 
     def _interval(self, source: SourceConfig, state: SourceState) -> timedelta:
-        """The interval in force before this poll: the stored adaptive one, else the configured one."""
-        bounds = self._bounds(source)
+        """The interval in force before this poll: the stored adaptive one, else the first one."""
         if state.poll_interval:
-            return bounds.clamp(timedelta(seconds=state.poll_interval))
-        return bounds.clamp(source.interval)
+            return self._bounds(source).clamp(timedelta(seconds=state.poll_interval))
+        return source.first_interval(self.cfg.fetch)
 
     def _success_schedule(self, source: SourceConfig, state: SourceState, now: datetime, new_items: int,
                           items_per_day: float | None, hint: float | None, body_hash: str | None) -> PollSchedule:
@@ -364,8 +363,11 @@ class Pipeline:
 
     async def _deliver_channel(self, chan: ChannelConfig, now: datetime, ignore_backoff: bool,
                                silences: SilenceCheck, report: _Tally) -> None:
+        # a digest takes every pending row, and a rate-limited channel must see its held-back
+        # (folded) rows; any other channel needs only the rows due now
+        waiting = chan.mode == "digest" or chan.max_per_hour is not None
         rows = await asyncio.to_thread(self.store.due_deliveries, now, ignore_backoff, [chan.name],
-                                       self.BATCH, True)
+                                       self.BATCH, waiting)
         ready: list[tuple[PendingDelivery, tuple[WatchlistHit, ...]]] = []
         for d in rows:
             hits = self.hits_for(chan.name, d)
