@@ -799,10 +799,6 @@ class Store:
             src.failure_notice_at = None
         src.consecutive_failures, src.failing_since = 0, None
 
-    def record_not_modified(self, source: str, result: FetchResult, now: datetime | None = None,
-                            schedule: PollSchedule | None = None) -> None:
-        self.record_quiet_polls([(source, result, now or utcnow(), schedule)])
-
     def record_quiet_polls(self, polls: Sequence[tuple[str, FetchResult, datetime, PollSchedule | None]]) -> None:
         """Successful polls that brought nothing to store (304, or the same body again), in one
         transaction: HTTP validators, schedule, health (and recovery notices)."""
