@@ -18,8 +18,10 @@ What one run does (defaults: 1,000 watchlists, 50,000 items, seed 1):
   possessives, hyphens, some typographic quotes; a fraction of the items get surfaces of
   watchlist terms mixed in (also NEAR pairs within their distance), so that a realistic
   fraction of the items fires something.
-- (a) times ``Matcher.match`` over all items, one process, one core (``--repeat`` passes;
-  the best pass is the figure, the median is shown too);
+- (a) times ``Matcher.match_many`` (the bulk path, ``BULK`` items per call) over all items,
+  one process, one core (``--repeat`` passes; the best pass is the figure, the median is
+  shown too), and ``Matcher.match`` (one item per call) beside it; the two must give the
+  same hits;
 - (b) times the naive baseline over the first ``--baseline-items`` items: every watchlist
   evaluated on its own, its boolean structure walked naively, each term a compiled whole-word,
   case-insensitive Python regex searched in the title and in the text (NEAR from the word
@@ -66,6 +68,8 @@ DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 TARGET_ITEMS_PER_S = 50_000
 TARGET_RATIO = 20.0
 TARGET_COMPILE_S = 1.0
+#: Items per Matcher.match_many call (a poll brings up to a few hundred; `monitor match` uses 64).
+BULK = 256
 
 #: Words of the text that belong to ``lead:`` (monitor.query.LEAD_WORDS).
 LEAD_WORDS = query_module.LEAD_WORDS
@@ -571,18 +575,32 @@ def run(n_items: int = 50_000, n_watchlists: int = 1000, baseline_items: int = 2
     # (a) the matcher over all items, one core
     gc.collect()
     gc.freeze()  # the items and the matcher are long-lived; collections skip them
-    match = matcher.match
-    passes = []
+    # the bulk path (Matcher.match_many, BULK items per call: what `monitor match` and a poll
+    # use) is the figure; one item per call (Matcher.match) is shown beside it
+    match, match_many = matcher.match, matcher.match_many
+    passes: list[float] = []
+    single: list[float] = []
     results: list[list] = []
     for k in range(max(1, repeat)):
+        progress(f"Matcher.match_many over {n_items:,} items, pass {k + 1}/{repeat} ...")
+        t = time.perf_counter()
+        if k == 0:
+            results = [hit for i in range(0, n_items, BULK) for hit in match_many(items[i:i + BULK])]
+        else:
+            for i in range(0, n_items, BULK):
+                match_many(items[i:i + BULK])
+        passes.append(time.perf_counter() - t)
         progress(f"Matcher.match over {n_items:,} items, pass {k + 1}/{repeat} ...")
         t = time.perf_counter()
         if k == 0:
-            results = [match(title, text) for title, text in items]
+            one_by_one = [match(title, text) for title, text in items]
+            if one_by_one != results:  # the two paths must agree exactly
+                raise SystemExit("Matcher.match and Matcher.match_many disagree")
+            del one_by_one
         else:
             for title, text in items:
                 match(title, text)
-        passes.append(time.perf_counter() - t)
+        single.append(time.perf_counter() - t)
     best = min(passes)
     hits = sum(len(r) for r in results)
     fired_items = sum(1 for r in results if r)
@@ -631,7 +649,10 @@ def run(n_items: int = 50_000, n_watchlists: int = 1000, baseline_items: int = 2
         "items_firing_fraction": round(fired_items / max(1, n_items), 4),
         "hits_per_item": round(hits / max(1, n_items), 3),
         "matcher": {"items_per_s": round(matcher_rate), "items_per_s_median": round(n_items / statistics.median(passes)),
-                    "pass_seconds": [round(p, 4) for p in passes]},
+                    "pass_seconds": [round(p, 4) for p in passes], "bulk": BULK},
+        "match_one": {"items_per_s": round(n_items / min(single)),
+                      "items_per_s_median": round(n_items / statistics.median(single)),
+                      "pass_seconds": [round(p, 4) for p in single]},
         "baseline": {"items": nb, "seconds": round(naive_s, 3), "items_per_s": round(naive_rate, 1)},
         "ratio": round(ratio, 1),
         "compile": {"median_seconds": round(compile_s, 4), "build_seconds": [round(b, 4) for b in builds]},
@@ -646,10 +667,13 @@ def print_report(r: dict, out=sys.stdout) -> None:
           f"(mean {r['item_chars_mean']:.0f} chars; {100 * r['items_firing_fraction']:.1f}% fire a watchlist, "
           f"{r['hits_per_item']:.2f} hits/item); seed {r['seed']}; vocabulary {r['corpus']}", file=out)
     status = {t["name"]: ("PASS" if t["pass"] else "FAIL", t["target"]) for t in r["targets"]}
+    one = r["match_one"]
     rows = [
-        ("Matcher.match, one core", f"{m['items_per_s']:>10,} items/s",
-         f"best of {len(m['pass_seconds'])} passes; median {m['items_per_s_median']:,}",
+        ("Matcher.match_many, one core", f"{m['items_per_s']:>10,} items/s",
+         f"{m['bulk']} per call; best of {len(m['pass_seconds'])} passes; median {m['items_per_s_median']:,}",
          status["matcher items/s (one core)"]),
+        ("Matcher.match, one core", f"{one['items_per_s']:>10,} items/s",
+         f"one per call; best of {len(one['pass_seconds'])} passes; median {one['items_per_s_median']:,}", None),
         ("naive regex baseline", f"{b['items_per_s']:>10,.1f} items/s", f"{b['items']:,} items, {b['seconds']:.1f} s",
          None),
         ("matcher / baseline", f"{r['ratio']:>10,.1f}x", "", status["matcher / naive baseline"]),
@@ -660,7 +684,7 @@ def print_report(r: dict, out=sys.stdout) -> None:
     ]
     for label, value, note, st in rows:
         tail = f"  target {st[1]:<10} {st[0]}" if st else ""
-        print(f"  {label:<26} {value:<18} {f'({note})' if note else '':<46}{tail}", file=out)
+        print(f"  {label:<30} {value:<18} {f'({note})' if note else '':<56}{tail}", file=out)
     for ex in a["examples"]:
         print(f"  disagreement on item {ex['item']}: matcher {ex['matcher']} naive {ex['naive']}\n"
               f"    title: {ex['title']!r}\n    queries: {ex['queries']}", file=out)

@@ -126,12 +126,19 @@ def worker_count(jobs: int) -> int:
 
 
 def _match_records(matcher: Matcher, records: Iterable[Record | str], out: TextIO, err: TextIO) -> int:
-    write, match, line = out.write, matcher.match, _LineFormatter()
-    # output lines are written a few at a time (as the stream's buffer would), except on a
-    # terminal (line buffered), which sees each line at once as before
+    write, match_many, line = out.write, matcher.match_many, _LineFormatter()
+    # items are matched (Matcher.match_many) and their lines written a block at a time (as
+    # the stream's buffer would), except on a terminal (line buffered), which sees each line
+    # at once as before
     block = 1 if getattr(out, "line_buffering", False) else _BLOCK
     bad = done = 0
-    pending: list[str] = []  # output lines not yet written
+    pending: list[tuple[str, object, str, str]] = []  # items not yet matched and written
+
+    def flush() -> None:
+        hits = match_many([(title, text) for _, _, title, text in pending])
+        write("".join([line(rid, link, found) for (rid, link, _, _), found in zip(pending, hits, strict=True)]))
+        pending.clear()
+
     collect = gc.isenabled()
     # Matching makes no reference cycles: the cyclic collector would only walk the young
     # objects over and over. It runs once every _COLLECT_EVERY items instead.
@@ -140,21 +147,18 @@ def _match_records(matcher: Matcher, records: Iterable[Record | str], out: TextI
         for record in records:
             if isinstance(record, str):  # an error about one input line
                 if pending:
-                    write("".join(pending))
-                    pending.clear()
+                    flush()
                 click.echo(record, file=err)
                 bad += 1
                 continue
-            rid, link, title, text = record
-            pending.append(line(rid, link, match(title, text)))
+            pending.append(record)
             if len(pending) >= block:
-                write("".join(pending))
-                pending.clear()
+                flush()
             done += 1
             if collect and not done % _COLLECT_EVERY:
                 gc.collect(1)
         if pending:
-            write("".join(pending))
+            flush()
     finally:
         if collect:
             gc.enable()
@@ -164,7 +168,7 @@ def _match_records(matcher: Matcher, records: Iterable[Record | str], out: TextI
 
 
 #: Output lines the bulk loop writes at a time (about a stream buffer's worth).
-_BLOCK = 32
+_BLOCK = 64
 #: Items between two runs of the cyclic garbage collector in the bulk loop.
 _COLLECT_EVERY = 4096
 

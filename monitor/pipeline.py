@@ -318,13 +318,10 @@ class Pipeline:
 
     def _analyse(self, items: list[Item], now: datetime) -> list[NewItem]:
         """Match and fingerprint new items (CPU work, run off the event loop)."""
-        out = []
-        for it in items:
-            fresh = is_fresh(it, now, self.cfg.alerts.max_age)
-            text = it.text
-            hits = tuple(self.matcher.match(it.title, text)) if fresh else ()
-            out.append(NewItem(it, fresh, hits, dedupe.fingerprint(it.title, text)))
-        return out
+        fresh = [is_fresh(it, now, self.cfg.alerts.max_age) for it in items]
+        found = iter(self.matcher.match_many([(it.title, it.text) for it, f in zip(items, fresh, strict=True) if f]))
+        return [NewItem(it, f, tuple(next(found)) if f else (), dedupe.fingerprint(it.title, it.text))
+                for it, f in zip(items, fresh, strict=True)]
 
     # ------------------------------------------------------------ delivery
     def hits_for(self, channel: str, d: PendingDelivery) -> tuple[WatchlistHit, ...]:

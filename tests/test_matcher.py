@@ -17,8 +17,10 @@ from monitor.matcher import (
     WatchlistQueryError,
     WatchlistSpecError,
     _Item,
+    _word_string,
     _word_string_general,
     word_string,
+    word_strings,
 )
 from monitor.model import Explanation, Signal, WatchlistHit, WatchlistSpec
 from monitor.query import LEAD_WORDS, QuerySyntaxError, word_spans, words_of
@@ -298,6 +300,47 @@ def test_word_string_agrees_with_words_of_on_corpus_items():
     for title, text in _corpus_items(2000, seed=1):
         assert word_string(title, text) == _word_string_general(title, text)
         assert word_string(title, text).split(FIELD_SEP)[1].split() == list(words_of(text))
+
+
+def _awkward_items() -> list[tuple[str, str]]:
+    """Items the joined path must hand back exactly as the one-by-one path: separators inside
+    fields, non-Latin text, possessives and apostrophes at the ends, runs of punctuation,
+    empty fields."""
+    return [
+        ("", ""), ("Korea's", "x's"), ("'s", "'S'"), ("a\x01b", "sep inside"), ("title", "text \x00 with FIELD_SEP"),
+        ("Пхеньян запустил ракету", "КНДР"), ("北朝鮮がミサイル発射", "米韓"), ("Korea’s — “quoted” …", "\xa0nbsp’s"),
+        ("  lead and trail  ", "\t\n"), ("!!!", "..."), ("U.S.'s test", "it's the U.S.' s"), ("Café crème", "naïve"),
+        ("x_y z-9 O'Neil", "test-fire test fire"), ("ALL CAPS!!", "end's"),
+    ]
+
+
+@pytest.mark.parametrize("size", [1, 7, 8, 50, 3000])
+def test_word_strings_together_equal_one_by_one(size):
+    base = _corpus_items(3000, seed=5) + _awkward_items()
+    rng = random.Random(size)
+    for _ in range(3):
+        items = [rng.choice(base) for _ in range(size)]
+        assert word_strings(items) == [_word_string(title, text) for title, text in items]
+
+
+def test_match_many_equals_match_item_by_item():
+    items = _corpus_items(1500, seed=6) + _awkward_items()
+    random.Random(2).shuffle(items)
+    specs = [
+        ("plain", "missile OR missiles OR launch* OR ракету OR ミサイル"),
+        ("phrase", '"ballistic missile" OR "north korea*" OR korea'),
+        ("near", "(missile* OR rocket*) NEAR/5 (test* OR launch* OR fire*)"),
+        ("field", "title:(korea OR missile) AND NOT text:weather"),
+        ("regex", "/hwasong-?\\d+/ OR icbm"),
+        WatchlistSpec("scored", None, signals=(Signal("missile", 1.0), Signal("test*", 0.5)), min_score=1.2),
+        WatchlistSpec("excluded", "missile* OR launch*", exclude=("game", "stock")),
+    ]
+    matcher = Matcher(specs)
+    one_by_one = [matcher.match(title, text) for title, text in items]
+    assert sum(map(bool, one_by_one)) > 100  # the watchlists really fire
+    for size in (1, 9, 64, len(items)):
+        together = [hit for k in range(0, len(items), size) for hit in matcher.match_many(items[k:k + size])]
+        assert together == one_by_one
 
 
 # --------------------------------------------------------------------------- regex oracle
