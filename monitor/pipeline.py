@@ -402,11 +402,24 @@ class Pipeline:
                 report.folded += len(held)
                 metrics.DELIVERIES.labels(chan.name, "folded").inc(len(held))
                 event(log, "rate limited", channel=chan.name, max_per_hour=limit, held=len(held))
-        sem = asyncio.Semaphore(4)
+        sem = asyncio.Semaphore(SEND_CONCURRENCY)
+        # A channel that fails CHANNEL_TRIP sends in a row is down for the rest of this pass:
+        # its other rows are not tried (a down channel costs one timeout per row otherwise)
+        # but are recorded as failed with the same error, so they back off with it. (Sends
+        # already in flight finish: at most CHANNEL_TRIP + SEND_CONCURRENCY - 1 are tried.)
+        down: list[str | None] = []  # errors of the failures in a row so far
+        skipped: list[PendingDelivery] = []
 
         async def one(d: PendingDelivery, hits: tuple[WatchlistHit, ...]) -> None:
             async with sem:
+                if len(down) >= CHANNEL_TRIP:
+                    skipped.append(d)
+                    return
                 res = await self.notifier.send(self.notification_for(d, hits))
+                if res.ok:
+                    down.clear()
+                else:
+                    down.append(res.error)
             if res.ok:
                 await asyncio.to_thread(self.store.mark_sent, d.id, now)
                 report.sent += 1
@@ -416,6 +429,10 @@ class Pipeline:
                 await self._failed(chan.name, [d], res.error, now, report)
 
         await asyncio.gather(*(one(d, h) for d, h in due))
+        if skipped:
+            why = f"not tried: the channel failed {len(down)} sends in a row in this pass ({down[-1] or 'unknown error'})"
+            event(log, "channel down", logging.WARNING, channel=chan.name, skipped=len(skipped), error=down[-1])
+            await self._failed(chan.name, skipped, why, now, report)
 
     async def _digest(self, chan: ChannelConfig, ready: list[tuple[PendingDelivery, tuple[WatchlistHit, ...]]],
                       now: datetime, report: _Tally) -> None:
@@ -495,6 +512,10 @@ class Pipeline:
 
 
 HOUR = timedelta(hours=1)
+#: Failed sends in a row after which a channel is not tried again in the same delivery pass.
+CHANNEL_TRIP = 3
+#: Sends to one channel in flight at once.
+SEND_CONCURRENCY = 4
 
 
 #: How long a quiet poll (304 / same body) waits for others to share its transaction.

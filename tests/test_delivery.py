@@ -16,7 +16,7 @@ from monitor.config import load_config
 from monitor.matcher import Matcher
 from monitor.model import FetchResult, Item
 from monitor.notify import Notifier
-from monitor.pipeline import Pipeline
+from monitor.pipeline import CHANNEL_TRIP, SEND_CONCURRENCY, Pipeline
 from monitor.schedule import schedule_of
 from monitor.store import NewItem, SourceHealthPolicy, Store
 
@@ -300,6 +300,27 @@ def test_always_failing_receiver_is_dead_lettered_with_an_admin_notice(tmp_path,
     rig.deliver(T0 + timedelta(hours=2, minutes=1))
     assert [r.status for r in receiver.requests] == [500, 500, 500, 200]
     assert rig.store.outbox() == [] and rig.statuses() == {"sent": 1}
+
+
+def test_a_channel_that_fails_three_sends_in_a_row_is_not_tried_again_in_that_pass(tmp_path, db_url, receiver, rigs):
+    rig = Rig(tmp_path, db_url, [{"name": "hook", "url": receiver.url("/hook")}])
+    rigs.append(rig)
+    titles = [rig.alert(f"Missile launch {k}", T0 + timedelta(seconds=k)) for k in range(10)]
+    receiver.status = 500
+    rig.deliver(T0 + timedelta(minutes=1))
+    tried = len(receiver.requests)  # then the channel counts as down for this pass
+    assert CHANNEL_TRIP <= tried <= CHANNEL_TRIP + SEND_CONCURRENCY - 1  # (sends in flight finish)
+    rows = rig.store.outbox(("pending",))
+    assert len(rows) == 10 and all(r.attempts == 1 for r in rows)  # every row failed once and backs off
+    skipped = [r for r in rows if (r.last_error or "").startswith("not tried")]
+    assert len(skipped) == 10 - tried and all("500" in (r.last_error or "") for r in skipped)
+    rig.deliver(T0 + timedelta(minutes=1, seconds=5))  # nothing is due before its backoff
+    assert len(receiver.requests) == tried
+    receiver.status = 200
+    rig.deliver(T0 + timedelta(minutes=10))
+    sent = [r.json()["title"] for r in receiver.requests if r.status == 200]
+    assert len(sent) == 10
+    assert all(any(t in s for s in sent) for t in titles) and rig.statuses() == {"sent": 10}
 
 
 def test_max_age_dead_letters_a_row_at_its_next_failure(tmp_path, db_url, receiver, rigs):
