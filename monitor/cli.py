@@ -10,7 +10,7 @@ import gc
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 
 import click
@@ -24,6 +24,21 @@ CONFIG_OPTION = click.option(
     default=lambda: os.environ.get("MONITOR_CONFIG", DEFAULT_CONFIG),
     help="Main YAML config file (env MONITOR_CONFIG).",
 )
+
+
+def leave(code: int) -> None:
+    """Exit with ``code`` at once, without the interpreter's teardown: a one-shot command
+    (``run --once``, ``match``) ends with a big config, matcher and database layer in memory,
+    and freeing them object by object took ~0.3-0.4 s, longer than a quiet poll cycle of
+    1,000 sources. Everything that matters is committed (the store is closed) or flushed
+    here first; nothing else runs at exit."""
+    import logging
+
+    logging.shutdown()  # flush and close the log handlers
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # a closed or broken pipe: nothing more to say there
+            stream.flush()
+    os._exit(code)
 
 
 @contextmanager
@@ -76,6 +91,8 @@ def run(config_path: str, once: bool) -> None:
     except (DatabaseError, ServeError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    if once:
+        leave(code)  # (run_once closed the store)
     sys.exit(code)
 
 
@@ -132,7 +149,7 @@ def match(config_path: str, input_: str, explain: bool, near_misses: bool, jobs:
         sys.exit(explain_command(cfg, input_, near_misses=near_misses, as_json=as_json))
     from .batch import match_command
 
-    sys.exit(match_command(cfg, input_, jobs=jobs))
+    leave(match_command(cfg, input_, jobs=jobs))  # (it flushed its output; it opens no database)
 
 
 def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> timedelta:

@@ -153,8 +153,20 @@ class Daemon:
         parsing and matching (memory would grow with the number of sources)."""
         if self._poll_slots is None:
             self._poll_slots = asyncio.Semaphore(max(4, 2 * self.cfg.fetch.concurrency))
-        async with self._poll_slots:
-            return await pipeline.poll(src, state)
+        slots = self._poll_slots
+        await slots.acquire()
+        held = True
+
+        def release() -> None:  # once, when the poll is done with its body or ends
+            nonlocal held
+            if held:
+                held = False
+                slots.release()
+
+        try:
+            return await pipeline.poll(src, state, done_with_body=release)
+        finally:
+            release()
 
     async def _poll_job(self, pipeline: Pipeline, src: SourceConfig) -> None:
         if self._stop.is_set():

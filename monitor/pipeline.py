@@ -163,17 +163,25 @@ class Pipeline:
         return [(c.name, lambda h, c=c: self.cfg.channel_accepts(c, h, source)) for c in self._channel_cfg.values()]
 
     # ------------------------------------------------------------ polling
-    async def poll(self, source: SourceConfig, state: SourceState | None = None) -> PollReport:
-        """Poll one source (``state``: its stored state when the caller read it already)."""
+    async def poll(self, source: SourceConfig, state: SourceState | None = None,
+                   done_with_body: Callable[[], None] | None = None) -> PollReport:
+        """Poll one source (``state``: its stored state when the caller read it already).
+        ``done_with_body`` is called once the poll holds no response body any more and only
+        waits for its record to be written (a 304 or an unchanged body): a caller bounding
+        polls in flight to bound memory may let the next one start then."""
         started = time.monotonic()
         result: FetchResult | None = None
+        http_status: int | None = None
         known_state = state
         state = state or SourceState(source.name, None, None)
         try:
             if known_state is None:
                 state = await asyncio.to_thread(self.store.source_state, source.name)
             result = await self.fetcher.fetch(source.url, state.etag, state.last_modified)
-            report = await self._process(source, state, result)
+            http_status = result.http_status
+            processing = self._process(source, state, result, done_with_body)
+            result = None  # the body lives only as long as _process needs it
+            report = await processing
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - one source's bug must not stop the daemon
@@ -192,7 +200,7 @@ class Pipeline:
             metrics.SOURCE_INTERVAL.labels(source.name).set(report.interval)
         event(log, "poll", logging.INFO if report.status != "error" else logging.WARNING,
               source=source.name, status=report.status,
-              http=result.http_status if result else None, items=report.items, new=report.new,
+              http=http_status, items=report.items, new=report.new,
               alerts=report.alerts, duration_ms=round(duration * 1000), error=report.error,
               next_in=_next_in(report.next_poll_at))
         if report.alerts and self.on_alert:
@@ -265,18 +273,24 @@ class Pipeline:
                           fallback="threads")
         return await asyncio.to_thread(parse_feed, *args)
 
-    async def _process(self, source: SourceConfig, state: SourceState, result: FetchResult) -> PollReport:
+    async def _process(self, source: SourceConfig, state: SourceState, result: FetchResult,
+                       done_with_body: Callable[[], None] | None = None) -> PollReport:
         if result.status == "error":
             return await self._failed_poll(source, state, result)
         now = utcnow()
         if result.status == "not_modified":
             schedule = self._success_schedule(source, state, now, 0, state.items_per_day, result.max_age, None)
+            if done_with_body is not None:
+                done_with_body()
             await self._quiet_poll(source.name, result, now, schedule)
             return PollReport(source.name, "not_modified", next_poll_at=schedule.next_poll_at,
                               interval=schedule.interval)
         body_hash = hashlib.sha1(result.body or b"").hexdigest()
         if body_hash == state.body_hash:  # the same bytes as last time (no validators): nothing to parse
             schedule = self._success_schedule(source, state, now, 0, state.items_per_day, result.max_age, None)
+            result = replace(result, body=None)  # (no longer needed: see done_with_body)
+            if done_with_body is not None:
+                done_with_body()
             await self._quiet_poll(source.name, result, now, schedule)
             return PollReport(source.name, "unchanged", next_poll_at=schedule.next_poll_at, interval=schedule.interval)
         try:
