@@ -159,6 +159,23 @@ class DeliveryConfig(Strict):
     max_age: PositiveDuration = timedelta(days=2)  # in the outbox this long: dead-lettered at its next failure
 
 
+class ReplicasConfig(Strict):
+    """Several daemons on one PostgreSQL database share the work through leases."""
+
+    lease: Duration = timedelta(seconds=60)  # a claimed source / channel is the holder's this long unrenewed
+    heartbeat: Duration = timedelta(seconds=10)  # how often a replica says it lives (and renews its leases)
+    claim_every: Duration = timedelta(seconds=1)  # how often a replica looks for due sources
+
+    @model_validator(mode="after")
+    def _lease_outlives_heartbeats(self) -> ReplicasConfig:
+        if self.heartbeat < timedelta(seconds=1) or self.claim_every < timedelta(milliseconds=100):
+            raise ValueError("heartbeat must be at least 1s and claim_every at least 100ms")
+        if self.lease < 3 * self.heartbeat:
+            raise ValueError(f"lease ({self.lease}) must be at least 3 heartbeats ({3 * self.heartbeat}): "
+                             "a replica that misses one heartbeat must not lose its work")
+        return self
+
+
 class LoggingConfig(Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -406,6 +423,7 @@ class Config(Strict):
     alerts: AlertsConfig = AlertsConfig()
     stories: StoriesConfig = StoriesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    replicas: ReplicasConfig = ReplicasConfig()
     logging: LoggingConfig = LoggingConfig()
     sources: list[SourceConfig] = []
     watchlists: list[WatchlistConfig] = []

@@ -3,18 +3,26 @@
 Rules:
 - Start-up: validate config (done by the caller), apply migrations, register sources, compile
   watchlists, open one HTTP client. Any of these failing stops the daemon with a clear message.
-- APScheduler 3.x (AsyncIOScheduler) runs one date job per enabled source, re-armed after each
-  poll for the time monitor.polling chose (adaptive interval, failure backoff, Retry-After,
-  jitter) and kept in the database, so a restart resumes each source's rhythm; a source not
-  polled yet (or overdue) is polled within a few seconds of start, spread out. One poll per
-  source at a time.
+- Work is claimed in the database, so several replicas (daemons on one PostgreSQL database)
+  share it and one alone works the same way (SQLite included). Each replica registers itself
+  (``replicas`` table: host, pid, started, heartbeat; ``monitor replicas``) and heartbeats
+  every ``replicas.heartbeat``, which also renews every lease it holds. APScheduler 3.x
+  (AsyncIOScheduler) runs the claim job every ``replicas.claim_every``: it claims due sources
+  (next poll reached, not retired, no live lease; ``SELECT … FOR UPDATE SKIP LOCKED``) up to
+  the polls it has room for, with a lease of ``replicas.lease``, and polls them. Recording the
+  poll writes the next poll time monitor.polling chose (adaptive interval, failure backoff,
+  Retry-After, jitter) and ends the lease. A replica that dies stops renewing: its sources
+  are claimed by the others once their leases run out. One poll per source at a time.
+- A channel's messages (and the admin channel's notices) are sent by the replica holding the
+  channel's delivery lease for that pass (``Store.claim_channel``).
 - Feeds are parsed in a process pool (one worker per usable CPU, forkserver) when there are
   enough sources to pay for it, so the event loop never waits for feedparser.
 - The outbox is swept every ``delivery.interval`` and at once after a poll created alerts.
 - ``/healthz`` and ``/metrics`` are served on ``server.host:server.port`` (port 0: off).
-- SIGTERM/SIGINT: stop scheduling, cancel polls in flight (their work is redone next time;
+- SIGTERM/SIGINT: stop claiming, cancel polls in flight (their work is redone next time;
   nothing is half-written because a poll commits in one transaction), let sends in flight
-  finish (bounded), exit 0 within 10 s.
+  finish (bounded), give up the leases held (the other replicas take them at once), exit 0
+  within 10 s.
 - ``--once``: poll every enabled source once, concurrently, then attempt every undelivered
   notification once (backoff timers ignored), and exit 0 even when sources failed.
 """
@@ -26,16 +34,17 @@ import json
 import logging
 import multiprocessing
 import os
-import random
+import secrets
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from . import metrics
 from .config import Config, SourceConfig
@@ -58,6 +67,7 @@ class Daemon:
         self.matcher = Matcher(cfg.matcher_watchlists())
         self.notifier = Notifier(cfg.enabled_channels, timeout=cfg.delivery.timeout.total_seconds())
         self.started = time.time()
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"  # unique per run
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task] = set()
@@ -70,7 +80,8 @@ class Daemon:
     async def prepare(self) -> None:
         """Migrate the database and register sources (raises store.DatabaseError)."""
         await asyncio.to_thread(self.store.upgrade)
-        await asyncio.to_thread(self.store.sync_sources, [(s.name, s.url) for s in self.cfg.sources])
+        await asyncio.to_thread(self.store.sync_sources, [(s.name, s.url) for s in self.cfg.sources],
+                                [s.name for s in self.sources])
         event(log, "started", sources=len(self.sources), watchlists=len(self.cfg.watchlists),
               channels=len(self.cfg.enabled_channels), database=safe_url(self.cfg.database.url))
 
@@ -109,18 +120,17 @@ class Daemon:
     async def _serve(self, runner: web.AppRunner | None, pool: ProcessPoolExecutor | None) -> None:
         async with Fetcher(self.cfg.fetch) as fetcher:
             pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier,
-                                on_alert=self._wake.set, parse_pool=pool)
+                                on_alert=self._wake.set, parse_pool=pool, replica=self.replica)
+            await asyncio.to_thread(self.store.register_replica, self.replica, socket.gethostname(), os.getpid())
+            event(log, "replica", id=self.replica, lease=f"{self.cfg.replicas.lease.total_seconds():g}s")
+            self._by_name = {s.name: s for s in self.sources}
             scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler = scheduler
-            now = datetime.now(UTC)
-            planned = {h.name: h.next_poll_at for h in await asyncio.to_thread(self.store.source_health)}
-            for src in self.sources:
-                # where the last run left it (restarts keep each source's rhythm), else soon, spread out
-                when = planned.get(src.name)
-                if when is None or when < now:
-                    when = now + timedelta(seconds=random.uniform(0, min(5.0, 0.002 * len(self.sources) + 1)))
-                self._arm(pipeline, src, when)
+            scheduler.add_job(self._claim_job, IntervalTrigger(seconds=self.cfg.replicas.claim_every.total_seconds()),
+                              args=[pipeline], id="claim", max_instances=1, coalesce=True,
+                              next_run_time=datetime.now(UTC), misfire_grace_time=None)
             scheduler.start()
+            heart = asyncio.create_task(self._heartbeat_loop())
             sender = asyncio.create_task(self._delivery_loop(pipeline))
             await self._stop.wait()
             event(log, "stopping", polls_in_flight=len(self._polls))
@@ -135,16 +145,66 @@ class Daemon:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sender
+            heart.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heart
+            try:  # the leases it holds go at once: the other replicas need not wait for them to run out
+                await asyncio.to_thread(self.store.retire_replica, self.replica)
+            except Exception:  # noqa: BLE001 - they run out by themselves
+                log.exception("could not give up this replica's leases")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         event(log, "signal", signal=sig.name)
         self._stop.set()
 
-    def _arm(self, pipeline: Pipeline, src: SourceConfig, when: datetime) -> None:
-        """Schedule the next poll of ``src`` (one APScheduler date job per source, re-armed
-        after every poll with the time the polling policy chose)."""
-        self._scheduler.add_job(self._poll_job, DateTrigger(run_date=when), args=[pipeline, src],
-                                id=f"poll:{src.name}", replace_existing=True, misfire_grace_time=None)
+    @property
+    def _capacity(self) -> int:
+        """Polls in flight at most (fetch to commit): 2 x fetch.concurrency."""
+        return max(4, 2 * self.cfg.fetch.concurrency)
+
+    async def _claim_job(self, pipeline: Pipeline) -> None:
+        """Claim due sources (as many as there is room for) and start their polls."""
+        if self._stop.is_set():
+            return
+        room = self._capacity - len(self._polls)
+        if room <= 0:
+            return
+        try:
+            claimed = await asyncio.to_thread(self.store.claim_sources, self.replica, datetime.now(UTC),
+                                              self.cfg.replicas.lease, room)
+        except Exception:  # noqa: BLE001 - the database may be back at the next claim
+            log.exception("claiming due sources failed; will retry")
+            return
+        # a source another replica's config has but this one's not (a config rolled out to some
+        # replicas only): leave it to them
+        foreign = [state.name for state in claimed if state.name not in self._by_name]
+        if foreign:
+            await asyncio.to_thread(self.store.release_sources, self.replica, foreign)
+        for state in claimed:
+            src = self._by_name.get(state.name)
+            if src is not None and not self._stop.is_set():
+                task = asyncio.create_task(self._poll_claimed(pipeline, src, state))
+                self._polls.add(task)
+                task.add_done_callback(self._polls.discard)
+
+    async def _poll_claimed(self, pipeline: Pipeline, src: SourceConfig, state: SourceState) -> None:
+        try:
+            await self._bounded_poll(pipeline, src, state)
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # noqa: BLE001 - poll() handles its own errors; this is a last resort
+            log.exception("poll of %s failed", src.name)
+
+    async def _heartbeat_loop(self) -> None:
+        every = self.cfg.replicas.heartbeat.total_seconds()
+        while not self._stop.is_set():
+            try:
+                held = await asyncio.to_thread(self.store.heartbeat, self.replica, self.cfg.replicas.lease)
+                metrics.SOURCES_HELD.set(held)
+            except Exception:  # noqa: BLE001 - a missed heartbeat is renewed by the next one
+                log.exception("heartbeat failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
 
     async def _bounded_poll(self, pipeline: Pipeline, src: SourceConfig,
                             state: SourceState | None = None) -> PollReport:
@@ -152,7 +212,7 @@ class Daemon:
         not only fetches, keeps fetched bodies of thousands of sources from queueing up for
         parsing and matching (memory would grow with the number of sources)."""
         if self._poll_slots is None:
-            self._poll_slots = asyncio.Semaphore(max(4, 2 * self.cfg.fetch.concurrency))
+            self._poll_slots = asyncio.Semaphore(self._capacity)
         slots = self._poll_slots
         await slots.acquire()
         held = True
@@ -167,25 +227,6 @@ class Daemon:
             return await pipeline.poll(src, state, done_with_body=release)
         finally:
             release()
-
-    async def _poll_job(self, pipeline: Pipeline, src: SourceConfig) -> None:
-        if self._stop.is_set():
-            return
-        task = asyncio.create_task(self._bounded_poll(pipeline, src))
-        self._polls.add(task)
-        report = None
-        try:
-            report = await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # noqa: BLE001 - poll() handles its own errors; this is a last resort
-            log.exception("poll job of %s failed", src.name)
-        finally:
-            self._polls.discard(task)
-        if self._stop.is_set():
-            return
-        when = report.next_poll_at if report is not None and report.next_poll_at else None
-        self._arm(pipeline, src, when or datetime.now(UTC) + src.bounds(self.cfg.fetch)[0])
 
     async def _delivery_loop(self, pipeline: Pipeline) -> None:
         interval = self.cfg.delivery.interval.total_seconds()

@@ -24,6 +24,9 @@ SOURCE_ITEMS_PER_DAY = Gauge("monitor_source_items_per_day", "Estimated publishi
 SOURCE_LAST_SUCCESS = Gauge("monitor_source_last_success_timestamp_seconds",
                             "Unix time of the last successful poll per source", ["source"], registry=REGISTRY)
 
+SOURCES_HELD = Gauge("monitor_replica_sources_held", "Sources this replica holds a lease on (polling now)",
+                     registry=REGISTRY)
+
 
 def render() -> bytes:
     return generate_latest(REGISTRY)

@@ -31,10 +31,11 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from . import dedupe, metrics
 from .config import ChannelConfig, Config, SourceConfig
@@ -142,8 +143,12 @@ class Pipeline:
     BATCH = 500
 
     def __init__(self, cfg: Config, store: Store, matcher: Matcher, fetcher: Fetcher, notifier: Notifier,
-                 on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None):
+                 on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None,
+                 replica: str | None = None):
         self.cfg = cfg
+        # with replicas sharing the database, a channel is delivered by the replica holding
+        # its lease (Store.claim_channel); None: this process is the only sender
+        self.replica = replica
         self.parse_pool = parse_pool
         self.full_text = FullText(fetcher)
         self._quiet_batch: _QuietBatch | None = None
@@ -364,13 +369,29 @@ class Pipeline:
         report = _Tally()
         if self._channel_cfg:
             silences = SilenceCheck(await asyncio.to_thread(self.store.silences, now), now, self.cfg.aliases)
-            await asyncio.gather(*(self._deliver_channel(chan, now, ignore_backoff, silences, report)
+            await asyncio.gather(*(self._claimed(chan.name, now, self._deliver_channel(chan, now, ignore_backoff,
+                                                                                      silences, report))
                                    for chan in self._channel_cfg.values()))
             admin = self.cfg.admin_channel
             if admin is not None:
-                await self._send_notices(admin.name, now, ignore_backoff, report)
+                await self._claimed(NOTICES_LEASE, now, self._send_notices(admin.name, now, ignore_backoff, report))
         metrics.OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
         return DeliveryReport(report.sent, report.failed, report.dead, report.silenced, report.folded)
+
+    async def _claimed(self, lease: str, now: datetime, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` if this replica holds (or takes) the delivery lease ``lease``; give it
+        back after. Without replicas (``self.replica`` None) just run it."""
+        if self.replica is None:
+            await work
+            return
+        if not await asyncio.to_thread(self.store.claim_channel, lease, self.replica, utcnow(),
+                                       self.cfg.replicas.lease):
+            work.close()  # another replica is delivering it now
+            return
+        try:
+            await work
+        finally:
+            await asyncio.to_thread(self.store.release_channel, lease, self.replica)
 
     async def _deliver_channel(self, chan: ChannelConfig, now: datetime, ignore_backoff: bool,
                                silences: SilenceCheck, report: _Tally) -> None:
@@ -526,6 +547,8 @@ class Pipeline:
 
 
 HOUR = timedelta(hours=1)
+#: The delivery lease of the admin channel's operator notices (channel names are the others).
+NOTICES_LEASE = "(notices)"
 #: Failed sends in a row after which a channel is not tried again in the same delivery pass.
 CHANNEL_TRIP = 3
 #: Sends to one channel in flight at once.

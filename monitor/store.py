@@ -70,6 +70,8 @@ from .model import DEFAULT_SEVERITY, FetchResult, Item, Notice, StoredItem, Watc
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
 STORY_LOCK = 0x6E657773  # "news"
+#: PostgreSQL advisory lock held while migrating: replicas starting together migrate once.
+MIGRATE_LOCK = 0x6D696772  # "migr"
 
 
 def utcnow() -> datetime:
@@ -102,6 +104,7 @@ class Base(DeclarativeBase):
 
 class SourceRow(Base):
     __tablename__ = "sources"
+    __table_args__ = (Index("ix_sources_next_poll", "next_poll_at"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     url: Mapped[str] = mapped_column(Text)
@@ -120,6 +123,9 @@ class SourceRow(Base):
     poll_interval: Mapped[float | None] = mapped_column(Float)  # seconds, the adaptive interval now
     items_per_day: Mapped[float | None] = mapped_column(Float)
     body_hash: Mapped[str | None] = mapped_column(String(40))  # sha1 of the last body parsed
+    leased_by: Mapped[str | None] = mapped_column(String(200))  # the replica polling it now
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)  # ... until then, unless renewed
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # not in the config (or disabled) since
 
 
 class StoryRow(Base):
@@ -250,6 +256,20 @@ class ChannelStateRow(Base):
     last_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     digest_failures: Mapped[int] = mapped_column(Integer, default=0)
+    leased_by: Mapped[str | None] = mapped_column(String(200))  # the replica delivering this channel now
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ReplicaRow(Base):
+    """A running (or stopped) daemon sharing the database (``monitor replicas``)."""
+
+    __tablename__ = "replicas"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class NoticeRow(Base):
@@ -270,6 +290,18 @@ class NoticeRow(Base):
 
 
 # ---------------------------------------------------------------- plain data out of the store
+@dataclass(frozen=True)
+class ReplicaInfo:
+    id: str
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    sources: int  # sources it holds a live lease on
+    channels: tuple[str, ...]  # channels it is delivering
+
+
 @dataclass(frozen=True)
 class SourceState:
     name: str
@@ -636,6 +668,8 @@ class Store:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         try:
             with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":  # replicas starting together: one at a time
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATE_LOCK})
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except Exception as e:  # noqa: BLE001 - report, don't trace back
@@ -670,16 +704,132 @@ class Store:
         self.engine.dispose()
 
     # ------------------------------------------------------------ sources
-    def sync_sources(self, sources: Iterable[tuple[str, str]]) -> None:
-        """Make sure a row exists for each (name, url); a changed URL resets its HTTP cache state."""
+    def sync_sources(self, sources: Iterable[tuple[str, str]], active: Iterable[str] | None = None,
+                     now: datetime | None = None) -> None:
+        """Make sure a row exists for each (name, url); a changed URL resets its HTTP cache
+        state. With ``active`` (the enabled sources' names), every other source is marked
+        retired (no replica claims it) and every active one un-retired. Safe with replicas
+        starting together: a row another one inserted first is left as it is."""
+        sources = list(sources)
+        now = now or utcnow()
         with self._writing() as s:
             rows = {r.name: r for r in s.scalars(select(SourceRow))}
+            missing = [{"name": name, "url": url, "consecutive_failures": 0, "items_total": 0, "created_at": now}
+                       for name, url in dict(sources).items() if name not in rows]
+            if missing:
+                s.execute(self._insert_ignoring_conflicts(SourceRow, missing))
             for name, url in sources:
                 row = rows.get(name)
-                if row is None:
-                    s.add(SourceRow(name=name, url=url, consecutive_failures=0, items_total=0))
-                elif row.url != url:
+                if row is not None and row.url != url:
                     row.url, row.etag, row.last_modified = url, None, None
+            if active is not None:
+                wanted = set(active)
+                s.execute(update(SourceRow).where(SourceRow.name.not_in(wanted), SourceRow.retired_at.is_(None))
+                          .values(retired_at=now))
+                s.execute(update(SourceRow).where(SourceRow.name.in_(wanted), SourceRow.retired_at.is_not(None))
+                          .values(retired_at=None))
+
+    def _insert_ignoring_conflicts(self, model: type[Base], rows: list[dict]):
+        """INSERT … ON CONFLICT DO NOTHING (PostgreSQL and SQLite)."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        return dialect_insert(model).values(rows).on_conflict_do_nothing()
+
+    # ------------------------------------------------------------ replicas and leases
+    def register_replica(self, replica: str, host: str, pid: int, now: datetime | None = None) -> None:
+        now = now or utcnow()
+        with self._writing() as s:
+            row = s.get(ReplicaRow, replica)
+            if row is None:
+                s.add(ReplicaRow(id=replica, host=host, pid=pid, started_at=now, heartbeat_at=now))
+            else:
+                row.host, row.pid, row.started_at, row.heartbeat_at, row.stopped_at = host, pid, now, now, None
+
+    def heartbeat(self, replica: str, lease: timedelta, now: datetime | None = None) -> int:
+        """This replica lives: its heartbeat, and every lease it holds renewed to ``now +
+        lease`` (in one transaction). Returns how many sources it holds."""
+        now = now or utcnow()
+        until = now + lease
+        with self._writing() as s:
+            s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=None))
+            held = s.execute(update(SourceRow).where(SourceRow.leased_by == replica).values(lease_until=until))
+            s.execute(update(ChannelStateRow).where(ChannelStateRow.leased_by == replica).values(lease_until=until))
+            return held.rowcount or 0
+
+    def retire_replica(self, replica: str, now: datetime | None = None) -> None:
+        """A replica stopping cleanly: marked stopped, its leases given up at once."""
+        now = now or utcnow()
+        with self._writing() as s:
+            s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=now))
+            s.execute(update(SourceRow).where(SourceRow.leased_by == replica).values(leased_by=None, lease_until=None))
+            s.execute(update(ChannelStateRow).where(ChannelStateRow.leased_by == replica)
+                      .values(leased_by=None, lease_until=None))
+
+    def replicas(self, now: datetime | None = None) -> list[ReplicaInfo]:
+        """Every registered replica, newest first, with the sources and channels it holds."""
+        now = now or utcnow()
+        with self._session() as s:
+            rows = list(s.scalars(select(ReplicaRow).order_by(ReplicaRow.started_at.desc())))
+            sources = dict(s.execute(select(SourceRow.leased_by, func.count()).where(
+                SourceRow.leased_by.is_not(None), SourceRow.lease_until >= now).group_by(SourceRow.leased_by)).all())
+            channels: dict[str, list[str]] = {}
+            for holder, channel in s.execute(select(ChannelStateRow.leased_by, ChannelStateRow.channel).where(
+                    ChannelStateRow.leased_by.is_not(None), ChannelStateRow.lease_until >= now)):
+                channels.setdefault(holder, []).append(channel)
+        return [ReplicaInfo(r.id, r.host, r.pid, r.started_at, r.heartbeat_at, r.stopped_at,
+                            sources.get(r.id, 0), tuple(sorted(channels.get(r.id, ()))))
+                for r in rows]
+
+    def claim_sources(self, replica: str, now: datetime, lease: timedelta, limit: int) -> list[SourceState]:
+        """Claim up to ``limit`` due sources (next poll reached, not retired, no live lease),
+        most overdue first, for ``replica`` until ``now + lease`` (``SELECT … FOR UPDATE SKIP
+        LOCKED`` on PostgreSQL: replicas claiming at once get different sources; SQLite has
+        one writer at a time). The lease ends when the poll is recorded (see _apply_schedule)."""
+        if limit <= 0:
+            return []
+        q = (select(SourceRow)
+             .where(SourceRow.retired_at.is_(None),
+                    or_(SourceRow.next_poll_at.is_(None), SourceRow.next_poll_at <= now),
+                    or_(SourceRow.lease_until.is_(None), SourceRow.lease_until < now))
+             .order_by(SourceRow.next_poll_at.asc().nulls_first(), SourceRow.id)
+             .limit(limit)
+             .with_for_update(skip_locked=True))
+        with self._writing() as s:
+            rows = list(s.scalars(q))
+            for row in rows:
+                row.leased_by, row.lease_until = replica, now + lease
+            return [_source_state(r) for r in rows]
+
+    def release_sources(self, replica: str, names: Iterable[str]) -> None:
+        """Give up leases on ``names`` without polling them (they stay due)."""
+        names = list(names)
+        if not names:
+            return
+        with self._writing() as s:
+            s.execute(update(SourceRow).where(SourceRow.leased_by == replica, SourceRow.name.in_(names))
+                      .values(leased_by=None, lease_until=None))
+
+    def claim_channel(self, channel: str, replica: str, now: datetime, lease: timedelta) -> bool:
+        """Take the lease on delivering ``channel`` (one replica sends a channel's messages at
+        a time: its rate limit, digests and order need one view of its rows). True when this
+        replica holds it now (taken, or renewed)."""
+        with self._writing() as s:
+            if s.get(ChannelStateRow, channel) is None:
+                s.execute(self._insert_ignoring_conflicts(ChannelStateRow, [{"channel": channel, "digest_failures": 0}]))
+            taken = s.execute(update(ChannelStateRow).where(
+                ChannelStateRow.channel == channel,
+                or_(ChannelStateRow.leased_by.is_(None), ChannelStateRow.leased_by == replica,
+                    ChannelStateRow.lease_until.is_(None), ChannelStateRow.lease_until < now))
+                .values(leased_by=replica, lease_until=now + lease))
+            return bool(taken.rowcount)
+
+    def release_channel(self, channel: str, replica: str) -> None:
+        with self._writing() as s:
+            s.execute(update(ChannelStateRow).where(ChannelStateRow.channel == channel,
+                                                    ChannelStateRow.leased_by == replica)
+                      .values(leased_by=None, lease_until=None))
 
     def source_state(self, name: str) -> SourceState:
         with self._session() as s:
@@ -703,6 +853,7 @@ class Store:
     def _apply_schedule(row: SourceRow, schedule: PollSchedule | None) -> None:
         if schedule is None:
             return
+        row.leased_by = row.lease_until = None  # the poll is recorded: its claim ends
         row.next_poll_at = schedule.next_poll_at
         if schedule.interval is not None:
             row.poll_interval = schedule.interval
