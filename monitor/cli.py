@@ -317,6 +317,18 @@ def sources_import(config_path: str, opml_file: str, output: str | None, interva
     sys.exit(operate.sources_import(cfg, opml_file, output, interval))
 
 
+@cli.command()
+@CONFIG_OPTION
+@click.option("--all", "include_stopped", is_flag=True, help="Also replicas that stopped cleanly.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def replicas(config_path: str, include_stopped: bool, as_json: bool) -> None:
+    """The daemons sharing this database: alive or lost, and what each holds."""
+    from . import operate
+
+    cfg = _load(config_path, check_channels=False)
+    sys.exit(operate.replicas_list(cfg, as_json, include_stopped))
+
+
 def main() -> None:
     cli(prog_name="monitor")
 

@@ -286,6 +286,41 @@ def sources_list(cfg: Config, as_json: bool, failing_only: bool) -> int:
     return with_store(cfg, False, work)
 
 
+def replicas_list(cfg: Config, as_json: bool, include_stopped: bool) -> int:
+    """``monitor replicas``: the daemons sharing this database, whether each is alive (a
+    heartbeat within ``replicas.lease``) and the sources and channels it holds."""
+    lease = cfg.replicas.lease
+
+    def work(store: Store) -> int:
+        now = utcnow()
+        rows = store.replicas(now)
+
+        def state(r) -> str:
+            if r.stopped_at is not None:
+                return "stopped"
+            return "alive" if now - r.heartbeat_at <= lease else "lost"
+
+        if not include_stopped:
+            rows = [r for r in rows if state(r) != "stopped"]
+        if as_json:
+            for r in rows:
+                click.echo(json.dumps({
+                    "replica": r.id, "host": r.host, "pid": r.pid, "state": state(r), "started": _iso(r.started_at),
+                    "heartbeat": _iso(r.heartbeat_at), "stopped": _iso(r.stopped_at), "sources_held": r.sources,
+                    "channels": list(r.channels)}, ensure_ascii=False))
+            return 0
+        click.echo(f"{'replica':<40} {'state':<8} {'started':<13} {'heartbeat':<13} {'sources':>7}  channels")
+        for r in rows:
+            click.echo(f"{r.id[:40]:<40} {state(r):<8} {_ago(r.started_at, now):<13} {_ago(r.heartbeat_at, now):<13} "
+                       f"{r.sources:>7}  {', '.join(r.channels) or '-'}")
+        alive = sum(state(r) == "alive" for r in rows)
+        click.echo(f"{len(rows)} replica{'s' if len(rows) != 1 else ''}, {alive} alive "
+                   f"(a heartbeat within the {_span(lease.total_seconds())} lease)")
+        return 0
+
+    return with_store(cfg, False, work)
+
+
 def sources_import(cfg: Config, opml_file: str, output: str | None, interval: str | None) -> int:
     """``monitor sources import``: YAML for the OPML's feeds that the config does not have yet."""
     import os

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ class FeedServer:
         self.hits: Counter[str] = Counter()
         self.sent: Counter[str] = Counter()  # body bytes written by stream() routes
         self.requests: list[tuple[str, dict[str, str]]] = []
+        self.times: list[tuple[float, str]] = []  # (time.time(), path) of every request
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -105,6 +107,7 @@ class FeedServer:
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.hits[request.path] += 1
         self.requests.append((request.path, dict(request.headers)))
+        self.times.append((time.time(), request.path))
         handler = self.routes.get(request.path)
         if handler is None:
             return web.Response(status=404, text="no such route")

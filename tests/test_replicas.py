@@ -1,0 +1,238 @@
+"""Several replicas on one database: claimed sources with leases, heartbeats, delivery leases
+(store level, on SQLite and PostgreSQL), and three daemons as separate processes sharing 300
+sources on the PostgreSQL of this machine (skipped without it)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from feedserver import FeedServer, rss
+
+from monitor.model import FetchResult
+from monitor.store import PollSchedule, Store
+
+T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=60)
+NAMES = [f"s{k}" for k in range(10)]
+
+
+@pytest.fixture
+def store(db_url):
+    s = Store(db_url)
+    s.upgrade()
+    s.sync_sources([(n, f"http://127.0.0.1:9/{n}.xml") for n in NAMES], NAMES, now=T0)
+    yield s
+    s.close()
+
+
+def names(states) -> set[str]:
+    return {st.name for st in states}
+
+
+def test_claims_are_disjoint_and_bounded(store):
+    a = store.claim_sources("a", T0, LEASE, 4)
+    b = store.claim_sources("b", T0, LEASE, 100)
+    assert len(a) == 4 and len(b) == 6 and not names(a) & names(b)
+    assert store.claim_sources("c", T0, LEASE, 100) == []
+
+
+def test_a_lease_runs_out_unless_heartbeats_renew_it(store):
+    held = names(store.claim_sources("a", T0, LEASE, 100))
+    assert store.claim_sources("b", T0 + LEASE - timedelta(seconds=1), LEASE, 100) == []
+    assert store.heartbeat("a", LEASE, now=T0 + timedelta(seconds=50)) == 10  # renewed to T0 + 110 s
+    assert store.claim_sources("b", T0 + timedelta(seconds=100), LEASE, 100) == []
+    # "a" stops heartbeating: after its lease, "b" takes every source it held
+    assert names(store.claim_sources("b", T0 + timedelta(seconds=111), LEASE, 100)) == held
+
+
+def test_recording_the_poll_ends_the_lease_and_sets_the_next_poll(store):
+    (st,) = store.claim_sources("a", T0, LEASE, 1)
+    ok = FetchResult(url="u", status="not_modified", http_status=304)
+    store.record_quiet_polls([(st.name, ok, T0, PollSchedule(T0 + timedelta(minutes=5), 300.0))])
+    others = names(store.claim_sources("b", T0 + timedelta(seconds=1), LEASE, 100))
+    assert st.name not in others and len(others) == 9  # not due again before its next poll
+    assert st.name in names(store.claim_sources("c", T0 + timedelta(minutes=5), LEASE, 100))
+    assert store.source_state(st.name).next_poll_at == T0 + timedelta(minutes=5)
+
+
+def test_retiring_a_replica_gives_its_leases_back_at_once(store):
+    store.register_replica("a", "host", 1, now=T0)
+    held = names(store.claim_sources("a", T0, LEASE, 3))
+    store.retire_replica("a", now=T0 + timedelta(seconds=1))
+    assert names(store.claim_sources("b", T0 + timedelta(seconds=2), LEASE, 100)) >= held
+    (info,) = store.replicas(T0 + timedelta(seconds=2))
+    assert info.id == "a" and info.stopped_at is not None and info.sources == 0
+
+
+def test_sources_not_in_the_config_are_never_claimed(store):
+    store.sync_sources([(n, f"http://127.0.0.1:9/{n}.xml") for n in NAMES], NAMES[:3], now=T0)
+    assert names(store.claim_sources("a", T0, LEASE, 100)) == set(NAMES[:3])
+    store.sync_sources([(n, f"http://127.0.0.1:9/{n}.xml") for n in NAMES], NAMES, now=T0)  # back in the config
+    assert len(store.claim_sources("a", T0, LEASE, 100)) == 7
+
+
+def test_replicas_lists_who_holds_what(store):
+    store.register_replica("a", "h1", 11, now=T0)
+    store.register_replica("b", "h2", 22, now=T0 + timedelta(seconds=1))
+    store.claim_sources("a", T0, LEASE, 4)
+    assert store.claim_channel("desk", "b", T0, LEASE)
+    got = {r.id: r for r in store.replicas(T0 + timedelta(seconds=2))}
+    assert (got["a"].sources, got["a"].channels, got["a"].host, got["a"].pid) == (4, (), "h1", 11)
+    assert (got["b"].sources, got["b"].channels) == (0, ("desk",))
+
+
+def test_one_replica_at_a_time_delivers_a_channel(store):
+    assert store.claim_channel("desk", "a", T0, LEASE)
+    assert store.claim_channel("desk", "a", T0 + timedelta(seconds=5), LEASE)  # its own: renewed
+    assert not store.claim_channel("desk", "b", T0 + timedelta(seconds=10), LEASE)
+    assert store.claim_channel("mail", "b", T0 + timedelta(seconds=10), LEASE)  # another channel is free
+    store.release_channel("desk", "a")
+    assert store.claim_channel("desk", "b", T0 + timedelta(seconds=11), LEASE)
+    # a holder that stops renewing loses it when the lease runs out
+    assert store.claim_channel("desk", "c", T0 + timedelta(seconds=11) + LEASE + timedelta(seconds=1), LEASE)
+
+
+def test_replicas_claiming_at_the_same_moment_never_share_a_source(db_url):
+    store = Store(db_url)
+    store.upgrade()
+    many = [f"m{k}" for k in range(400)]
+    store.sync_sources([(n, f"http://127.0.0.1:9/{n}.xml") for n in many], many, now=T0)
+    got: dict[str, list[str]] = defaultdict(list)
+    barrier = threading.Barrier(4)
+
+    def claimer(replica: str) -> None:
+        own = Store(db_url)
+        try:
+            barrier.wait()
+            for _ in range(20):
+                got[replica] += [st.name for st in own.claim_sources(replica, T0, LEASE, 7)]
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=claimer, args=(f"r{k}",)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    claimed = [n for names_ in got.values() for n in names_]
+    assert len(claimed) == len(set(claimed)) == len(many)  # each once, all of them (4 x 20 x 7 > 400)
+    assert sum(1 for names_ in got.values() if names_) >= 2  # the work really was shared
+    store.close()
+
+
+# ---------------------------------------------------------------- three daemons as processes
+
+N_SOURCES = 300
+INTERVAL = 10  # seconds: sources.min_interval = max_interval
+DAEMON_LEASE = 6  # seconds (heartbeat 2 s)
+
+
+def _feed(k: int, now: float, extra: list[dict] | None = None) -> bytes:
+    items = [dict(title=f"Outlet {k} harbour works report", link=f"https://o{k}.example/{k}", guid=f"o{k}",
+                  description=f"Report number {k} about the harbour works and the new quay.",
+                  published=datetime.fromtimestamp(now - 3600, UTC))]
+    return rss(f"Outlet {k}", f"https://o{k}.example/", (extra or []) + items)
+
+
+def _start(cfg: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ}
+    env.pop("MONITOR_DATABASE_URL", None)
+    return subprocess.Popen([sys.executable, "-m", "monitor", "run", "--config", str(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+def test_three_replicas_share_the_sources_alert_once_and_survive_a_kill(tmp_path, pg_url, receiver):
+    now = time.time()
+    missile = dict(title="North Korea test-fires ballistic missile into the sea",
+                   link="https://wire-a.example/missile", guid="wire-a-missile",
+                   description="North Korea test-fired a ballistic missile into the sea on Monday, the "
+                               "South Korean military said. The launch is the third this month.",
+                   published=datetime.fromtimestamp(now - 300, UTC))
+    repost = {**missile, "link": "https://wire-b.example/2026/missile?utm_source=x", "guid": "wire-b-missile"}
+    with FeedServer() as srv:
+        urls = {f"s{k}": srv.feed(f"/f/{k}.xml", _feed(k, now)) for k in range(N_SOURCES)}
+        cfg = {
+            "database": {"url": pg_url},
+            "server": {"port": 0},
+            "include": [str(ROOT / "config" / "watchlists" / "*.yaml")],
+            "fetch": {"concurrency": 20, "per_host": 20, "min_interval": f"{INTERVAL}s",
+                      "max_interval": f"{INTERVAL}s"},
+            "replicas": {"lease": f"{DAEMON_LEASE}s", "heartbeat": "2s", "claim_every": "0.5s"},
+            "delivery": {"interval": "1s"},
+            "sources": [{"name": n, "url": u, "interval": f"{INTERVAL}s"} for n, u in urls.items()],
+            "channels": [{"name": "hook", "url": receiver.url("/hook")}],
+        }
+        path = tmp_path / "monitor.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        logs = [tmp_path / f"r{k}.log" for k in range(3)]
+        procs = [_start(path, log) for log in logs]
+        try:
+            time.sleep(12)  # the first cycle: every source polled once by one of them
+            # the same story from two outlets, which two different replicas will most likely poll
+            srv.feed("/f/1.xml", _feed(1, now, [missile]))
+            srv.feed("/f/2.xml", _feed(2, now, [repost]))
+            time.sleep(INTERVAL + 6)
+            # kill -9 one replica mid-cycle; what it held is polled by the others within a lease
+            victim = procs[0]
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(10)
+            killed_at = time.time()
+            time.sleep(INTERVAL + DAEMON_LEASE + 6)
+            replicas = subprocess.run([sys.executable, "-m", "monitor", "replicas", "--all", "--json", "--config",
+                                       str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        finally:
+            _stop(procs)
+        times = list(srv.times)
+    stderr = "\n".join(log.read_text() for log in logs)
+    assert "Traceback" not in stderr, stderr[-3000:]
+    by_feed: dict[str, list[float]] = defaultdict(list)
+    for t, p in times:
+        by_feed[p].append(t)
+    assert len(by_feed) == N_SOURCES
+    # one poll per source per cycle: never two requests for a feed closer than most of an
+    # interval (the jitter is +-10 %), whichever replicas made them (outside the kill, after
+    # which what the killed one had fetched but not recorded is fetched again, once)
+    def closest(lo: float, hi: float) -> float:
+        gaps = [b - a for ts in by_feed.values() for a, b in zip(sorted(ts), sorted(ts)[1:], strict=False)
+                if lo <= a and b < hi]
+        return min(gaps) if gaps else INTERVAL
+    assert closest(0, killed_at - 1) > INTERVAL * 0.75
+    assert closest(killed_at + DAEMON_LEASE + 1, float("inf")) > INTERVAL * 0.75
+    cycles = Counter(sum(1 for t in ts if t < killed_at) for ts in by_feed.values())
+    assert min(cycles) >= 2, cycles  # every source polled in each of the cycles before the kill
+    # ... and every source kept being polled after the kill, within an interval and a lease
+    late = [p for p, ts in by_feed.items() if max(ts) < killed_at + 1]
+    assert not late, late[:5]
+    # the two outlets of the one story: one alert, sent once; nothing was sent twice
+    titles = Counter(r.json().get("title", "") for r in receiver.requests)
+    assert sum(n for title, n in titles.items() if "ballistic missile" in title) == 1, titles
+    assert all(n == 1 for n in titles.values()), titles
+    # the replicas were all there, and the killed one is the lost one
+    rows = [json.loads(line) for line in replicas.stdout.splitlines() if line.startswith("{")]
+    assert replicas.returncode == 0 and len(rows) == 3, replicas.stderr
+    states = Counter(r["state"] for r in rows)
+    assert states["lost"] == 1 and states["alive"] + states["stopped"] == 2, rows
+    assert next(r for r in rows if r["state"] == "lost")["pid"] == victim.pid
