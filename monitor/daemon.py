@@ -47,7 +47,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import metrics
-from .config import Config, SourceConfig
+from .config import Config, ConfigError, SourceConfig, load_config
 from .fetch import Fetcher
 from .logs import event
 from .matcher import Matcher
@@ -72,6 +72,13 @@ class Daemon:
         self._stop = asyncio.Event()
         self._polls: set[asyncio.Task] = set()
         self._poll_slots: asyncio.Semaphore | None = None  # polls in flight (fetch to commit)
+        self._pipeline: Pipeline | None = None  # the daemon's current one (a reload makes a new one)
+        self._fetcher: Fetcher | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._by_name: dict[str, SourceConfig] = {}
+        self._reloads: set[asyncio.Future] = set()
+        self._reload_lock = asyncio.Lock()
+        self._ready = False  # /readyz: claiming and delivering
 
     @property
     def sources(self) -> list[SourceConfig]:
@@ -107,6 +114,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         await self.prepare()
         runner = await self._start_http()
         with parse_pool(len(self.sources)) as pool:
@@ -119,19 +127,20 @@ class Daemon:
 
     async def _serve(self, runner: web.AppRunner | None, pool: ProcessPoolExecutor | None) -> None:
         async with Fetcher(self.cfg.fetch) as fetcher:
-            pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier,
-                                on_alert=self._wake.set, parse_pool=pool, replica=self.replica)
+            self._fetcher, self._pool = fetcher, pool
+            self._pipeline = self._make_pipeline()
             await asyncio.to_thread(self.store.register_replica, self.replica, socket.gethostname(), os.getpid())
             event(log, "replica", id=self.replica, lease=f"{self.cfg.replicas.lease.total_seconds():g}s")
             self._by_name = {s.name: s for s in self.sources}
             scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler = scheduler
             scheduler.add_job(self._claim_job, IntervalTrigger(seconds=self.cfg.replicas.claim_every.total_seconds()),
-                              args=[pipeline], id="claim", max_instances=1, coalesce=True,
+                              id="claim", max_instances=1, coalesce=True,
                               next_run_time=datetime.now(UTC), misfire_grace_time=None)
             scheduler.start()
             heart = asyncio.create_task(self._heartbeat_loop())
-            sender = asyncio.create_task(self._delivery_loop(pipeline))
+            sender = asyncio.create_task(self._delivery_loop())
+            self._ready = True
             await self._stop.wait()
             event(log, "stopping", polls_in_flight=len(self._polls))
             scheduler.shutdown(wait=False)
@@ -155,16 +164,68 @@ class Daemon:
 
     def _on_signal(self, sig: signal.Signals) -> None:
         event(log, "signal", signal=sig.name)
+        self._ready = False
         self._stop.set()
+
+    def _make_pipeline(self) -> Pipeline:
+        return Pipeline(self.cfg, self.store, self.matcher, self._fetcher, self.notifier,
+                        on_alert=self._wake.set, parse_pool=self._pool, replica=self.replica)
+
+    def _on_hup(self) -> None:
+        event(log, "signal", signal="SIGHUP")
+        if self._pipeline is None or self._stop.is_set():
+            return
+        task = asyncio.ensure_future(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> bool:
+        """Read the config file again (SIGHUP). It is validated first, as at start; on any
+        problem the running config stays and the problems are logged. Sources, watchlists,
+        aliases, channels, routes, alert, story, delivery and replica settings take effect
+        for the next polls and delivery passes (polls in flight finish with the old ones);
+        ``database``, ``server`` and ``fetch`` need a restart (logged when they changed)."""
+        async with self._reload_lock:
+            path = self.cfg.path
+            if path is None:
+                event(log, "reload failed", logging.ERROR, error="the config was not read from a file")
+                return False
+            try:
+                new = await asyncio.to_thread(load_config, path)
+                matcher = await asyncio.to_thread(Matcher, new.matcher_watchlists())
+                notifier = Notifier(new.enabled_channels, timeout=new.delivery.timeout.total_seconds())
+            except ConfigError as e:
+                event(log, "reload failed", logging.ERROR, path=str(path), problems=len(e.messages),
+                      error=" | ".join(e.messages), kept="the running config")
+                return False
+            except Exception as e:  # noqa: BLE001 - whatever it was, the running config stays
+                event(log, "reload failed", logging.ERROR, path=str(path), error=f"{e.__class__.__name__}: {e}",
+                      kept="the running config")
+                return False
+            restart = [key for key in ("database", "server", "fetch") if getattr(new, key) != getattr(self.cfg, key)]
+            if new.replicas.claim_every != self.cfg.replicas.claim_every:
+                self._scheduler.reschedule_job(
+                    "claim", trigger=IntervalTrigger(seconds=new.replicas.claim_every.total_seconds()))
+            self.cfg, self.matcher, self.notifier = new, matcher, notifier
+            await asyncio.to_thread(self.store.sync_sources, [(s.name, s.url) for s in new.sources],
+                                    [s.name for s in self.sources])
+            self._by_name = {s.name: s for s in self.sources}
+            self._pipeline = self._make_pipeline()
+            logging.getLogger().setLevel(new.logging.level)
+            event(log, "reloaded", path=str(path), sources=len(self.sources), watchlists=len(new.watchlists),
+                  channels=len(new.enabled_channels),
+                  restart_needed=",".join(restart) + " (changes not applied)" if restart else None)
+            return True
 
     @property
     def _capacity(self) -> int:
         """Polls in flight at most (fetch to commit): 2 x fetch.concurrency."""
         return max(4, 2 * self.cfg.fetch.concurrency)
 
-    async def _claim_job(self, pipeline: Pipeline) -> None:
+    async def _claim_job(self) -> None:
         """Claim due sources (as many as there is room for) and start their polls."""
-        if self._stop.is_set():
+        pipeline = self._pipeline
+        if self._stop.is_set() or pipeline is None:
             return
         room = self._capacity - len(self._polls)
         if room <= 0:
@@ -228,12 +289,12 @@ class Daemon:
         finally:
             release()
 
-    async def _delivery_loop(self, pipeline: Pipeline) -> None:
-        interval = self.cfg.delivery.interval.total_seconds()
+    async def _delivery_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            interval = self.cfg.delivery.interval.total_seconds()
             try:
-                await pipeline.deliver()
+                await self._pipeline.deliver()  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001 - keep the loop alive; the rows stay pending
                 log.exception("delivery pass failed; will retry")
             if self._stop.is_set():
@@ -247,6 +308,7 @@ class Daemon:
             return None
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -256,7 +318,7 @@ class Daemon:
         except OSError as e:
             await runner.cleanup()
             raise ServeError(f"cannot listen on {self.cfg.server.host}:{self.cfg.server.port}: {e.strerror or e}") from None
-        event(log, "http", listen=f"{self.cfg.server.host}:{self.cfg.server.port}", paths="/healthz /metrics")
+        event(log, "http", listen=f"{self.cfg.server.host}:{self.cfg.server.port}", paths="/healthz /readyz /metrics")
         return runner
 
     async def _healthz(self, _request: web.Request) -> web.Response:
@@ -267,6 +329,19 @@ class Daemon:
             return web.json_response(body, status=503)
         body = {"status": "ok", "uptime_s": round(time.time() - self.started), **counts}
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        """200 once this replica claims and delivers work and its database answers; 503 while
+        it starts, when it stops, or when the database does not answer (a load balancer or
+        Kubernetes then leaves it out; /healthz says whether it should be restarted)."""
+        if not self._ready or self._stop.is_set():
+            return web.json_response({"status": "not ready", "replica": self.replica}, status=503)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.store.pending_count), 5)
+        except Exception as e:  # noqa: BLE001
+            return web.json_response({"status": "not ready", "replica": self.replica,
+                                      "error": f"database: {e.__class__.__name__}: {e}"}, status=503)
+        return web.json_response({"status": "ready", "replica": self.replica})
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})

@@ -374,6 +374,40 @@ def test_daemon_serves_health_and_metrics_alerts_and_stops_on_sigterm(tmp_path, 
             proc.wait()
 
 
+def test_sighup_reloads_a_valid_config_and_keeps_the_running_one_on_error(tmp_path, feeds, receiver):
+    sources = serve(feeds, seed_feeds())
+    first = dict(list(sources.items())[:1])
+    port = free_port()
+    db = f"sqlite:///{tmp_path}/m.db"
+    cfg = write_config(tmp_path, db, first, {"hook": receiver.url("/hook")}, server={"port": port})
+    proc = _daemon(cfg)
+    try:
+        assert _wait_for(lambda: _get(f"http://127.0.0.1:{port}/readyz")[0] == 200), "never ready"
+        assert json.loads(_get(f"http://127.0.0.1:{port}/readyz")[1])["status"] == "ready"
+        assert _wait_for(lambda: len(feeds.hits) >= 1), "the first source was not polled"
+        polled_before = set(feeds.hits)
+        # a broken config: the reload is refused, named, and the daemon goes on with the old one
+        good_text = cfg.read_text()
+        cfg.write_text(good_text + "sources: [oops\n")
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(2)
+        assert proc.poll() is None and _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        # a valid one with every seed source: the new ones are polled without a restart
+        write_config(tmp_path, db, sources, {"hook": receiver.url("/hook")}, server={"port": port})
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for(lambda: len(set(feeds.hits)) > len(polled_before)), "new sources were not polled"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, out
+    failed = [line for line in out.splitlines() if "reload failed" in line]
+    assert len(failed) == 1 and "monitor.yaml" in failed[0] and "kept=" in failed[0], out
+    assert sum("reloaded" in line for line in out.splitlines()) == 1, out
+
+
 def test_kill_9_during_a_send_loses_nothing(tmp_path, feeds):
     """The receiver never answers, so the daemon is killed while sends are in flight; after a
     restart with a working receiver every alert arrives."""
