@@ -171,8 +171,11 @@ class ReplicasConfig(Strict):
         if self.heartbeat < timedelta(seconds=1) or self.claim_every < timedelta(milliseconds=100):
             raise ValueError("heartbeat must be at least 1s and claim_every at least 100ms")
         if self.lease < 3 * self.heartbeat:
-            raise ValueError(f"lease ({self.lease}) must be at least 3 heartbeats ({3 * self.heartbeat}): "
-                             "a replica that misses one heartbeat must not lose its work")
+            from .durations import format_duration
+
+            raise ValueError(f"lease ({format_duration(self.lease)}) must be at least 3 heartbeats "
+                             f"({format_duration(3 * self.heartbeat)}): a replica that misses one heartbeat "
+                             "must not lose its work")
         return self
 
 

@@ -1229,3 +1229,14 @@ def test_channel_template_is_resolved_against_its_file_and_checked(in_tmp):
     text = "\n".join(errors("conf/cfg.yaml"))
     assert re.search(r"conf/cfg\.yaml:4: channels\[0\]\.template: channel 'broken': template .*bad\.j2: .*2", text)
     assert re.search(r"conf/cfg\.yaml:5: channels\[1\]\.template: channel 'missing': template .*nope\.j2: ", text)
+
+
+def test_replica_lease_must_outlive_three_heartbeats():
+    write("cfg.yaml", """
+        replicas:
+          lease: 20s
+          heartbeat: 10s
+    """)
+    (message,) = errors()
+    assert message == ("cfg.yaml:1: replicas: lease (20s) must be at least 3 heartbeats (30s): "
+                       "a replica that misses one heartbeat must not lose its work")
