@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -56,3 +59,21 @@ def emit(report: dict, as_json: bool, strict: bool, printer: Callable[[dict], No
     else:
         printer(report)
     return 1 if strict and not all(t["pass"] for t in report["targets"]) else 0
+
+
+@contextmanager
+def work_directory(path: Path | None, keep: bool, prefix: str) -> Iterator[Path]:
+    """A bench's work directory: ``path`` (created, must be new, always kept), else a new
+    temporary one, removed afterwards unless ``keep``; says where a kept one is."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=False)
+        work, remove = path, False
+    else:
+        work, remove = Path(tempfile.mkdtemp(prefix=prefix)), not keep
+    try:
+        yield work
+    finally:
+        if remove:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            progress(f"work directory kept: {work}")

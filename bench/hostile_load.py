@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +46,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import emit, progress  # noqa: E402
+from _words import emit, progress, work_directory  # noqa: E402
 from polling import (  # noqa: E402
     DEFAULT_CORPUS,
     DEFAULT_NGINX,
@@ -279,21 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if not 0 < args.hostile < args.feeds or args.items < 1 or args.concurrency < 1:
         ap.error("need 0 < --hostile < --feeds, --items >= 1 and --concurrency >= 1")
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=False)
-        workdir, remove = args.workdir, False
-    else:
-        workdir, remove = Path(tempfile.mkdtemp(prefix="hostile-load-")), not args.keep
     try:
-        r = run(args.feeds, args.hostile, args.items, args.concurrency, args.seed, args.corpus, args.nginx, workdir)
+        with work_directory(args.workdir, args.keep, "hostile-load-") as workdir:
+            r = run(args.feeds, args.hostile, args.items, args.concurrency, args.seed, args.corpus, args.nginx, workdir)
     except BenchError as e:
         print(f"hostile_load: {e}", file=sys.stderr)
         return 2
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            progress(f"work directory kept: {workdir}")
     return emit(r, args.json, args.strict, print_report)
 
 

@@ -34,11 +34,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -50,7 +48,7 @@ for path in (ROOT, ROOT / "bench"):  # run as a script from anywhere
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from _words import emit, progress  # noqa: E402
+from _words import emit, progress, work_directory  # noqa: E402
 from polling import (  # noqa: E402
     DEFAULT_CORPUS,
     DEFAULT_NGINX,
@@ -239,22 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--counts: comma-separated whole numbers, e.g. 1,2,3")
     if not counts or min(counts) < 1 or args.feeds < 1 or args.items < 1:
         ap.error("--counts, --feeds and --items must be at least 1")
-    if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=False)
-        workdir, remove = args.workdir, False
-    else:
-        workdir, remove = Path(tempfile.mkdtemp(prefix="replicas-bench-")), not args.keep
     try:
-        r = run(args.db_url, args.feeds, args.items, counts, args.concurrency, args.seed, args.corpus, args.nginx,
-                workdir)
+        with work_directory(args.workdir, args.keep, "replicas-bench-") as workdir:
+            r = run(args.db_url, args.feeds, args.items, counts, args.concurrency, args.seed, args.corpus, args.nginx,
+                    workdir)
     except BenchError as e:
         print(f"replicas: {e}", file=sys.stderr)
         return 2
-    finally:
-        if remove:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            progress(f"work directory kept: {workdir}")
     return emit(r, args.json, False, print_report)
 
 
