@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,13 @@ class FetchResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+class ItemKey(NamedTuple):
+    """What makes an item the same as a stored one: its guid and its canonical link."""
+
+    guid: str
+    canonical_link: str | None
 
 
 @dataclass(frozen=True)

@@ -218,6 +218,16 @@ def _canonical_netloc(netloc: str, scheme: str) -> str:
 
 # ---------------------------------------------------------------- normalize_entry
 
+def entry_keys(entry: FeedEntry) -> tuple[str | None, str | None]:
+    """(guid, canonical link) of ``entry`` as :func:`normalize_entry` gives them, without
+    turning its HTML into text (cheap: a poll checks which items it has seen already before
+    it normalises only the others). The guid is None when the entry has neither a guid nor a
+    link: then it is made from the entry's text."""
+    link = (entry.link or "").strip() or None
+    canonical = canonical_link(link)
+    return (entry.guid or "").strip() or canonical, canonical
+
+
 def normalize_entry(entry: FeedEntry) -> Item:
     title = " ".join(html_to_text(entry.title).split())
     summary = html_to_text(entry.summary_html)
@@ -225,8 +235,8 @@ def normalize_entry(entry: FeedEntry) -> Item:
     if content == summary:
         content = ""
     link = (entry.link or "").strip() or None
-    canonical = canonical_link(link)
-    guid = (entry.guid or "").strip() or canonical or _content_guid(title, summary)
+    guid, canonical = entry_keys(entry)
+    guid = guid or _content_guid(title, summary)
     return Item(
         guid=guid, link=link, canonical_link=canonical, title=title, summary=summary, content=content,
         published=entry.published,

@@ -31,11 +31,11 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from . import dedupe, metrics
 from .config import ChannelConfig, Config, SourceConfig
@@ -43,8 +43,8 @@ from .fetch import Fetcher
 from .fulltext import FullText
 from .logs import event
 from .matcher import Matcher
-from .model import Digest, FetchResult, Item, Notification, ParsedFeed, WatchlistHit
-from .normalize import normalize_entry
+from .model import Digest, FeedEntry, FetchResult, Item, ItemKey, Notification, ParsedFeed, WatchlistHit
+from .normalize import entry_keys, normalize_entry
 from .notify import Notifier, term_pattern
 from .parse import FeedParseError, parse_feed
 from .polling import Bounds, blend_rate, failure_delay, jittered, next_interval, published_rate
@@ -99,16 +99,23 @@ def is_fresh(item: Item, now: datetime, max_age: timedelta) -> bool:
     return item.published is None or item.published >= now - max_age
 
 
+T = TypeVar("T")
+
+
 def unique_items(items: list[Item]) -> list[Item]:
     """Drop repeats inside one feed document (same guid or same canonical link)."""
+    return [it for it, _ in _unique([(it, ItemKey(it.guid, it.canonical_link)) for it in items])]
+
+
+def _unique(keyed: list[tuple[T, ItemKey]]) -> list[tuple[T, ItemKey]]:
     seen: set[str] = set()
     out = []
-    for it in items:
-        keys = {"g:" + it.guid} | ({"l:" + it.canonical_link} if it.canonical_link else set())
+    for thing, key in keyed:
+        keys = {"g:" + key.guid} | ({"l:" + key.canonical_link} if key.canonical_link else set())
         if keys & seen:
             continue
         seen |= keys
-        out.append(it)
+        out.append((thing, key))
     return out
 
 
@@ -305,15 +312,13 @@ class Pipeline:
             return await self._failed_poll(source, state, failed)
         if feed.warning:
             event(log, "feed warning", logging.DEBUG, source=source.name, warning=feed.warning)
-        # HTML to text is CPU work too: off the event loop, like parsing and matching
-        items = await asyncio.to_thread(lambda: unique_items([normalize_entry(e) for e in feed.entries]))
-        known = await asyncio.to_thread(self.store.known_keys, source.name, items)
-        fresh = [it for it in items if it.guid not in known]
+        # which entries are new (stored ones are not even normalised), in one trip off the event loop
+        count, fresh = await asyncio.to_thread(self._fresh_items, source.name, feed.entries)
         if source.full_text and fresh:
             fresh = await self.full_text.complete(source.name, fresh)
         now = utcnow()
         new_items = await asyncio.to_thread(self._analyse, fresh, now)
-        rate = blend_rate(state.items_per_day, published_rate((it.published for it in items), now))
+        rate = blend_rate(state.items_per_day, published_rate((e.published for e in feed.entries), now))
         hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
         schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)
         outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
@@ -332,8 +337,27 @@ class Pipeline:
             elif st.joined:
                 event(log, "repost", logging.DEBUG if not hits else logging.INFO, source=source.name,
                       story=st.story_id, title=st.item.title, link=st.item.link)
-        return PollReport(source.name, "ok", items=len(items), new=len(outcome.stored), alerts=outcome.alerts,
+        return PollReport(source.name, "ok", items=count, new=len(outcome.stored), alerts=outcome.alerts,
                           next_poll_at=schedule.next_poll_at, interval=schedule.interval)
+
+    def _fresh_items(self, source: str, entries: Sequence[FeedEntry]) -> tuple[int, list[Item]]:
+        """How many distinct items a feed document holds, and those not stored yet (the guid
+        or canonical link of an earlier item of ``source``, or that link from any source),
+        normalised: HTML to text is the costly part, and most entries of a changed feed are
+        ones it carried before."""
+        keyed: list[tuple[FeedEntry | Item, ItemKey]] = []
+        for entry in entries:
+            guid, canonical = entry_keys(entry)
+            if guid is None:  # neither guid nor link: the guid comes from the text
+                item = normalize_entry(entry)
+                keyed.append((item, ItemKey(item.guid, item.canonical_link)))
+            else:
+                keyed.append((entry, ItemKey(guid, canonical)))
+        unique = _unique(keyed)
+        known = self.store.known_keys(source, [key for _, key in unique])
+        fresh = [thing if isinstance(thing, Item) else normalize_entry(thing)
+                 for thing, key in unique if key.guid not in known]
+        return len(unique), fresh
 
     def _analyse(self, items: list[Item], now: datetime) -> list[NewItem]:
         """Match and fingerprint new items (CPU work, run off the event loop)."""

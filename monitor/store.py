@@ -65,7 +65,7 @@ from sqlalchemy.types import TypeEngine
 
 from . import dedupe
 from .dedupe import Fingerprint
-from .model import DEFAULT_SEVERITY, FetchResult, Item, Notice, StoredItem, WatchlistHit, join_text
+from .model import DEFAULT_SEVERITY, FetchResult, Item, ItemKey, Notice, StoredItem, WatchlistHit, join_text
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
@@ -862,8 +862,9 @@ class Store:
         if schedule.body_hash is not None:
             row.body_hash = schedule.body_hash
 
-    def known_keys(self, source: str, items: Sequence[Item]) -> set[str]:
-        """The guids of ``items`` already stored: same guid from this source or same canonical link."""
+    def known_keys(self, source: str, items: Sequence[Item | ItemKey]) -> set[str]:
+        """The guids of ``items`` (items, or just their keys) already stored: same guid from this
+        source or same canonical link."""
         if not items:
             return set()
         guid_of = {_key(i.guid): i.guid for i in items}
