@@ -14,6 +14,7 @@ test thread: ``wait_for(n)`` blocks until n messages/requests arrived or the tim
 """
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import json
@@ -162,13 +163,19 @@ class WebhookReceiver:
 
     Answers ``status`` with ``reply`` as body; change either at any time (e.g.
     ``receiver.status = 500``) to simulate a failing endpoint. ``fail_next = n`` makes the
-    next n requests (to any path) get a 500 first.
+    next n requests (to any path) get a 500 first. ``hold_next = n`` makes the next n
+    requests wait ``hold_seconds`` before their answer; with ``hold_accepted`` such a request
+    is recorded as accepted (the receiver acted on it, only the answer is late), else with
+    status 0 (never answered, not acted on).
     """
 
     def __init__(self, status: int = 200, reply: bytes = b"ok") -> None:
         self.status = status
         self.reply = reply
         self.fail_next = 0
+        self.hold_next = 0
+        self.hold_seconds = 30.0
+        self.hold_accepted = False
         self._lock = threading.Lock()
         self._recorder = _Recorder()
         self._server = ThreadingHTTPServer((HOST, 0), self._handler_class())
@@ -187,6 +194,19 @@ class WebhookReceiver:
                     if receiver.fail_next > 0:
                         receiver.fail_next -= 1
                         status = 500
+                    hold = receiver.hold_next > 0
+                    if hold:
+                        receiver.hold_next -= 1
+                        held_for, held_accepted = receiver.hold_seconds, receiver.hold_accepted
+                if hold:
+                    receiver._recorder.add(Request(self.command, self.path, dict(self.headers.items()), body,
+                                                   status if held_accepted else 0))
+                    time.sleep(held_for)
+                    with contextlib.suppress(OSError):  # the sender may be gone by now
+                        self.send_response(status)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    return
                 receiver._recorder.add(Request(self.command, self.path, dict(self.headers.items()), body, status))
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
@@ -236,7 +256,7 @@ class WebhookReceiver:
 
     def accepted(self, path: str | None = None) -> list[Request]:
         """Requests answered 2xx (to ``path`` when given)."""
-        return [r for r in self.requests if r.status < 300 and (path is None or r.path == path)]
+        return [r for r in self.requests if 200 <= r.status < 300 and (path is None or r.path == path)]
 
     def wait_for(self, n: int = 1, timeout: float = 5.0) -> list[Request]:
         return self._recorder.wait_for(n, timeout)

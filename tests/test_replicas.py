@@ -236,3 +236,48 @@ def test_three_replicas_share_the_sources_alert_once_and_survive_a_kill(tmp_path
     states = Counter(r["state"] for r in rows)
     assert states["lost"] == 1 and states["alive"] + states["stopped"] == 2, rows
     assert next(r for r in rows if r["state"] == "lost")["pid"] == victim.pid
+
+
+@pytest.mark.parametrize("acted_on", [False, True], ids=["not-accepted", "accepted"])
+def test_a_replica_killed_during_a_send_its_messages_go_out_from_another(tmp_path, pg_url, receiver, acted_on):
+    """Replica A sends both seed alerts and is killed with the sends in flight; replica B takes
+    the channel over once A's lease runs out and sends them. When the receiver had not acted
+    on A's requests, each alert is accepted exactly once; when it had (only its answer was
+    late), each is accepted twice: at least once, at most twice, never lost."""
+    from seedfeeds import seed_feeds
+
+    with FeedServer() as srv:
+        sources = {path.rsplit("/", 1)[-1].split(".")[0]: srv.feed(path, body) for path, body in seed_feeds().items()}
+        cfg = {
+            "database": {"url": pg_url},
+            "server": {"port": 0},
+            "include": [str(ROOT / "config" / "watchlists" / "*.yaml")],
+            "replicas": {"lease": "4s", "heartbeat": "1s", "claim_every": "0.5s"},
+            "delivery": {"interval": "1s", "timeout": "60s"},
+            "sources": [{"name": n, "url": u} for n, u in sources.items()],
+            "channels": [{"name": "hook", "url": receiver.url("/hook")}],
+        }
+        path = tmp_path / "monitor.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        receiver.hold_next, receiver.hold_seconds, receiver.hold_accepted = 100, 60.0, acted_on
+        a = _start(path, tmp_path / "a.log")
+        b = None
+        try:
+            deadline = time.time() + 60
+            while len(receiver.requests) < 2 and time.time() < deadline:  # both sends in flight
+                time.sleep(0.2)
+            assert len(receiver.requests) == 2, (tmp_path / "a.log").read_text()[-2000:]
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait(10)
+            receiver.hold_next = 0  # from now on the receiver answers at once
+            b = _start(path, tmp_path / "b.log")
+            deadline = time.time() + 60
+            while len(receiver.requests) < 4 and time.time() < deadline:
+                time.sleep(0.2)
+            time.sleep(3)  # nothing more comes
+        finally:
+            _stop([p for p in (a, b) if p is not None])
+    titles = Counter(r.json()["title"] for r in receiver.accepted())
+    assert len(titles) == 2 and len(receiver.requests) == 4, receiver.requests
+    assert set(titles.values()) == ({2} if acted_on else {1}), titles
+    assert "Traceback" not in (tmp_path / "b.log").read_text()
