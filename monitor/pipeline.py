@@ -393,14 +393,21 @@ class Pipeline:
         report = _Tally()
         if self._channel_cfg:
             silences = SilenceCheck(await asyncio.to_thread(self.store.silences, now), now, self.cfg.aliases)
-            await asyncio.gather(*(self._claimed(chan.name, now, self._deliver_channel(chan, now, ignore_backoff,
-                                                                                      silences, report))
-                                   for chan in self._channel_cfg.values()))
+            await asyncio.gather(*(
+                self._deliver_channel(chan, now, ignore_backoff, silences, report) if self._row_claims(chan)
+                else self._claimed(chan.name, now, self._deliver_channel(chan, now, ignore_backoff, silences, report))
+                for chan in self._channel_cfg.values()))
             admin = self.cfg.admin_channel
             if admin is not None:
                 await self._claimed(NOTICES_LEASE, now, self._send_notices(admin.name, now, ignore_backoff, report))
         metrics.OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
         return DeliveryReport(report.sent, report.failed, report.dead, report.silenced, report.folded)
+
+    def _row_claims(self, chan: ChannelConfig) -> bool:
+        """Replicas share a plain instant channel's rows (each claims the rows it sends); a
+        digest or rate-limited channel is delivered by one replica at a time (its lease):
+        those need one view of all its rows."""
+        return self.replica is not None and chan.mode != "digest" and chan.max_per_hour is None
 
     async def _claimed(self, lease: str, now: datetime, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` if this replica holds (or takes) the delivery lease ``lease``; give it
@@ -422,8 +429,9 @@ class Pipeline:
         # a digest takes every pending row, and a rate-limited channel must see its held-back
         # (folded) rows; any other channel needs only the rows due now
         waiting = chan.mode == "digest" or chan.max_per_hour is not None
+        claim = (self.replica, self.cfg.replicas.lease) if self._row_claims(chan) else None
         rows = await asyncio.to_thread(self.store.due_deliveries, now, ignore_backoff, [chan.name],
-                                       self.BATCH, waiting)
+                                       self.BATCH, waiting, claim)
         ready: list[tuple[PendingDelivery, tuple[WatchlistHit, ...]]] = []
         for d in rows:
             hits = self.hits_for(chan.name, d)

@@ -221,6 +221,8 @@ class DeliveryRow(Base):
     digest_id: Mapped[int | None] = mapped_column(Integer)  # sent as part of this digest
     silence_id: Mapped[int | None] = mapped_column(Integer)  # suppressed by this silence
     dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(String(200))  # the replica sending it now
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class SilenceRow(Base):
@@ -756,6 +758,8 @@ class Store:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=None))
             held = s.execute(update(SourceRow).where(SourceRow.leased_by == replica).values(lease_until=until))
             s.execute(update(ChannelStateRow).where(ChannelStateRow.leased_by == replica).values(lease_until=until))
+            s.execute(update(DeliveryRow).where(DeliveryRow.leased_by == replica, DeliveryRow.status == "pending")
+                      .values(lease_until=until))
             return held.rowcount or 0
 
     def retire_replica(self, replica: str, now: datetime | None = None) -> None:
@@ -765,6 +769,8 @@ class Store:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=now))
             s.execute(update(SourceRow).where(SourceRow.leased_by == replica).values(leased_by=None, lease_until=None))
             s.execute(update(ChannelStateRow).where(ChannelStateRow.leased_by == replica)
+                      .values(leased_by=None, lease_until=None))
+            s.execute(update(DeliveryRow).where(DeliveryRow.leased_by == replica)
                       .values(leased_by=None, lease_until=None))
 
     def replicas(self, now: datetime | None = None) -> list[ReplicaInfo]:
@@ -1148,11 +1154,39 @@ class Store:
     # ------------------------------------------------------------ outbox
     def due_deliveries(self, now: datetime | None = None, ignore_backoff: bool = False,
                        channels: Iterable[str] | None = None, limit: int = 500,
-                       include_waiting: bool = False) -> list[PendingDelivery]:
+                       include_waiting: bool = False,
+                       claim: tuple[str, timedelta] | None = None) -> list[PendingDelivery]:
         """Pending outbox rows, oldest first: those whose next attempt is due (all pending ones
         with ``ignore_backoff`` or ``include_waiting``; the delivery pass needs the waiting ones
-        of digest and rate-limited channels too)."""
+        of digest and rate-limited channels too). With ``claim`` (replica, lease): only rows no
+        other replica holds a live lease on, claimed for this one until now + lease (``SELECT …
+        FOR UPDATE SKIP LOCKED``); recording the send's outcome ends the claim."""
         now = now or utcnow()
+        if claim is not None:
+            return self._claim_deliveries(now, ignore_backoff, channels, limit, include_waiting, *claim)
+        return self._deliveries(now, ignore_backoff, channels, limit, include_waiting)
+
+    def _claim_deliveries(self, now: datetime, ignore_backoff: bool, channels: Iterable[str] | None, limit: int,
+                          include_waiting: bool, replica: str, lease: timedelta) -> list[PendingDelivery]:
+        q = (select(DeliveryRow.id)
+             .where(DeliveryRow.status == "pending",
+                    or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now))
+             .order_by(DeliveryRow.id).limit(limit).with_for_update(skip_locked=True))
+        if not (ignore_backoff or include_waiting):
+            q = q.where(DeliveryRow.next_attempt_at <= now)
+        if channels is not None:
+            q = q.where(DeliveryRow.channel.in_(list(channels)))
+        with self._writing() as s:
+            ids = list(s.scalars(q))
+            if not ids:
+                return []
+            s.execute(update(DeliveryRow).where(DeliveryRow.id.in_(ids))
+                      .values(leased_by=replica, lease_until=now + lease))
+        return self._deliveries(now, True, None, len(ids), True, ids)
+
+    def _deliveries(self, now: datetime, ignore_backoff: bool,
+                    channels: Iterable[str] | None, limit: int, include_waiting: bool,
+                    ids: list[int] | None = None) -> list[PendingDelivery]:
         q = (
             select(DeliveryRow, AlertRow, ItemRow, SourceRow.name)
             .join(AlertRow, AlertRow.id == DeliveryRow.alert_id)
@@ -1166,6 +1200,8 @@ class Store:
             q = q.where(DeliveryRow.next_attempt_at <= now)
         if channels is not None:
             q = q.where(DeliveryRow.channel.in_(list(channels)))
+        if ids is not None:
+            q = q.where(DeliveryRow.id.in_(ids))
         with self._session() as s:
             rows = s.execute(q).all()
             outlets = self._outlets(s, {a.story_id for _, a, _, _ in rows})
@@ -1198,7 +1234,7 @@ class Store:
         with self._writing() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id)
                       .values(status="sent", sent_at=now, attempts=DeliveryRow.attempts + 1, last_error=None,
-                              folded=False))
+                              folded=False, leased_by=None, lease_until=None))
 
     def mark_digest_sent(self, channel: str, delivery_ids: Sequence[int], kind: str, folded: int,
                          now: datetime | None = None) -> int:
@@ -1237,6 +1273,7 @@ class Store:
                 row.attempts = (row.attempts or 0) + 1
                 row.last_error = error[:2000]
                 row.next_attempt_at = next_attempt_at
+                row.leased_by = row.lease_until = None  # the attempt is recorded: its claim ends
                 queued = row.queued_at or row.created_at
                 if row.attempts >= policy.max_attempts or (queued is not None and now - queued >= policy.max_age):
                     row.status, row.dead_at, row.folded = "dead", now, False
@@ -1260,7 +1297,8 @@ class Store:
         now = now or utcnow()
         with self._writing() as s:
             s.execute(update(DeliveryRow).where(DeliveryRow.id == delivery_id, DeliveryRow.status == "pending")
-                      .values(status="silenced", silence_id=silence_id, sent_at=None, folded=False))
+                      .values(status="silenced", silence_id=silence_id, sent_at=None, folded=False,
+                              leased_by=None, lease_until=None))
 
     def mark_folded(self, delivery_ids: Sequence[int]) -> None:
         """Rows an instant channel's ``max_per_hour`` holds back for its next rate-limit digest."""

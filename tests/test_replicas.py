@@ -103,6 +103,31 @@ def test_one_replica_at_a_time_delivers_a_channel(store):
     assert store.claim_channel("desk", "c", T0 + timedelta(seconds=11) + LEASE + timedelta(seconds=1), LEASE)
 
 
+def test_outbox_rows_are_claimed_one_by_one_and_a_failure_ends_the_claim(store):
+    from monitor.model import Item, WatchlistHit
+    from monitor.store import NewItem, RetryPolicy
+
+    hit = (WatchlistHit("missile-tests", 1.0, ("missile",)),)
+    items = [NewItem(Item(guid=f"g{k}", link=f"https://wire.example/{k}", canonical_link=f"https://wire.example/{k}",
+                          title=f"Missile story {k} about a different launch site number {k}",
+                          summary=f"Completely separate report {k} " + " ".join(f"w{k}x{j}" for j in range(30)),
+                          content="", published=T0), True, hit) for k in range(6)]
+    ok = FetchResult(url="u", status="ok", http_status=200)
+    store.commit_poll("s0", ok, items, [("hook", lambda h: True)], T0)
+    a = store.due_deliveries(T0, channels=["hook"], limit=4, claim=("a", LEASE))
+    b = store.due_deliveries(T0, channels=["hook"], limit=100, claim=("b", LEASE))
+    assert len(a) == 4 and len(b) == 2 and not {d.id for d in a} & {d.id for d in b}
+    assert store.due_deliveries(T0, channels=["hook"], claim=("c", LEASE)) == []
+    # a failed attempt is recorded: its claim ends, and its retry waits for the backoff only
+    store.record_failures([a[0].id], "HTTP 500", T0 + timedelta(seconds=30), RetryPolicy(20, timedelta(days=2)), T0)
+    store.mark_sent(a[1].id, T0)
+    retry = store.due_deliveries(T0 + timedelta(seconds=31), channels=["hook"], claim=("c", LEASE))
+    assert [d.id for d in retry] == [a[0].id]
+    # "a" dies: the two rows it still holds are someone else's once its lease runs out
+    later = store.due_deliveries(T0 + LEASE + timedelta(seconds=1), channels=["hook"], claim=("c", LEASE))
+    assert {d.id for d in later} == {d.id for d in a[2:]} | {d.id for d in b}
+
+
 def test_replicas_claiming_at_the_same_moment_never_share_a_source(db_url):
     store = Store(db_url)
     store.upgrade()

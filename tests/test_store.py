@@ -43,7 +43,7 @@ def test_migrations_create_schema_and_are_idempotent(db_url):
     assert {"sources", "stories", "items", "alerts", "deliveries", "fingerprints", "story_bands",
             "silences", "digests", "channel_state", "notices", "alembic_version"} <= tables
     with s.engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0005"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0006"
     assert s.schema_problem() is None
     s.close()
 
