@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 
 from monitor.config import ChannelConfig
 from monitor.model import FetchResult, Item, WatchlistHit
-from monitor.store import DatabaseError, NewItem, Store
+from monitor.store import SCHEMA_HEAD, DatabaseError, NewItem, Store
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 OK = FetchResult(url="http://127.0.0.1/feed.xml", status="ok", http_status=200, etag='"v1"',
@@ -43,8 +43,12 @@ def test_migrations_create_schema_and_are_idempotent(db_url):
     assert {"sources", "stories", "items", "alerts", "deliveries", "fingerprints", "story_bands",
             "silences", "digests", "channel_state", "notices", "alembic_version"} <= tables
     with s.engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0006"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == SCHEMA_HEAD
     assert s.schema_problem() is None
+    from alembic.script import ScriptDirectory
+
+    from monitor.store import MIGRATIONS
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == SCHEMA_HEAD  # upgrade() trusts the constant
     s.close()
 
 
