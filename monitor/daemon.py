@@ -58,6 +58,7 @@ from .store import SourceState, Store, safe_url
 log = logging.getLogger("monitor.daemon")
 
 SHUTDOWN_SEND_GRACE = 7.0  # seconds in-flight sends get after SIGTERM
+CLAIM_ERROR_EVERY = 60.0  # seconds between two log lines about claims failing
 
 
 class Daemon:
@@ -79,6 +80,8 @@ class Daemon:
         self._reloads: set[asyncio.Future] = set()
         self._reload_lock = asyncio.Lock()
         self._ready = False  # /readyz: claiming and delivering
+        self._claim_failing_since: float | None = None  # claims failing (the database) since (monotonic)
+        self._claim_logged_at = 0.0
 
     @property
     def sources(self) -> list[SourceConfig]:
@@ -233,9 +236,19 @@ class Daemon:
         try:
             claimed = await asyncio.to_thread(self.store.claim_sources, self.replica, datetime.now(UTC),
                                               self.cfg.replicas.lease, room)
-        except Exception:  # noqa: BLE001 - the database may be back at the next claim
-            log.exception("claiming due sources failed; will retry")
+        except Exception as e:  # noqa: BLE001 - the database may be back at the next claim
+            # tried every claim_every: say it when it starts and then once a minute, not each time
+            now = time.monotonic()
+            if self._claim_failing_since is None or now - self._claim_logged_at >= CLAIM_ERROR_EVERY:
+                if self._claim_failing_since is None:
+                    self._claim_failing_since = now
+                self._claim_logged_at = now
+                event(log, "claim failed", logging.ERROR, error=f"{e.__class__.__name__}: {e}",
+                      failing_for_s=round(now - self._claim_failing_since), retry="every claim_every")
             return
+        if self._claim_failing_since is not None:
+            event(log, "claim recovered", failed_for_s=round(time.monotonic() - self._claim_failing_since))
+            self._claim_failing_since = None
         # a source another replica's config has but this one's not (a config rolled out to some
         # replicas only): leave it to them
         foreign = [state.name for state in claimed if state.name not in self._by_name]

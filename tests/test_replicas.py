@@ -314,3 +314,38 @@ def test_a_replica_killed_during_a_send_its_messages_go_out_from_another(tmp_pat
     assert len(titles) == 2 and len(receiver.requests) == 4, receiver.requests
     assert set(titles.values()) == ({2} if acted_on else {1}), titles
     assert "Traceback" not in (tmp_path / "b.log").read_text()
+
+
+def test_claims_failing_are_logged_when_they_start_and_when_they_recover_not_every_second(tmp_path, caplog):
+    import asyncio
+    import logging
+
+    from monitor.config import load_config
+    from monitor.daemon import Daemon
+
+    path = tmp_path / "monitor.yaml"
+    path.write_text(yaml.safe_dump({"database": {"url": f"sqlite:///{tmp_path}/m.db"}, "server": {"port": 0},
+                                    "sources": [{"name": "s0", "url": "http://127.0.0.1:9/f.xml"}]}))
+    daemon = Daemon(load_config(path, env={}))
+    daemon.store.upgrade()
+    daemon._pipeline = object()  # claiming needs one; nothing is polled here
+    working = daemon.store.claim_sources
+
+    def down(*args, **kwargs):
+        raise OSError("database is down")
+
+    async def claims(n: int) -> None:
+        for _ in range(n):
+            await daemon._claim_job()
+
+    caplog.set_level(logging.INFO, logger="monitor.daemon")
+    daemon.store.claim_sources = down
+    asyncio.run(claims(5))
+    daemon.store.claim_sources = lambda *a, **k: []  # back (nothing due)
+    asyncio.run(claims(2))
+    lines = [r.getMessage() for r in caplog.records]
+    (failed,) = [r for r in caplog.records if r.getMessage() == "claim failed"]
+    assert "database is down" in failed.fields["error"] and failed.levelno == logging.ERROR
+    assert sum("claim recovered" in m for m in lines) == 1
+    daemon.store.claim_sources = working
+    daemon.store.close()
