@@ -363,12 +363,8 @@ class Matcher:
         ws, plain = _word_string(title, text)
         present: Present = {}
         if self._automaton is not None:
-            for tid, _, end in self._automaton.find_matches_as_indexes(ws, overlapping=True):
-                ends = present.get(tid)
-                if ends is None:
-                    present[tid] = [end - 1]
-                else:
-                    ends.append(end - 1)
+            present = _present(self._automaton.find_matches_as_indexes(ws, overlapping=True), 1,
+                               ws.index(FIELD_SEP))[0]
         return _Item(self, ws, present, title, text, plain)
 
     def match(self, title: str, text: str) -> list[WatchlistHit]:
@@ -397,25 +393,14 @@ class Matcher:
                 m, n_matches = 0, len(matches)
                 for k, index in enumerate(where):
                     lo, hi = seps[k] + 1, seps[k + 1]  # item k's word string is wss[lo:hi]
-                    if m < n_matches and matches[m][2] <= hi:
+                    first = m
+                    while m < n_matches and matches[m][2] <= hi:
+                        m += 1
+                    if m > first or always:
                         ws = wss[lo:hi]
                         sep = ws.index(FIELD_SEP)
-                        present: Present = {}
-                        n_title = 0
-                        while m < n_matches and matches[m][2] <= hi:
-                            tid, _, end = matches[m]
-                            end -= lo + 1
-                            m += 1
-                            ends = present.get(tid)
-                            if ends is None:
-                                present[tid] = [end]
-                                if end < sep:
-                                    n_title += 1
-                            else:
-                                ends.append(end)
-                        out[index] = evaluate(*items[index], ws, True, present, n_title)
-                    elif always:
-                        out[index] = evaluate(*items[index], wss[lo:hi], True, {}, 0)
+                        present, n_title = _present(matches[first:m], lo + 1, sep)
+                        out[index] = evaluate(*items[index], ws, True, present, n_title, sep)
                     else:
                         out[index] = []
         return out  # type: ignore[return-value]
@@ -423,30 +408,20 @@ class Matcher:
     def _match_ws(self, title: str, text: str, ws: str, plain: bool) -> list[WatchlistHit]:
         """:meth:`match`, given the item's word string (see :func:`_word_string`)."""
         automaton = self._automaton
+        sep = ws.index(FIELD_SEP)
         present: Present = {}
-        n_title = 0  # how many terms occur in the title: the first ones in ``present``
+        n_title = 0
         if automaton is not None:
-            sep = ws.index(FIELD_SEP)
-            get = present.get
-            # title and text at once (no key contains FIELD_SEP); matches come in order of their end
-            for tid, _, end in automaton.find_matches_as_indexes(ws, overlapping=True):
-                end -= 1  # (offset of the key's last character)
-                ends = get(tid)
-                if ends is None:
-                    present[tid] = [end]
-                    if end < sep:
-                        n_title += 1
-                else:
-                    ends.append(end)
+            # title and text at once (no key contains FIELD_SEP)
+            present, n_title = _present(automaton.find_matches_as_indexes(ws, overlapping=True), 1, sep)
             if not present and not self._always:
                 return []
-        return self._evaluate(title, text, ws, plain, present, n_title)
+        return self._evaluate(title, text, ws, plain, present, n_title, sep)
 
     def _evaluate(self, title: str, text: str, ws: str, plain: bool, present: Present,
-                  n_title: int) -> list[WatchlistHit]:
-        """The hits of an item whose word string is ``ws`` and in which the terms ``present``
-        occur (the first ``n_title`` of them in the title)."""
-        sep = ws.index(FIELD_SEP)
+                  n_title: int, sep: int) -> list[WatchlistHit]:
+        """The hits of an item whose word string is ``ws`` (its FIELD_SEP at ``sep``) and in
+        which the terms ``present`` occur (the first ``n_title`` of them in the title)."""
         watchers = self._watchers
         if present:
             if len(present) == 1 and not self._always:
@@ -687,6 +662,26 @@ def _word_string(title: str, text: str) -> tuple[str, bool]:
     if 39 in both:  # an apostrophe: drop possessives (two spaces keep the offsets)
         both = _possessive_sub(b"  ", both)
     return _collapse_spaces(b" ", both.translate(_ASCII_FOLD)).decode("ascii"), True
+
+
+def _present(matches: Iterable[tuple[int, int, int]], shift: int, sep: int) -> tuple[Present, int]:
+    """The terms that occur, from the automaton's matches ``(tid, start, end)`` in order of
+    their end: each term's offsets of its key's last character (``end - shift``) in the word
+    string whose FIELD_SEP is at ``sep``, and how many terms occur in the title (the first
+    ones in the dict, since title matches end first)."""
+    present: Present = {}
+    get = present.get
+    n_title = 0
+    for tid, _, end in matches:
+        end -= shift
+        ends = get(tid)
+        if ends is None:
+            present[tid] = [end]
+            if end < sep:
+                n_title += 1
+        else:
+            ends.append(end)
+    return present, n_title
 
 
 #: Separates items in the joined word strings of :func:`word_strings`.
