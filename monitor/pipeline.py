@@ -394,12 +394,12 @@ class Pipeline:
         if self._channel_cfg:
             silences = SilenceCheck(await asyncio.to_thread(self.store.silences, now), now, self.cfg.aliases)
             await asyncio.gather(*(
-                self._deliver_channel(chan, now, ignore_backoff, silences, report) if self._row_claims(chan)
-                else self._claimed(chan.name, now, self._deliver_channel(chan, now, ignore_backoff, silences, report))
+                self._claimed(None if self._row_claims(chan) else chan.name,
+                              self._deliver_channel(chan, now, ignore_backoff, silences, report))
                 for chan in self._channel_cfg.values()))
             admin = self.cfg.admin_channel
             if admin is not None:
-                await self._claimed(NOTICES_LEASE, now, self._send_notices(admin.name, now, ignore_backoff, report))
+                await self._claimed(NOTICES_LEASE, self._send_notices(admin.name, now, ignore_backoff, report))
         metrics.OUTBOX_PENDING.set(await asyncio.to_thread(self.store.pending_count))
         return DeliveryReport(report.sent, report.failed, report.dead, report.silenced, report.folded)
 
@@ -409,10 +409,11 @@ class Pipeline:
         those need one view of all its rows."""
         return self.replica is not None and chan.mode != "digest" and chan.max_per_hour is None
 
-    async def _claimed(self, lease: str, now: datetime, work: Coroutine[Any, Any, None]) -> None:
+    async def _claimed(self, lease: str | None, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` if this replica holds (or takes) the delivery lease ``lease``; give it
-        back after. Without replicas (``self.replica`` None) just run it."""
-        if self.replica is None:
+        back after. Without replicas (``self.replica`` None) or a lease (the work claims its
+        rows itself) just run it."""
+        if self.replica is None or lease is None:
             await work
             return
         if not await asyncio.to_thread(self.store.claim_channel, lease, self.replica, utcnow(),

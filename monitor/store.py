@@ -276,6 +276,11 @@ class ReplicaRow(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
+#: The tables whose rows replicas claim (``leased_by``, ``lease_until``).
+_LEASED: tuple[type[SourceRow] | type[ChannelStateRow] | type[DeliveryRow], ...] = (SourceRow, ChannelStateRow,
+                                                                                  DeliveryRow)
+
+
 class NoticeRow(Base):
     """An operator notice for the admin channel, kept until sent (or dead after max_attempts)."""
 
@@ -763,25 +768,20 @@ class Store:
         """This replica lives: its heartbeat, and every lease it holds renewed to ``now +
         lease`` (in one transaction). Returns how many sources it holds."""
         now = now or utcnow()
-        until = now + lease
         with self._writing() as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=None))
-            held = s.execute(update(SourceRow).where(SourceRow.leased_by == replica).values(lease_until=until))
-            s.execute(update(ChannelStateRow).where(ChannelStateRow.leased_by == replica).values(lease_until=until))
-            s.execute(update(DeliveryRow).where(DeliveryRow.leased_by == replica, DeliveryRow.status == "pending")
-                      .values(lease_until=until))
-            return held.rowcount or 0
+            renewed = {model: s.execute(update(model).where(model.leased_by == replica)
+                                        .values(lease_until=now + lease)).rowcount
+                       for model in _LEASED}
+            return renewed[SourceRow] or 0
 
     def retire_replica(self, replica: str, now: datetime | None = None) -> None:
         """A replica stopping cleanly: marked stopped, its leases given up at once."""
         now = now or utcnow()
         with self._writing() as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=now))
-            s.execute(update(SourceRow).where(SourceRow.leased_by == replica).values(leased_by=None, lease_until=None))
-            s.execute(update(ChannelStateRow).where(ChannelStateRow.leased_by == replica)
-                      .values(leased_by=None, lease_until=None))
-            s.execute(update(DeliveryRow).where(DeliveryRow.leased_by == replica)
-                      .values(leased_by=None, lease_until=None))
+            for model in _LEASED:
+                s.execute(update(model).where(model.leased_by == replica).values(leased_by=None, lease_until=None))
 
     def replicas(self, now: datetime | None = None) -> list[ReplicaInfo]:
         """Every registered replica, newest first, with the sources and channels it holds."""
@@ -1192,7 +1192,7 @@ class Store:
                 return []
             s.execute(update(DeliveryRow).where(DeliveryRow.id.in_(ids))
                       .values(leased_by=replica, lease_until=now + lease))
-        return self._deliveries(now, True, None, len(ids), True, ids)
+        return self._deliveries(now, ignore_backoff=True, channels=None, limit=len(ids), include_waiting=True, ids=ids)
 
     def _deliveries(self, now: datetime, ignore_backoff: bool,
                     channels: Iterable[str] | None, limit: int, include_waiting: bool,
