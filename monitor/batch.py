@@ -117,8 +117,11 @@ def match_command(cfg: Config, input_: str, jobs: int = 0) -> int:
 
 def worker_count(jobs: int) -> int:
     """Processes to use for ``--jobs``: 0 -> one per usable CPU."""
-    if jobs > 0:
-        return jobs
+    return jobs if jobs > 0 else usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; the machine's count elsewhere)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux

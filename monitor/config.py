@@ -84,6 +84,16 @@ def _positive(v: timedelta) -> timedelta:
 
 PositiveDuration = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_positive)]
 
+
+def _poll_interval(v: timedelta) -> timedelta:
+    if v < timedelta(seconds=10):
+        raise ValueError("interval must be at least 10s")
+    return v
+
+
+#: A polling interval (a source's interval and min_interval, fetch.min_interval): 10s or more.
+PollInterval = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_poll_interval)]
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {None: 1, "b": 1, "kb": 10**3, "kib": 2**10, "mb": 10**6, "mib": 2**20, "gb": 10**9, "gib": 2**30}
 
@@ -126,13 +136,11 @@ class FetchConfig(Strict):
     per_host: int = Field(6, ge=1, le=1000)  # requests in flight to one host at once
     host_delay: Duration = timedelta(0)  # least time between two requests to one host
     user_agent: str = "news-monitor/0.1 (+https://github.com/news-monitor; RSS alert daemon)"
-    min_interval: Duration = timedelta(minutes=2)  # adaptive polling never goes faster than this ...
+    min_interval: PollInterval = timedelta(minutes=2)  # adaptive polling never goes faster than this ...
     max_interval: Duration = timedelta(hours=1)  # ... nor slower (failures back off up to it too)
 
     @model_validator(mode="after")
     def _interval_bounds(self) -> FetchConfig:
-        if self.min_interval < timedelta(seconds=10):
-            raise ValueError("min_interval must be at least 10s")
         if self.max_interval < self.min_interval:
             raise ValueError(f"max_interval ({self.max_interval}) is shorter than min_interval ({self.min_interval})")
         return self
@@ -187,16 +195,14 @@ class LoggingConfig(Strict):
 class SourceConfig(Strict):
     name: str = Field(min_length=1)
     url: str
-    interval: Duration = timedelta(minutes=15)  # the first interval; then adapted (see monitor.polling)
-    min_interval: Duration | None = None  # default: fetch.min_interval
+    interval: PollInterval = timedelta(minutes=15)  # the first interval; then adapted (see monitor.polling)
+    min_interval: PollInterval | None = None  # default: fetch.min_interval
     max_interval: Duration | None = None  # default: fetch.max_interval
     enabled: bool = True
     full_text: bool = False  # fetch each new item's page and use its main text (monitor.fulltext)
 
     @model_validator(mode="after")
     def _bounds(self) -> SourceConfig:
-        if self.min_interval is not None and self.min_interval < timedelta(seconds=10):
-            raise ValueError("min_interval must be at least 10s")
         if self.min_interval is not None and self.max_interval is not None and self.max_interval < self.min_interval:
             raise ValueError(f"source '{self.name}': max_interval is shorter than min_interval")
         return self
@@ -219,12 +225,6 @@ class SourceConfig(Strict):
             raise ValueError(f"source url must start with http:// or https:// (got {v!r})")
         return v
 
-    @field_validator("interval")
-    @classmethod
-    def _min_interval(cls, v: timedelta) -> timedelta:
-        if v < timedelta(seconds=10):
-            raise ValueError("interval must be at least 10s")
-        return v
 
 
 def _not_bool(value: Any) -> Any:

@@ -47,6 +47,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import metrics
+from .batch import usable_cpus
 from .config import Config, ConfigError, SourceConfig, load_config
 from .fetch import Fetcher
 from .logs import event
@@ -90,10 +91,14 @@ class Daemon:
     async def prepare(self) -> None:
         """Migrate the database and register sources (raises store.DatabaseError)."""
         await asyncio.to_thread(self.store.upgrade)
-        await asyncio.to_thread(self.store.sync_sources, [(s.name, s.url) for s in self.cfg.sources],
-                                [s.name for s in self.sources])
+        await self._register_sources()
         event(log, "started", sources=len(self.sources), watchlists=len(self.cfg.watchlists),
               channels=len(self.cfg.enabled_channels), database=safe_url(self.cfg.database.url))
+
+    async def _register_sources(self) -> None:
+        """A row for every configured source; those not enabled (or gone) marked retired."""
+        await asyncio.to_thread(self.store.sync_sources, [(s.name, s.url) for s in self.cfg.sources],
+                                [s.name for s in self.sources])
 
     # ------------------------------------------------------------ --once
     async def run_once(self) -> int:
@@ -210,8 +215,7 @@ class Daemon:
                 self._scheduler.reschedule_job(
                     "claim", trigger=IntervalTrigger(seconds=new.replicas.claim_every.total_seconds()))
             self.cfg, self.matcher, self.notifier = new, matcher, notifier
-            await asyncio.to_thread(self.store.sync_sources, [(s.name, s.url) for s in new.sources],
-                                    [s.name for s in self.sources])
+            await self._register_sources()
             self._by_name = {s.name: s for s in self.sources}
             self._pipeline = self._make_pipeline()
             logging.getLogger().setLevel(new.logging.level)
@@ -364,10 +368,7 @@ class Daemon:
 def parse_pool(sources: int) -> Iterator[ProcessPoolExecutor | None]:
     """Worker processes for feedparser, one per usable CPU (none on a one-CPU machine or for a
     handful of sources, where the threads suffice); shut down on exit."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
+    cpus = usable_cpus()
     if cpus < 2 or sources < PARSE_POOL_MIN_SOURCES:
         yield None
         return
@@ -379,6 +380,7 @@ def parse_pool(sources: int) -> Iterator[ProcessPoolExecutor | None]:
         yield pool
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
 
 #: Fewer sources than this parse in threads: starting worker processes costs more.
 PARSE_POOL_MIN_SOURCES = 20
