@@ -29,8 +29,8 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      Most fill items are *synthetic*: a random MinHash signature (numpy) and random band
      keys — a signature's band keys are hashes, uniform 64-bit values, so they are drawn
      directly instead of hashing each random signature with ``dedupe.band_keys`` — unique
-     lead and title keys, and a size and band count taken from a real fingerprint of a
-     generated text. 2% of them (at least 1,000 per fill) are *real*: generated texts
+     lead and title keys, and a size, band count and content-word blob length (briefs)
+     taken from a real fingerprint of a generated text. 2% of them (at least 1,000 per fill) are *real*: generated texts
      fingerprinted with ``dedupe.fingerprint``, dated within the last 36 hours, a quarter of
      them reposts of earlier real ones in the same story (stories of several items). The
      band rows of each chunk are inserted in key order (the primary key is the lookup index;
@@ -415,10 +415,11 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         seen_ages = np.maximum(ages - nprng.uniform(0.0, 1800.0, size=m), 0.0)
         ats, seens = _at_strings(bench, ages), _at_strings(bench, seen_ages)
         sigs = nprng.bytes(m * 4 * dedupe.NUM_PERM)
-        keys = nprng.integers(-2**63, 2**63 - 1, size=(m, dedupe.BANDS), dtype=np.int64, endpoint=True)
+        width = dedupe.BANDS + dedupe.WORD_BANDS
+        keys = nprng.integers(-2**63, 2**63 - 1, size=(m, width), dtype=np.int64, endpoint=True)
         pool_ix = nprng.integers(0, len(bench.pool), size=m)
         sources = nprng.integers(0, len(bench.source_ids), size=m)
-        has_bands = np.zeros(m, dtype=bool)
+        n_bands = np.zeros(m, dtype=np.int64)  # band keys of each synthetic item (its pool text's count)
         stories, items, fps = [], [], []
         real_bands: list[tuple[int, str, int]] = []
         for k in range(m):
@@ -439,7 +440,8 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                     next_story += 1
                     stories.append((story, title[:2000], seen))
                 fp = dedupe.fingerprint(title, join_text(summary, content))
-                fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title))
+                fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
+                            fp.words or None))
                 real_bands.extend((band, at, iid) for band in set(fp.bands))
                 bench.remember(Original(title, content, story))
             else:
@@ -451,14 +453,15 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                 fp_title = f"{pfp.title} {iid}" if pfp.title else ""
                 fps.append((iid, story, at, pfp.size, sigs[k * 256:(k + 1) * 256] if pfp.size else b"",
                             _sha1(f"lead {iid}") if pfp.lead_key else None,
-                            _sha1(fp_title) if fp_title else None, fp_title))
-                has_bands[k] = bool(pfp.bands)
+                            _sha1(fp_title) if fp_title else None, fp_title,
+                            nprng.bytes(len(pfp.words)) if pfp.words else None))
+                n_bands[k] = len(pfp.bands)
             items.append((iid, src, story, guid, _sha1(guid), link, link, _sha1(link), title, summary, content,
                           at, seen, 1))
         # band rows: the synthetic ones from numpy, the real ones as computed; in key order
-        band_keys = keys[has_bands].ravel()
-        band_ids = np.repeat(ids[has_bands], dedupe.BANDS)
-        band_ats = np.repeat(np.array(ats, dtype=object)[has_bands], dedupe.BANDS)
+        band_keys = keys[np.arange(width)[None, :] < n_bands[:, None]]  # row-major: item by item
+        band_ids = np.repeat(ids, n_bands)
+        band_ats = np.repeat(np.array(ats, dtype=object), n_bands)
         if real_bands:
             rk, ra, ri = zip(*real_bands, strict=True)
             band_keys = np.concatenate([band_keys, np.array(rk, dtype=np.int64)])
@@ -471,7 +474,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                          "link_key, title, summary, content, published_at, first_seen_at, fresh) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", items)
         conn.executemany("INSERT INTO fingerprints (item_id, story_id, at, size, signature, lead_key, title_key, "
-                         "title) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fps)
+                         "title, words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", fps)
         conn.executemany("INSERT INTO story_bands (band_key, at, item_id) VALUES (?, ?, ?)",
                          zip(band_keys[order].tolist(), band_ats[order].tolist(), band_ids[order].tolist(), strict=True))
         conn.execute("COMMIT")

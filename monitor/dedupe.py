@@ -10,12 +10,18 @@ Rules:
   ("MOSCOW (Sputnik) —", "SEOUL, Oct. 5 (Yonhap) --", "Pyongyang, August 2 (KCNA) --",
   "ISLAMABAD -", "Reuters -"), a trailing "… Read more" cut, and repeated paragraphs
   collapsed to their first occurrence. Words are the matcher's (case, accents, NFKC
-  folded); dotted abbreviations lose their dots ("U.S." is "us").
+  folded); dotted abbreviations lose their dots ("U.S." is "us"); markup that reached the
+  text as text (``<A HREF=…>``, a feed that escaped its HTML twice) is dropped.
 - Shingles are the word 3-grams of that text (the words themselves when it has fewer than
   three), hashed to 32 bits. The fingerprint holds a MinHash signature of them
   (``NUM_PERM`` values, datasketch) and their count; LSH band keys (``BANDS`` bands of
   ``ROWS`` values each, hashed to a signed 64-bit integer) find candidates; the lead key
   (the first ``LEAD_KEY_WORDS`` words) finds copies cut short, which MinHash alone ranks low.
+- A *brief* (``WORD_SET_MIN`` to ``WORD_SET_MAX`` content words: the headline's and the
+  text's words without English function words and digits, lightly stemmed) also keeps its
+  content-word set and the numbers it states ("4,400" as 4400), hashed, and ``WORD_BANDS`` LSH band keys of ``WORD_ROWS`` values of its MinHash; a
+  brief under ``SHINGLE_BANDS_FROM`` content words has no shingle band keys (a near copy of a
+  brief shares most of its words too, so the word bands find it).
 - The title key is the folded title without an outlet suffix (" | Site", " - Site Name"),
   an "UPDATE:"/"BREAKING:" prefix or a trailing agency tag ("(AP)", "(Reuters)").
 - Two fingerprints are the same story when (estimated from the signatures):
@@ -24,7 +30,10 @@ Rules:
     shorter is at least ``CONTAINMENT`` contained in the longer and shares the lead key (a
     copy cut short). Below ``FAR_JACCARD``, the headlines must also share at least
     ``TITLE_OVERLAP`` of the shorter one's words (the title assist): unrelated headlines over a
-    shared stock sentence or background paragraph are not one story;
+    shared stock sentence or background paragraph are not one story. Two briefs at most
+    ``WORD_NEAR`` apart whose headlines pass that test are also one story when their
+    content-word sets reach ``WORD_JACCARD`` and their figures agree (when both state
+    numbers, at least one is common): two outlets' own briefs of one event;
   - both have text and are further apart: only near-identical texts (``FAR_JACCARD``);
   - one of them has (almost) no text — a photo or video page, a headline-only entry: the
     title keys are equal and the two are at most ``NEAR_DAYS`` apart.
@@ -63,6 +72,25 @@ FAR_JACCARD = 0.8
 #: headline's words.
 TITLE_OVERLAP = 0.34
 SHINGLE = 3
+#: Briefs (a feed summary, a wire brief: at most this many distinct content words, about two
+#: sentences) also keep their content-word set: two outlets' own briefs of one event share its
+#: words more than its word 3-grams.
+WORD_SET_MAX = 32
+#: ... and are one story when at most ``WORD_NEAR`` apart, with headlines in common
+#: (``TITLE_OVERLAP``), and their content-word sets this similar (Jaccard).
+WORD_JACCARD = 0.4
+#: Briefs of one event come out within hours of each other; a day apart, the same words are
+#: the next launch, the next raid, the next statement.
+WORD_NEAR = timedelta(hours=12)
+#: A content-word set smaller than this says too little to compare.
+WORD_SET_MIN = 8
+#: LSH over the content-word set: WORD_BANDS bands of WORD_ROWS MinHash values.
+WORD_BANDS = 16
+WORD_ROWS = 3
+#: A brief with fewer content words than this is found by its word bands alone (a near copy of
+#: a brief shares most of its words as well); longer briefs have both kinds, so that a copy a
+#: few words longer or shorter still meets them.
+SHINGLE_BANDS_FROM = 25
 
 # MinHash, datasketch's "affine32" scheme (datasketch.MinHash(num_perm=NUM_PERM, seed=SEED,
 # hashfunc=int)): each 32-bit shingle hash is pre-mixed with MurmurHash3's finalizer, then
@@ -127,6 +155,8 @@ _DATELINE = re.compile(
     )\s+""",
     re.VERBOSE,
 )
+#: Markup that reached the text as text (a feed that escaped its HTML twice): not words of the story.
+_MARKUP = re.compile(r"<[A-Za-z/!][^<>]{0,500}>")
 _READ_MORE = re.compile(r"\s*(?:…|\.\.\.)?\s*\(?(?:read|continue|see)\s+(?:more|reading|full\s+story)\)?\W*$",
                         re.IGNORECASE)
 _ABBREVIATION = re.compile(r"\b(?:[A-Za-z]\.){2,}")
@@ -175,6 +205,8 @@ def _story_paragraphs(title_key: tuple[str, ...], text: str) -> list[tuple[str, 
     seen: set[tuple[str, ...]] = set()
     out: list[tuple[str, tuple[str, ...]]] = []
     for raw in text.splitlines():
+        if "<" in raw:
+            raw = _MARKUP.sub(" ", raw)
         line = " ".join(raw.split())
         if not line or (len(line) < 80 and _CHROME.match(line)):
             continue
@@ -219,6 +251,45 @@ def shingles(words: list[str]) -> set[int]:
     return {zlib.crc32(g.encode("utf-8")) for g in grams}
 
 
+#: English function words and newswire filler: not content words.
+_STOPWORDS = """
+a about above after again against ago all also am an and any are as at be been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+him his how i if in into is it its just may me might more most much must my no nor not now of off on once only
+or other our out over own said same say says she should so some such than that the their them then there these
+they this those through to too under until up upon us very was we were what when where which while who whom why
+will with would yet you your
+one two three new first last
+ap afp reuters upi inc corp co ltd plc
+"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+
+def _stem(word: str) -> str:
+    """A light English suffix strip, so that "drives" and "drive", "talks" and "talked" agree."""
+    if len(word) > 5:
+        for suffix in ("ing", "ed", "es"):
+            if word.endswith(suffix):
+                return word[:-len(suffix)]
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        return word[:-1]
+    return word
+
+
+def content_words(title_key: tuple[str, ...], words: list[str]) -> set[str]:
+    """The content words of a story (its headline's and its text's words, function words,
+    one-letter words and digits out, lightly stemmed)."""
+    return {_stem(w) for w in (*title_key, *words) if len(w) > 1 and w not in STOPWORDS and not w.isdigit()}
+
+
+_NUMBER = re.compile(r"\d+(?:[,.]\d+)*")
+
+
+def numbers(lines: list[str]) -> set[str]:
+    """The numbers written in ``lines`` ("4,400" and "4400" are one; "76th" is 76)."""
+    return {m.group(0).replace(",", "") for line in lines for m in _NUMBER.finditer(line)}
+
+
 # ---------------------------------------------------------------- fingerprints
 
 @dataclass(frozen=True)
@@ -231,6 +302,7 @@ class Fingerprint:
     title: str  # the title words (see title_words), space-separated
     bands: tuple[int, ...]  # LSH band keys (signed 64-bit), empty when the text is too short
     at: datetime | None = None  # when the story happened, as far as the item says
+    words: bytes = b""  # a short text's content words: sorted 32-bit hashes, little-endian; else empty
 
     @property
     def has_text(self) -> bool:
@@ -244,6 +316,9 @@ class Fingerprint:
     def values(self) -> np.ndarray:
         return np.frombuffer(self.signature, dtype="<u4")
 
+    def word_hashes(self) -> np.ndarray:
+        return np.frombuffer(self.words, dtype="<u4")
+
 
 def _sha1(words: tuple[str, ...] | list[str]) -> str:
     return hashlib.sha1(" ".join(words).encode("utf-8")).hexdigest()
@@ -253,15 +328,27 @@ def _sha1(words: tuple[str, ...] | list[str]) -> str:
 _MIX = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                  0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9][:ROWS],
                 dtype=np.uint64)
-_BAND_SALT = (np.arange(BANDS, dtype=np.uint64) + np.uint64(1)) * np.uint64(0x2545F4914F6CDD1D)
+_SALT = np.uint64(0x2545F4914F6CDD1D)
+_BAND_SALT = (np.arange(BANDS, dtype=np.uint64) + np.uint64(1)) * _SALT
+_WORD_BAND_SALT = (np.arange(WORD_BANDS, dtype=np.uint64) + np.uint64(BANDS + 1)) * _SALT
 
 
 def band_keys(values: np.ndarray) -> tuple[int, ...]:
     """The LSH band keys of a signature: each band's ROWS values mixed into a signed 64-bit
     integer (multiply-xorshift; the same on every machine and in every process)."""
+    return _band_keys(values, BANDS, ROWS, _BAND_SALT)
+
+
+def word_band_keys(values: np.ndarray) -> tuple[int, ...]:
+    """The LSH band keys of a content-word MinHash signature: its first WORD_BANDS x WORD_ROWS
+    values, salted apart from the shingle bands (one key space, one table)."""
+    return _band_keys(values[:WORD_BANDS * WORD_ROWS], WORD_BANDS, WORD_ROWS, _WORD_BAND_SALT)
+
+
+def _band_keys(values: np.ndarray, bands: int, rows: int, salt: np.ndarray) -> tuple[int, ...]:
     with np.errstate(over="ignore"):
-        v = values.astype(np.uint64).reshape(BANDS, ROWS) * _MIX
-        h = np.bitwise_xor.reduce(v, axis=1) ^ _BAND_SALT
+        v = values.astype(np.uint64).reshape(bands, rows) * _MIX[:rows]
+        h = np.bitwise_xor.reduce(v, axis=1) ^ salt
         h ^= h >> np.uint64(31)
         h *= np.uint64(0x94D049BB133111EB)
         h ^= h >> np.uint64(29)
@@ -271,17 +358,26 @@ def band_keys(values: np.ndarray) -> tuple[int, ...]:
 def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprint:
     """The fingerprint of an item (title and body text, already plain text)."""
     title_key = title_words(title)
-    words = _story_words(title_key, text)
+    paragraphs = _story_paragraphs(title_key, text)
+    words = [word for _, line_words in paragraphs for word in line_words]
     grams = shingles(words)
     title_text = " ".join(title_key)
     lead_key = _sha1(words[:LEAD_KEY_WORDS]) if len(words) >= LEAD_KEY_WORDS else None
     if not grams:
         return Fingerprint(b"", 0, lead_key, title_text, (), at)
     values = minhash(grams).astype("<u4")
-    bands: tuple[int, ...] = ()
-    if len(grams) >= MIN_TEXT_SHINGLES:
-        bands = band_keys(values)
-    return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, bands, at)
+    if len(grams) < MIN_TEXT_SHINGLES:
+        return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, (), at)
+    content = content_words(title_key, words)
+    if not WORD_SET_MIN <= len(content) <= WORD_SET_MAX:
+        return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, band_keys(values), at)
+    hashes = {zlib.crc32(w.encode("utf-8")) & _WORD_MASK for w in content}
+    figures = {zlib.crc32(n.encode("ascii")) | _NUMBER_BIT for n in numbers([title, *(line for line, _ in paragraphs)])}
+    word_set = np.array(sorted(hashes | figures), dtype="<u4").tobytes()
+    bands = word_band_keys(minhash(hashes | figures))
+    if len(content) >= SHINGLE_BANDS_FROM:
+        bands = band_keys(values) + bands
+    return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, bands, at, word_set)
 
 
 def jaccard(a: Fingerprint, b: Fingerprint) -> float:
@@ -299,6 +395,27 @@ def containment(a: Fingerprint, b: Fingerprint, j: float | None = None) -> float
     if not small:
         return 0.0
     return min(1.0, j * (a.size + b.size) / (1 + j) / small)
+
+
+#: In a brief's word set, content words hash below 2^31 and numbers at or above.
+_WORD_MASK = 0x7FFFFFFF
+_NUMBER_BIT = 0x80000000
+
+
+def numbers_disagree(a: Fingerprint, b: Fingerprint) -> bool:
+    """Whether two briefs state different figures: both have numbers, and none in common."""
+    wa, wb = a.word_hashes(), b.word_hashes()
+    na, nb = wa[wa >= _NUMBER_BIT], wb[wb >= _NUMBER_BIT]
+    return na.size > 0 and nb.size > 0 and np.intersect1d(na, nb, assume_unique=True).size == 0
+
+
+def word_jaccard(a: Fingerprint, b: Fingerprint) -> float:
+    """Jaccard similarity of two short texts' content-word sets (0 unless both have one)."""
+    if not a.words or not b.words:
+        return 0.0
+    wa, wb = a.word_hashes(), b.word_hashes()
+    common = np.intersect1d(wa, wb, assume_unique=True).size
+    return common / (wa.size + wb.size - common)
 
 
 def title_overlap(a: Fingerprint, b: Fingerprint) -> float:
@@ -324,6 +441,9 @@ def similarity(a: Fingerprint, b: Fingerprint) -> float:
             return j
         if a.lead_key is not None and a.lead_key == b.lead_key and containment(a, b, j) >= CONTAINMENT:
             return max(j, 0.5 * CONTAINMENT)
+        w = word_jaccard(a, b) if apart <= WORD_NEAR else 0.0
+        if w >= WORD_JACCARD and not numbers_disagree(a, b):
+            return 0.5 * w  # two short write-ups of one event: below a shared text
         return 0.0
     if not a.title or a.title != b.title or apart > timedelta(days=NEAR_DAYS):
         return 0.0

@@ -71,7 +71,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
 STORY_LOCK = 0x6E657773  # "news"
 #: The newest migration (monitor/migrations/versions; tests/test_store.py checks they agree).
-SCHEMA_HEAD = "0006"
+SCHEMA_HEAD = "0007"
 #: PostgreSQL advisory lock held while migrating: replicas starting together migrate once.
 MIGRATE_LOCK = 0x6D696772  # "migr"
 
@@ -178,6 +178,7 @@ class FingerprintRow(Base):
     lead_key: Mapped[str | None] = mapped_column(String(40))
     title_key: Mapped[str | None] = mapped_column(String(40))
     title: Mapped[str] = mapped_column(Text)
+    words: Mapped[bytes | None] = mapped_column(LargeBinary)  # a short text's content words (dedupe)
 
 
 class BandRow(Base):
@@ -1056,7 +1057,7 @@ class Store:
         for kind, keys, start, end in lookups:
             for chunk in _chunks(keys, 2000):
                 for r in s.execute(_copies_query(kind), {"keys": chunk, "lo": start, "hi": end}):
-                    found.add(r.item_id, Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at),
+                    found.add(r.item_id, Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at, r.words or b""),
                               r.story_id, [(kind, r.key)])
         return found
 
@@ -1098,7 +1099,7 @@ class Store:
         s.execute(FingerprintRow.__table__.insert(), [{
             "item_id": item_id, "story_id": p.story, "at": p.fingerprint.at, "size": p.fingerprint.size,
             "signature": p.fingerprint.signature, "lead_key": p.fingerprint.lead_key,
-            "title_key": p.fingerprint.title_key, "title": p.fingerprint.title,
+            "title_key": p.fingerprint.title_key, "title": p.fingerprint.title, "words": p.fingerprint.words or None,
         } for p, item_id in zip(plan, item_ids, strict=True)])
         _insert_bands(s, [(p.fingerprint, item_id) for p, item_id in zip(plan, item_ids, strict=True)])
 
@@ -1616,7 +1617,7 @@ class _Copies:
 def _copies_query(kind: str) -> TextClause:
     """Stored fingerprints by band, lead or title key (``:keys``) with ``at`` in [:lo, :hi]:
     plain SQL built once (building SQLAlchemy expressions per poll cost more than the query)."""
-    columns = "f.item_id, f.story_id, f.at, f.size, f.signature, f.lead_key, f.title"
+    columns = "f.item_id, f.story_id, f.at, f.size, f.signature, f.lead_key, f.title, f.words"
     if kind == "band":
         sql = (f"SELECT b.band_key AS key, {columns} FROM story_bands b JOIN fingerprints f ON f.item_id = b.item_id "
                "WHERE b.band_key IN :keys AND b.at >= :lo AND b.at <= :hi")
@@ -1629,7 +1630,7 @@ def _copies_query(kind: str) -> TextClause:
     return text(sql).bindparams(bindparam("keys", expanding=True, type_=key_type), bindparam("lo", type_=when),
                                 bindparam("hi", type_=when)).columns(
         key=key_type, item_id=Integer, story_id=Integer, at=when, size=Integer, signature=LargeBinary,
-        lead_key=String, title=Text)
+        lead_key=String, title=Text, words=LargeBinary)
 
 
 def outlet_name(source: str, link: str | None) -> str:

@@ -392,3 +392,77 @@ def test_minhash_signatures_are_datasketchs():
         assert np.array_equal(dedupe.minhash(grams), reference.hashvalues)
         checked += 1
     assert checked > 250
+
+
+# Two outlets' own briefs of one event: different sentences, the same facts and names.
+BRIEF_TITLE = "Quake hits Chile's north coast, two dead"
+BRIEF = ("A magnitude 6.8 earthquake struck off northern Chile on Tuesday, killing two people and damaging homes "
+         "in the port city of Antofagasta, officials said.")
+OTHER_BRIEF_TITLE = "Strong quake hits northern Chile, two dead (Reuters)"
+OTHER_BRIEF = ("Reuters - Two people died when a strong magnitude 6.8 earthquake shook northern Chile on Tuesday, "
+               "damaging homes in the port of Antofagasta, the emergency office said.")
+
+
+def test_two_outlets_briefs_of_one_event_are_one_story():
+    a = fingerprint(BRIEF_TITLE, BRIEF, T0)
+    b = fingerprint(OTHER_BRIEF_TITLE, OTHER_BRIEF, T0 + timedelta(hours=3))
+    assert jaccard(a, b) < JACCARD  # few word 3-grams in common: the shingles alone would miss it
+    assert dedupe.word_jaccard(a, b) >= dedupe.WORD_JACCARD
+    assert 0 < similarity(a, b) < JACCARD and similarity(b, a) == similarity(a, b)  # a shared text ranks first
+    assert set(a.bands) & set(b.bands)  # and the word bands find one from the other
+
+
+def test_briefs_with_the_same_words_a_day_apart_are_two_events():
+    a = fingerprint(BRIEF_TITLE, BRIEF, T0)
+    next_day = fingerprint(OTHER_BRIEF_TITLE, OTHER_BRIEF.replace("Tuesday", "Wednesday"), T0 + timedelta(days=1))
+    assert dedupe.word_jaccard(a, next_day) >= dedupe.WORD_JACCARD
+    assert similarity(a, next_day) == 0
+
+
+def test_briefs_sharing_words_under_unrelated_headlines_are_not_one_story():
+    a = fingerprint(BRIEF_TITLE, BRIEF, T0)
+    markets = fingerprint("Copper prices climb on supply worries",
+                          "Copper rose on Tuesday after a strong magnitude 6.8 earthquake in northern Chile killed two "
+                          "people and damaged homes in Antofagasta, raising worries about mine output.",
+                          T0 + timedelta(hours=2))
+    assert similarity(a, markets) == 0
+
+
+def test_only_briefs_keep_their_content_words():
+    brief = fingerprint(BRIEF_TITLE, BRIEF)
+    words = dedupe.content_words(dedupe.title_words(BRIEF_TITLE), dedupe.story_words(BRIEF_TITLE, BRIEF))
+    assert {"quake", "earthquake", "antofagasta", "chile", "kill"} <= words  # "killing" stemmed
+    assert not {"the", "on", "in", "said", "a"} & words  # function words and newswire filler are not content
+    figures = dedupe.numbers([BRIEF_TITLE, BRIEF])
+    assert figures == {"6.8"}
+    assert len(brief.words) == 4 * (len(words) + len(figures))
+    assert dedupe.WORD_SET_MIN <= len(words) < dedupe.SHINGLE_BANDS_FROM
+    assert len(brief.bands) == dedupe.WORD_BANDS  # a short brief: its word bands alone
+    longer = fingerprint(BRIEF_TITLE, BRIEF + " Rescue teams flew north with tents and water overnight, the "
+                         "minister told radio.")
+    assert len(longer.bands) == dedupe.BANDS + dedupe.WORD_BANDS  # both kinds near the brief limit
+    article = fingerprint(TITLE_000, original_000())
+    assert article.words == b"" and len(article.bands) == dedupe.BANDS
+
+
+def test_markup_in_the_text_is_not_part_of_the_story():
+    marked = ('Colgate-Palmolive Co. <A HREF="http://www.investor.example/FullQuote.aspx?ticker=CL.N '
+              'target=/stocks/quickinfo/fullquote">CL.N</A> will cut about 4,400 jobs.')
+    plain = "Colgate-Palmolive Co. CL.N will cut about 4,400 jobs."
+    assert story_words("Colgate to cut jobs", marked) == story_words("Colgate to cut jobs", plain)
+    assert "href" in words_of(marked) and "href" not in story_words("Colgate to cut jobs", marked)
+
+
+def test_briefs_stating_different_figures_are_not_one_story():
+    a = fingerprint("Dow rises on oil, tech gains", "The Dow Jones industrial average rose 120 points to "
+                    "10,480 on Monday as oil prices eased and technology shares gained.", T0)
+    b = fingerprint("Dow rises as tech gains, oil eases", "Technology shares gained and oil prices eased on Monday, "
+                    "lifting the Dow Jones industrial average 35 points to 10,395.", T0 + timedelta(hours=6))
+    assert dedupe.word_jaccard(a, b) >= dedupe.WORD_JACCARD and jaccard(a, b) < JACCARD
+    assert dedupe.numbers_disagree(a, b) and similarity(a, b) == 0
+    # one figure in common (or none stated by one of them) is no disagreement
+    c = fingerprint("Dow rises as tech gains, oil eases", "Technology shares gained and oil prices eased on Monday, "
+                    "lifting the Dow Jones industrial average 120 points.", T0 + timedelta(hours=1))
+    assert not dedupe.numbers_disagree(a, c) and similarity(a, c) > 0
+    assert not dedupe.numbers_disagree(a, fingerprint(c.title, "Technology shares gained and oil prices eased on "
+                                                      "Monday, lifting the Dow Jones industrial average."))

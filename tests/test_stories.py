@@ -139,6 +139,28 @@ def test_copies_in_one_poll_make_one_story_and_one_alert(db_url):
     s.close()
 
 
+BRIEF = make("brief", "https://wire.example/quake", "Quake hits Chile's north coast, two dead",
+             "A magnitude 6.8 earthquake struck off northern Chile on Tuesday, killing two people and damaging "
+             "homes in the port city of Antofagasta, officials said.", NOW - timedelta(hours=3))
+OTHER_BRIEF = make("other-brief", "https://paper.example/chile-quake", "Strong quake hits northern Chile, two dead",
+                   "Two people died when a strong magnitude 6.8 earthquake shook northern Chile on Tuesday, "
+                   "damaging homes in the port of Antofagasta, the emergency office said.", NOW - timedelta(hours=1))
+
+
+def test_another_outlets_own_brief_of_the_event_joins_its_story(db_url):
+    s = fresh_store(db_url)
+    first = s.commit_poll("sputnik", OK, [NewItem(BRIEF, True, HIT)], CHANNELS, NOW)
+    s.close()
+    s = fresh_store(db_url)  # found through the database (its word bands), not a cache
+    second = s.commit_poll("reposter", OK, [NewItem(OTHER_BRIEF, True, HIT)], CHANNELS, NOW + timedelta(minutes=1))
+    assert second.stored[0].joined and second.stored[0].story_id == first.stored[0].story_id
+    assert s.counts()["alerts"] == 1
+    with Session(s.engine) as db:
+        stored = db.get(FingerprintRow, first.stored[0].id)
+        assert stored.words == dedupe.fingerprint(BRIEF.title, BRIEF.text).words != b""
+    s.close()
+
+
 def test_seed_000_and_seed_002_stay_separate_stories(db_url):
     s = fresh_store(db_url)
     a = s.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW)
@@ -366,6 +388,57 @@ def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url
     out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(minutes=5)), True, HIT)], CHANNELS, now)
     assert out.stored[0].joined and out.stored[0].story_id == rows["orig"][1]
     assert out.alerts == 1  # the old story never alerted (0001 had no alert for it): the match alerts it now
+    s.close()
+
+
+def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url):
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    s = Store(db_url)
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with s.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0006")
+    now = datetime.now(UTC).replace(microsecond=0)  # the refresh looks 14 days back from the real clock
+    recent = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(hours=2))
+    old = make("old", "https://wire.example/old", BRIEF.title, BRIEF.text, now - timedelta(days=30))
+    ids: dict[str, int] = {}
+    with Session(s.engine) as db, db.begin():  # rows as the 0006 code wrote them: shingle bands, no words
+        src_id = db.execute(SourceRow.__table__.insert().values(
+            name="sputnik", url="http://127.0.0.1/sputnik.xml", consecutive_failures=0, items_total=2,
+            created_at=now).returning(SourceRow.id)).scalar_one()
+        for item in (recent, old):
+            story_id = db.execute(StoryRow.__table__.insert().values(title=item.title, created_at=item.published)
+                                  .returning(StoryRow.id)).scalar_one()
+            item_id = db.execute(ItemRow.__table__.insert().values(
+                source_id=src_id, story_id=story_id, guid=item.guid, guid_key=item.guid, link=item.link,
+                canonical_link=item.link, link_key=item.guid, title=item.title, summary=item.summary, content="",
+                published_at=item.published, first_seen_at=item.published, fresh=True).returning(ItemRow.id)).scalar_one()
+            fp = dedupe.fingerprint(item.title, item.text)
+            db.execute(FingerprintRow.__table__.insert().values(
+                item_id=item_id, story_id=story_id, at=item.published, size=fp.size, signature=fp.signature,
+                lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title))
+            db.execute(BandRow.__table__.insert(), [{"band_key": b, "at": item.published, "item_id": item_id}
+                                                    for b in dedupe.band_keys(fp.values())])
+            ids[item.guid] = item_id
+    s.upgrade()
+    want = dedupe.fingerprint(recent.title, recent.text)
+    with Session(s.engine) as db:
+        rows = {r.item_id: r for r in db.scalars(select(FingerprintRow))}
+        bands: dict[int, set[int]] = {}
+        for b in db.scalars(select(BandRow)):
+            bands.setdefault(b.item_id, set()).add(b.band_key)
+    assert rows[ids["brief"]].words == want.words != b"" and bands[ids["brief"]] == set(want.bands)
+    assert rows[ids["old"]].words is None  # older than 14 days: kept as it was
+    assert bands[ids["old"]] == set(dedupe.band_keys(want.values()))
+    # another outlet's brief now finds the refreshed one
+    s.sync_sources(SOURCES)
+    later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text, now - timedelta(hours=1))
+    out = s.commit_poll("reposter", OK, [NewItem(later, True, HIT)], CHANNELS, now)
+    with Session(s.engine) as db:
+        assert out.stored[0].joined and out.stored[0].story_id == db.get(ItemRow, ids["brief"]).story_id
     s.close()
 
 

@@ -1,0 +1,60 @@
+"""story words: short texts keep their content-word set (and its LSH band keys)
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-24
+
+The fingerprints of items first seen in the last 14 days are computed again with this
+revision's rules (content words, markup left out) and their band keys replaced, so that
+stories keep merging across the upgrade; older items keep what they have.
+"""
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+REFRESH_DAYS = 14
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("fingerprints") as batch:
+        batch.add_column(sa.Column("words", sa.LargeBinary))
+    _refresh()
+
+
+def _refresh() -> None:
+    from monitor import dedupe
+    from monitor.model import join_text
+
+    conn = op.get_bind()
+    since = datetime.now(UTC) - timedelta(days=REFRESH_DAYS)
+    if conn.dialect.name == "sqlite":
+        since = since.replace(tzinfo=None)
+    items = sa.table("items", sa.column("id"), sa.column("title"), sa.column("summary"), sa.column("content"),
+                     sa.column("first_seen_at"))
+    fingerprints = sa.table("fingerprints", sa.column("item_id"), sa.column("at"), sa.column("size"),
+                            sa.column("signature"), sa.column("lead_key"), sa.column("title_key"),
+                            sa.column("title"), sa.column("words"))
+    bands = sa.table("story_bands", sa.column("band_key"), sa.column("at"), sa.column("item_id"))
+    rows = conn.execute(
+        sa.select(items.c.id, items.c.title, items.c.summary, items.c.content, fingerprints.c.at)
+        .join(fingerprints, fingerprints.c.item_id == items.c.id)
+        .where(items.c.first_seen_at >= since).order_by(items.c.id)).all()
+    for row in rows:
+        fp = dedupe.fingerprint(row.title, join_text(row.summary, row.content))
+        conn.execute(fingerprints.update().where(fingerprints.c.item_id == row.id).values(
+            size=fp.size, signature=fp.signature, lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title,
+            words=fp.words or None))
+        conn.execute(bands.delete().where(bands.c.item_id == row.id))
+        if fp.bands:
+            conn.execute(bands.insert(), [{"band_key": b, "at": row.at, "item_id": row.id} for b in set(fp.bands)])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("fingerprints") as batch:
+        batch.drop_column("words")
