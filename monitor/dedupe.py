@@ -19,9 +19,11 @@ Rules:
   (the first ``LEAD_KEY_WORDS`` words) finds copies cut short, which MinHash alone ranks low.
 - A *brief* (``WORD_SET_MIN`` to ``WORD_SET_MAX`` content words: the headline's and the
   text's words without English function words and digits, lightly stemmed) also keeps its
-  content-word set and the numbers it states ("4,400" as 4400), hashed, and ``WORD_BANDS`` LSH band keys of ``WORD_ROWS`` values of its MinHash; a
-  brief under ``SHINGLE_BANDS_FROM`` content words has no shingle band keys (a near copy of a
-  brief shares most of its words too, so the word bands find it).
+  content-word set and the numbers it states ("4,400" as 4400), hashed, and ``WORD_BANDS``
+  LSH band keys of ``WORD_ROWS`` values of their MinHash *instead of* shingle band keys: a
+  near copy of a brief shares most of its words too, so the word bands find it (and each
+  band row is a random index page to write and to read). A copy on the other side of the
+  brief limit still meets it by its lead key.
 - The title key is the folded title without an outlet suffix (" | Site", " - Site Name"),
   an "UPDATE:"/"BREAKING:" prefix or a trailing agency tag ("(AP)", "(Reuters)").
 - Two fingerprints are the same story when (estimated from the signatures):
@@ -87,10 +89,6 @@ WORD_SET_MIN = 8
 #: LSH over the content-word set: WORD_BANDS bands of WORD_ROWS MinHash values.
 WORD_BANDS = 16
 WORD_ROWS = 3
-#: A brief with fewer content words than this is found by its word bands alone (a near copy of
-#: a brief shares most of its words as well); longer briefs have both kinds, so that a copy a
-#: few words longer or shorter still meets them.
-SHINGLE_BANDS_FROM = 25
 
 # MinHash, datasketch's "affine32" scheme (datasketch.MinHash(num_perm=NUM_PERM, seed=SEED,
 # hashfunc=int)): each 32-bit shingle hash is pre-mixed with MurmurHash3's finalizer, then
@@ -375,8 +373,6 @@ def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprin
     figures = {zlib.crc32(n.encode("ascii")) | _NUMBER_BIT for n in numbers([title, *(line for line, _ in paragraphs)])}
     word_set = np.array(sorted(hashes | figures), dtype="<u4").tobytes()
     bands = word_band_keys(minhash(hashes | figures))
-    if len(content) >= SHINGLE_BANDS_FROM:
-        bands = band_keys(values) + bands
     return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, bands, at, word_set)
 
 
