@@ -18,6 +18,8 @@ Rules:
 - Feeds are parsed in a process pool (one worker per usable CPU, forkserver) when there are
   enough sources to pay for it, so the event loop never waits for feedparser.
 - The outbox is swept every ``delivery.interval`` and at once after a poll created alerts.
+- Story band rows of items older than ``stories.window`` (and a day) are pruned hourly and
+  at the end of ``--once``, so the band index stays the size of the window.
 - ``/healthz`` and ``/metrics`` are served on ``server.host:server.port`` (port 0: off).
 - SIGTERM/SIGINT: stop claiming, cancel polls in flight (their work is redone next time;
   nothing is half-written because a poll commits in one transaction), let sends in flight
@@ -40,7 +42,7 @@ import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -60,6 +62,8 @@ log = logging.getLogger("monitor.daemon")
 
 SHUTDOWN_SEND_GRACE = 7.0  # seconds in-flight sends get after SIGTERM
 CLAIM_ERROR_EVERY = 60.0  # seconds between two log lines about claims failing
+PRUNE_EVERY = timedelta(hours=1)  # story band rows older than the window are dropped this often
+PRUNE_MARGIN = timedelta(days=1)  # ... kept this much longer than stories.window
 
 
 class Daemon:
@@ -110,6 +114,7 @@ class Daemon:
                 reports = await asyncio.gather(*(self._bounded_poll(pipeline, s, states.get(s.name))
                                                  for s in self.sources))
             delivered = await pipeline.deliver(ignore_backoff=True)
+        await self._prune()
         counts = await asyncio.to_thread(self.store.counts)
         event(log, "once done", sources=len(reports), failed=sum(r.status == "error" for r in reports),
               new=sum(r.new for r in reports), alerts=sum(r.alerts for r in reports),
@@ -145,6 +150,9 @@ class Daemon:
             scheduler.add_job(self._claim_job, IntervalTrigger(seconds=self.cfg.replicas.claim_every.total_seconds()),
                               id="claim", max_instances=1, coalesce=True,
                               next_run_time=datetime.now(UTC), misfire_grace_time=None)
+            scheduler.add_job(self._prune, IntervalTrigger(seconds=PRUNE_EVERY.total_seconds()), id="prune",
+                              max_instances=1, coalesce=True, next_run_time=datetime.now(UTC) + PRUNE_EVERY / 60,
+                              misfire_grace_time=None)
             scheduler.start()
             heart = asyncio.create_task(self._heartbeat_loop())
             sender = asyncio.create_task(self._delivery_loop())
@@ -228,6 +236,21 @@ class Daemon:
     def _capacity(self) -> int:
         """Polls in flight at most (fetch to commit): 2 x fetch.concurrency."""
         return max(4, 2 * self.cfg.fetch.concurrency)
+
+    async def _prune(self) -> None:
+        """Drop the story band rows of items older than the story window (and a day for clocks
+        and late lookups): the band index stays the size of the window. Hourly in the daemon,
+        at the end of ``--once``; a failure is logged and tried again next time."""
+        before = datetime.now(UTC) - self.cfg.stories.window - PRUNE_MARGIN
+        started = time.perf_counter()
+        try:
+            rows = await asyncio.to_thread(self.store.prune_story_bands, before)
+        except Exception as e:  # noqa: BLE001 - the database is down or busy: next time
+            log.warning("pruning story bands failed: %s: %s", e.__class__.__name__, e)
+            return
+        if rows:
+            event(log, "pruned", story_bands=rows, first_seen_before=before.isoformat(timespec="seconds"),
+                  seconds=round(time.perf_counter() - started, 1))
 
     async def _claim_job(self) -> None:
         """Claim due sources (as many as there is room for) and start their polls."""

@@ -51,6 +51,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -185,7 +186,8 @@ class BandRow(Base):
     """One LSH band key of an item's fingerprint (the primary key is the lookup index)."""
 
     __tablename__ = "story_bands"
-    __table_args__ = {"sqlite_with_rowid": False}
+    # by item: pruning drops the rows of items older than the story window (prune_story_bands)
+    __table_args__ = (Index("ix_story_bands_item", "item_id"), {"sqlite_with_rowid": False})
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     item_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # items.id (no foreign key: it costs)
@@ -951,6 +953,28 @@ class Store:
             self._mark_success(s, src, result, now, schedule)
             src.items_total = (src.items_total or 0) + len(stored)
         return PollOutcome(stored, alerts)
+
+    #: Items whose band rows one pruning transaction deletes (each row is a random index page to
+    #: rewrite, as when it was inserted): polls wait for no more than that.
+    PRUNE_CHUNK = 500
+
+    def prune_story_bands(self, before: datetime) -> int:
+        """Delete the LSH band rows of the items first seen before ``before`` (a story lookup
+        never reaches them once they are older than the story window), a chunk of items per
+        transaction; returns how many rows went. Their fingerprint rows stay (lead and title
+        lookups reach back NEAR_DAYS only). Safe to run on several replicas at once."""
+        with self._session() as s:
+            upto = s.scalar(select(ItemRow.id).where(ItemRow.first_seen_at < before)
+                            .order_by(ItemRow.first_seen_at.desc()).limit(1))
+        deleted = 0
+        while upto is not None:
+            with self._writing() as s:
+                low = s.scalar(select(func.min(BandRow.item_id)))
+                if low is None or low > upto:
+                    break
+                high = min(upto, low + self.PRUNE_CHUNK - 1)
+                deleted += s.execute(delete(BandRow).where(BandRow.item_id >= low, BandRow.item_id <= high)).rowcount
+        return deleted
 
     @staticmethod
     def _mark_success(s: Session, src: SourceRow, result: FetchResult, now: datetime,

@@ -608,3 +608,26 @@ def test_hostile_sources_under_load_do_not_stop_the_good_ones(tmp_path, feeds):
     assert stored == 150 * 5
     assert busy is not None  # Retry-After pushed its next poll out (checked in test_polling)
     assert "parse pool broken" not in r.stderr
+
+
+def test_run_once_prunes_story_bands_of_items_older_than_the_window(tmp_path, feeds, receiver):
+    sources = serve(feeds, {"/wire.xml": rss("Wire", "https://wire.example/", [
+        dict(title="North Korea test-fires new ICBM", link="https://wire.example/new",
+             description="The missile was launched on a lofted trajectory, state media said on Tuesday, "
+                         "and flew for more than an hour before landing in the sea.", published=ago(30))])})
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", sources, {"hook": receiver.url("/hook")},
+                       stories={"window": "3d"})
+    assert monitor("run", "--once", "--config", str(cfg)).returncode == 0
+    with sqlite3.connect(tmp_path / "m.db") as db:  # make that item first seen 5 days ago
+        db.execute("update items set first_seen_at = datetime('now', '-5 days')")
+        assert db.execute("select count(*) from story_bands").fetchone()[0] > 0
+    feeds.feed("/wire.xml", rss("Wire", "https://wire.example/", [
+        dict(title="Another story entirely", link="https://wire.example/other",
+             description="Nothing in this one is like the other one at all, not a single phrase of it is.",
+             published=ago(5))]))
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert "pruned" in r.stderr
+    with sqlite3.connect(tmp_path / "m.db") as db:  # only the new item's band rows are left
+        assert db.execute("select count(distinct item_id) from story_bands").fetchone()[0] == 1
+        assert db.execute("select count(*) from items").fetchone()[0] == 2

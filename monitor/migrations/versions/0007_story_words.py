@@ -1,4 +1,4 @@
-"""story words: short texts keep their content-word set (and its LSH band keys)
+"""story words: short texts keep their content-word set (and its LSH band keys); band rows by item
 
 Revision ID: 0007
 Revises: 0006
@@ -6,7 +6,8 @@ Create Date: 2026-11-24
 
 The fingerprints of items first seen in the last 14 days are computed again with this
 revision's rules (content words, markup left out) and their band keys replaced, so that
-stories keep merging across the upgrade; older items keep what they have.
+stories keep merging across the upgrade; older items keep what they have. Band rows get an
+index by item, so that the rows of items older than the story window can be pruned.
 """
 from datetime import UTC, datetime, timedelta
 
@@ -24,6 +25,7 @@ REFRESH_DAYS = 14
 def upgrade() -> None:
     with op.batch_alter_table("fingerprints") as batch:
         batch.add_column(sa.Column("words", sa.LargeBinary))
+    op.create_index("ix_story_bands_item", "story_bands", ["item_id"])
     _refresh()
 
 
@@ -56,5 +58,6 @@ def _refresh() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_story_bands_item", "story_bands")
     with op.batch_alter_table("fingerprints") as batch:
         batch.drop_column("words")
