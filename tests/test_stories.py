@@ -336,16 +336,23 @@ def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
     s.close()
 
 
-def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url):
+def store_at_revision(url: str, revision: str) -> Store:
+    """A Store whose database has the schema of Alembic ``revision`` (rows are then written as
+    that revision's code wrote them, and ``upgrade()`` goes on from there)."""
     from alembic import command
     from alembic.config import Config as AlembicConfig
 
-    s = Store(db_url)
+    s = Store(url)
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with s.engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        command.upgrade(cfg, revision)
+    return s
+
+
+def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url):
+    s = store_at_revision(db_url, "0001")
     now = datetime.now(UTC).replace(microsecond=0)  # the backfill looks 14 days back from the real clock
     recent, headline, old = (original(now - timedelta(hours=2)),
                              make("photo", "https://sputnik.example/photo", TITLE_000, "", now - timedelta(hours=1)),
@@ -392,15 +399,7 @@ def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url
 
 
 def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url):
-    from alembic import command
-    from alembic.config import Config as AlembicConfig
-
-    s = Store(db_url)
-    cfg = AlembicConfig()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    with s.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0006")
+    s = store_at_revision(db_url, "0006")
     now = datetime.now(UTC).replace(microsecond=0)  # the refresh looks 14 days back from the real clock
     recent = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(hours=2))
     old = make("old", "https://wire.example/old", BRIEF.title, BRIEF.text, now - timedelta(days=30))
