@@ -55,6 +55,7 @@ from .fetch import Fetcher
 from .logs import event
 from .matcher import Matcher
 from .notify import Notifier
+from .parse import warm
 from .pipeline import Pipeline, PollReport
 from .store import SourceState, Store, safe_url
 
@@ -387,8 +388,23 @@ class Daemon:
         return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
+class ParsePool(ProcessPoolExecutor):
+    """Worker processes for feedparser that start at once, in the background: a worker takes
+    ~0.5 s to start (the forkserver, then its imports), about as long as a cycle's fetches, so
+    the pipeline parses in threads until ``ready`` (a steady cycle's few changed feeds need
+    not wait for it at all)."""
+
+    def __init__(self, workers: int, mp_context) -> None:
+        super().__init__(max_workers=workers, mp_context=mp_context)
+        self._warm = [self.submit(warm) for _ in range(workers)]  # each submit starts a worker
+
+    @property
+    def ready(self) -> bool:
+        return all(f.done() for f in self._warm)
+
+
 @contextlib.contextmanager
-def parse_pool(sources: int) -> Iterator[ProcessPoolExecutor | None]:
+def parse_pool(sources: int) -> Iterator[ParsePool | None]:
     """Worker processes for feedparser, one per usable CPU (none on a one-CPU machine or for a
     handful of sources, where the threads suffice); shut down on exit."""
     cpus = usable_cpus()
@@ -398,7 +414,7 @@ def parse_pool(sources: int) -> Iterator[ProcessPoolExecutor | None]:
     # forkserver: a clean worker that imports only what parsing needs, not a copy of the daemon
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["monitor.parse"])
-    pool = ProcessPoolExecutor(max_workers=cpus, mp_context=ctx)
+    pool = ParsePool(cpus, ctx)
     try:
         yield pool
     finally:

@@ -41,6 +41,10 @@ class FeedParseError(ValueError):
     """The bytes are not a usable feed; str(err) is the reason for the log."""
 
 
+def warm() -> None:
+    """Nothing: a parse worker that runs it has started and imported this module."""
+
+
 def parse_feed(body: bytes, url: str | None = None, content_type: str | None = None, fast: bool = True) -> ParsedFeed:
     """Parse one feed document. Raises FeedParseError when it is not a usable feed.
 

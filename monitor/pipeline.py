@@ -32,7 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -159,7 +159,11 @@ class Pipeline:
         self.parse_pool = parse_pool
         self.full_text = FullText(fetcher)
         self._quiet_batch: _QuietBatch | None = None
+        self._quiet_writing = False
         self._flushes: set[asyncio.Future] = set()
+        # SQLite takes one writer at a time: polls' writes queue for one thread of their own
+        # instead of holding the shared executor's threads while they wait for the lock
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer") if store.serial_writes else None
         self.store = store
         self.matcher = matcher
         self.fetcher = fetcher
@@ -241,32 +245,48 @@ class Pipeline:
         if result.retry_after is not None:  # the server said when: never earlier than that
             delay = max(delay, timedelta(seconds=result.retry_after))
         schedule = PollSchedule(now + delay)
-        await asyncio.to_thread(self.store.record_failure, source.name, result, now, self._health, schedule)
+        await self._write(self.store.record_failure, source.name, result, now, self._health, schedule)
         return PollReport(source.name, "error", error=result.error, next_poll_at=schedule.next_poll_at,
                           failures=failures, interval=self._interval(source, state).total_seconds())
 
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` off the event loop: a store write (on the writer thread with SQLite)."""
+        if self._writer is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
     async def _quiet_poll(self, source: str, result: FetchResult, now: datetime, schedule: PollSchedule) -> None:
-        """Record a poll that brought nothing new. Such polls are written together, a few
-        milliseconds apart (one transaction instead of one each: a cycle of thousands of
-        304s is database-bound otherwise); the poll waits until its record is committed."""
+        """Record a poll that brought nothing new. Such polls are written together (one
+        transaction instead of one each: a cycle of thousands of 304s is database-bound
+        otherwise): a batch is written ``QUIET_BATCH_WAIT`` after its first poll, or when the
+        batch before it is written if that takes longer (one batch in flight at a time, so a
+        busy database makes bigger batches, not a queue of them); the poll waits until its
+        record is committed."""
         batch = self._quiet_batch
         if batch is None:
             batch = self._quiet_batch = _QuietBatch()
-            asyncio.get_running_loop().call_later(QUIET_BATCH_WAIT, self._flush_quiet, batch)
+            if not self._quiet_writing:
+                asyncio.get_running_loop().call_later(QUIET_BATCH_WAIT, self._flush_quiet, batch)
         batch.polls.append((source, result, now, schedule))
         await asyncio.shield(batch.done)
 
     def _flush_quiet(self, batch: _QuietBatch) -> None:
-        if self._quiet_batch is batch:
-            self._quiet_batch = None
+        if self._quiet_batch is not batch or self._quiet_writing:
+            return  # written already, or it goes when the one in flight is done
+        self._quiet_batch = None
+        self._quiet_writing = True
 
         async def write() -> None:
             try:
-                await asyncio.to_thread(self.store.record_quiet_polls, batch.polls)
+                await self._write(self.store.record_quiet_polls, batch.polls)
             except Exception as e:  # noqa: BLE001 - the waiting polls log it as their failure
                 batch.done.set_exception(e)
             else:
                 batch.done.set_result(None)
+            finally:
+                self._quiet_writing = False
+                if self._quiet_batch is not None:  # the polls that came meanwhile
+                    self._flush_quiet(self._quiet_batch)
 
         self._flushes.add(task := asyncio.ensure_future(write()))
         task.add_done_callback(self._flushes.discard)
@@ -274,7 +294,7 @@ class Pipeline:
     async def _parse(self, result: FetchResult) -> ParsedFeed:
         args = (result.body or b"", result.url, result.content_type)
         pool = self.parse_pool
-        if pool is not None:
+        if pool is not None and getattr(pool, "ready", True):  # a ParsePool still starting: threads meanwhile
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, parse_feed, *args)
             except BrokenExecutor as e:
@@ -321,8 +341,8 @@ class Pipeline:
         rate = blend_rate(state.items_per_day, published_rate((e.published for e in feed.entries), now))
         hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
         schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)
-        outcome = await asyncio.to_thread(self.store.commit_poll, source.name, result, new_items,
-                                          self.channels_for(source.name), now, self._stories, schedule)
+        outcome = await self._write(self.store.commit_poll, source.name, result, new_items,
+                                    self.channels_for(source.name), now, self._stories, schedule)
         metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
         metrics.ALERTS.inc(outcome.alerts)
         if rate is not None:

@@ -653,6 +653,11 @@ class Store:
         self._write = sessionmaker(self.engine.execution_options(sqlite_write=True), expire_on_commit=False)
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
 
+    @property
+    def serial_writes(self) -> bool:
+        """Whether the database takes one writer at a time (SQLite)."""
+        return self._write_lock is not None
+
     @contextmanager
     def _writing(self) -> Iterator[Session]:
         """A writing transaction. On SQLite, writers of this process queue on a mutex first:

@@ -3,9 +3,11 @@ and real databases (next poll, interval, failure backoff, Retry-After, unchanged
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +19,11 @@ from feedserver import FeedServer, rss
 from monitor.config import load_config
 from monitor.fetch import Fetcher
 from monitor.matcher import Matcher
+from monitor.model import FetchResult
 from monitor.notify import Notifier
 from monitor.pipeline import Pipeline
 from monitor.polling import Bounds, failure_delay, jittered, next_interval, published_rate
-from monitor.store import Store
+from monitor.store import PollSchedule, Store
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 B = Bounds(timedelta(minutes=2), timedelta(hours=1))
@@ -193,3 +196,55 @@ def test_monitor_sources_prints_health(tmp_path, srv):
     assert lines[-1].startswith("3 sources, 1 failing")
     rows = [__import__("json").loads(line) for line in cli("--json", "--failing").stdout.splitlines()]
     assert [(r["source"], r["ok"], r["consecutive_failures"]) for r in rows] == [("bad", False, 1)]
+
+
+def test_quiet_polls_arriving_while_a_batch_is_written_wait_for_it_in_one_batch(tmp_path, db_url, srv):
+    """A busy database makes bigger quiet batches, not a queue of them; every poll is recorded."""
+    names = [f"q{k}" for k in range(30)]
+    rig = Rig(tmp_path, db_url, srv, {n: f"http://127.0.0.1:9/{n}.xml" for n in names})
+    calls: list[int] = []
+    record = rig.store.record_quiet_polls
+
+    def slow_record(polls):
+        calls.append(len(polls))
+        time.sleep(0.25)  # the database is busy: polls keep arriving meanwhile
+        record(polls)
+
+    rig.store.record_quiet_polls = slow_record
+    now = datetime.now(UTC)
+    ok = FetchResult(url="u", status="not_modified", http_status=304, etag='"e"')
+
+    async def go():
+        async with Fetcher(rig.cfg.fetch) as f:
+            p = Pipeline(rig.cfg, rig.store, Matcher(rig.cfg.matcher_watchlists()), f, Notifier([]))
+            waiting = []
+            for name in names:  # one quiet poll every 30 ms for 0.9 s
+                waiting.append(asyncio.ensure_future(p._quiet_poll(name, ok, now, PollSchedule(now + timedelta(hours=1)))))
+                await asyncio.sleep(0.03)
+            await asyncio.gather(*waiting)
+
+    asyncio.run(go())
+    assert sum(calls) == 30
+    assert len(calls) <= 6, calls  # one batch per write (~8 polls each), not one per 20 ms
+    assert all(rig.state(n).etag == '"e"' for n in names)
+    rig.store.close()
+
+
+def test_the_parse_pool_starts_its_workers_at_once_and_parses_in_them():
+    from monitor.daemon import PARSE_POOL_MIN_SOURCES, parse_pool
+    from monitor.parse import parse_feed
+
+    with parse_pool(PARSE_POOL_MIN_SOURCES - 1) as none:
+        assert none is None  # a handful of sources: threads only
+    body = rss("Feed", "https://f.example/", items(3, datetime.now(UTC), timedelta(hours=1)))
+    with parse_pool(PARSE_POOL_MIN_SOURCES) as pool:
+        if pool is None:
+            pytest.skip("one usable CPU: no parse pool")
+        deadline = time.monotonic() + 60
+        while not pool.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.ready  # started without being asked to parse anything
+        pids = {p.pid for p in pool._processes.values()}
+        assert len(pids) >= 2 and os.getpid() not in pids
+        feed = pool.submit(parse_feed, body, "https://f.example/feed.xml", "application/rss+xml").result(60)
+        assert [e.title for e in feed.entries] == ["Quiet story 0", "Quiet story 1", "Quiet story 2"]
