@@ -23,14 +23,15 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -49,7 +50,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     and_,
-    bindparam,
     create_engine,
     delete,
     event,
@@ -61,8 +61,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.sql.elements import TextClause
-from sqlalchemy.types import TypeEngine
 
 from . import dedupe
 from .dedupe import Fingerprint
@@ -1016,9 +1014,10 @@ class Store:
         with self._session() as s:
             return {r.name: _source_state(r) for r in s.scalars(select(SourceRow))}
 
-    #: Candidates compared per item at most (the most recent first): bounds the work when a
-    #: band key is common.
-    MAX_CANDIDATES = 200
+    #: Stored candidates compared per item at most (those sharing the most keys, then the most
+    #: recent): bounds the work when a headline or a band key is common (a recurring "Press
+    #: Review" has hundreds of stored copies in the window).
+    MAX_CANDIDATES = 50
 
     def _plan(self, s: Session, source_id: int, new_items: Sequence[NewItem], now: datetime,
               window: timedelta) -> list[_Planned]:
@@ -1037,13 +1036,15 @@ class Store:
             fresh.append((new, guid_key, link_key,
                           replace(new.fingerprint or dedupe.fingerprint(item.title, item.text), at=at)))
         copies = self._stored_copies(s, [fp for *_, fp in fresh], window)
+        keys_of = [_keys_of(fp) for *_, fp in fresh]
+        stored_of = [copies.stored_refs(keys, self.MAX_CANDIDATES) for keys in keys_of]
+        copies.load(s, {ref for refs in stored_of for ref in refs})
         plan: list[_Planned] = []
         opened = 0
-        for new, guid_key, link_key, fp in fresh:
+        for (new, guid_key, link_key, fp), keys, stored in zip(fresh, keys_of, stored_of, strict=True):
             # most similar; on a tie a stored copy (the oldest story) before one of this poll
             best: tuple[tuple[float, float], int] | None = None
-            keys = _keys_of(fp)
-            for ref, other, story in copies.candidates(fp, keys, window, self.MAX_CANDIDATES):
+            for ref, other, story in copies.candidates(fp, keys, stored, window):
                 score = dedupe.similarity(fp, other)
                 rank = (score, -story if ref >= 0 else -math.inf)
                 if score > 0 and (best is None or rank > best[0]):
@@ -1070,8 +1071,10 @@ class Store:
 
     @staticmethod
     def _stored_copies(s: Session, fps: list[Fingerprint], window: timedelta) -> _Copies:
-        """Every stored fingerprint sharing a band key (within ``window``), a lead key or a
-        title key (within NEAR_DAYS) with one of ``fps``: three queries for the whole poll."""
+        """Which stored items share a band key (within ``window``), a lead key or a title key
+        (within NEAR_DAYS) with one of ``fps``: three queries for the whole poll, of (key, item)
+        pairs only, from the indexes; the fingerprints compared are loaded after
+        (``_Copies.load``), each once, however many keys it shares."""
         found = _Copies()
         times = [fp.at for fp in fps if fp.at is not None]
         if not times:
@@ -1083,11 +1086,15 @@ class Store:
             ("lead", sorted({fp.lead_key for fp in fps if fp.lead_key}), min(times) - near, max(times) + near),
             ("title", sorted({fp.title_key for fp in fps if fp.title_key}), min(times) - near, max(times) + near),
         )
+        conn = s.connection()
+        when = _DateTimeIO(conn.dialect)
         for kind, keys, start, end in lookups:
+            table, column = _COPY_KEYS[kind]
             for chunk in _chunks(keys, 2000):
-                for r in s.execute(_copies_query(kind), {"keys": chunk, "lo": start, "hi": end}):
-                    found.add(r.item_id, Fingerprint(r.signature, r.size, r.lead_key, r.title, (), r.at, r.words or b""),
-                              r.story_id, [(kind, r.key)])
+                sql = (f"SELECT {column}, item_id FROM {table} WHERE {column} IN ({when.marks(len(chunk))}) "
+                       f"AND at >= {when.mark} AND at <= {when.mark}")
+                for key, item_id in conn.exec_driver_sql(sql, (*chunk, when.bind(start), when.bind(end))):
+                    found.by_key.setdefault((kind, key), []).append(item_id)
         return found
 
     def _write_plan(self, s: Session, source_id: int, source: str, plan: list[_Planned],
@@ -1588,16 +1595,14 @@ def _insert_bands(s: Session, fingerprints: list[tuple[Fingerprint, int]]) -> No
     poll's rows, so they go to the driver as plain tuples (their ``at`` converted once per item
     the way UTCDateTime would) instead of through per-row parameter processing."""
     conn = s.connection()
-    dialect = conn.dialect
-    process = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)  # what a Core insert would do
+    when = _DateTimeIO(conn.dialect)  # what a Core insert would do
     rows = []
     for fp, item_id in fingerprints:
-        at = process(fp.at) if process is not None else fp.at
+        at = when.bind(fp.at)
         rows.extend((band, at, item_id) for band in set(fp.bands))
     if not rows:
         return
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, at, item_id) VALUES ({mark}, {mark}, {mark})", rows)
+    conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, at, item_id) VALUES ({when.marks(3)})", rows)
 
 
 def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
@@ -1612,7 +1617,8 @@ def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
 
 class _Copies:
     """The fingerprints a poll's items are compared with, by the (kind, key) that finds them:
-    stored ones (under their item id) and the poll's own earlier items (under ``~k``)."""
+    stored ones (under their item id; loaded by ``load``) and the poll's own earlier items
+    (under ``~k``)."""
 
     def __init__(self) -> None:
         self.fingerprints: dict[int, tuple[Fingerprint, int]] = {}  # ref -> (fingerprint, story)
@@ -1623,43 +1629,71 @@ class _Copies:
         for key in keys:
             self.by_key.setdefault(key, []).append(ref)
 
-    def candidates(self, fp: Fingerprint, keys: list[tuple[str, object]], window: timedelta,
-                   limit: int) -> list[tuple[int, Fingerprint, int]]:
+    def stored_refs(self, keys: list[tuple[str, object]], limit: int) -> list[int]:
+        """The stored items sharing one of ``keys``: the ``limit`` sharing the most of them
+        (a near copy shares several band keys; a common headline or stock sentence, one), the
+        most recently stored first among equals."""
+        shared = Counter(ref for key in keys for ref in self.by_key.get(key, ()) if ref >= 0)
+        return heapq.nsmallest(limit, shared, key=lambda ref: (-shared[ref], -ref))
+
+    def load(self, s: Session, refs: Iterable[int]) -> None:
+        """Read the fingerprints (and stories) of stored items ``refs``."""
+        conn = s.connection()
+        when = _DateTimeIO(conn.dialect)
+        for chunk in _chunks(sorted(set(refs) - self.fingerprints.keys()), 500):
+            sql = ("SELECT item_id, story_id, at, size, signature, lead_key, title, words FROM fingerprints "
+                   f"WHERE item_id IN ({when.marks(len(chunk))})")
+            for item_id, story_id, at, size, signature, lead_key, title, words in conn.exec_driver_sql(sql, tuple(chunk)):
+                fp = Fingerprint(bytes(signature), size, lead_key, title, (), when.result(at), bytes(words or b""))
+                self.fingerprints[item_id] = (fp, story_id)
+
+    def candidates(self, fp: Fingerprint, keys: list[tuple[str, object]], stored: Iterable[int],
+                   window: timedelta) -> list[tuple[int, Fingerprint, int]]:
         """(ref, fingerprint, story) of what ``fp`` (with ``_keys_of(fp)``) is compared with:
         same band key within ``window``, same lead or title key within NEAR_DAYS; of the stored
-        ones the ``limit`` most recently stored, then the poll's earlier items in order."""
+        ones those in ``stored`` (its ``stored_refs``, loaded), newest first, then the poll's
+        earlier items in order."""
         assert fp.at is not None
         near = timedelta(days=dedupe.NEAR_DAYS)
         refs: set[int] = set()
+        stored = set(stored)
         for kind, key in keys:
             reach = window if kind == "band" else near
             for ref in self.by_key.get((kind, key), ()):
-                other = self.fingerprints[ref][0]
-                if other.at is not None and abs(other.at - fp.at) <= reach:
+                if ref >= 0 and ref not in stored:
+                    continue
+                found = self.fingerprints.get(ref)
+                other = found[0] if found is not None else None
+                if other is not None and other.at is not None and abs(other.at - fp.at) <= reach:
                     refs.add(ref)
-        stored = sorted((r for r in refs if r >= 0), reverse=True)[:limit]
         earlier = sorted((r for r in refs if r < 0), reverse=True)  # ~0, ~1, ...: poll order
-        return [(r, *self.fingerprints[r]) for r in stored + earlier]
+        return [(r, *self.fingerprints[r]) for r in sorted((r for r in refs if r >= 0), reverse=True) + earlier]
 
 
-@lru_cache(maxsize=4)
-def _copies_query(kind: str) -> TextClause:
-    """Stored fingerprints by band, lead or title key (``:keys``) with ``at`` in [:lo, :hi]:
-    plain SQL built once (building SQLAlchemy expressions per poll cost more than the query)."""
-    columns = "f.item_id, f.story_id, f.at, f.size, f.signature, f.lead_key, f.title, f.words"
-    if kind == "band":
-        sql = (f"SELECT b.band_key AS key, {columns} FROM story_bands b JOIN fingerprints f ON f.item_id = b.item_id "
-               "WHERE b.band_key IN :keys AND b.at >= :lo AND b.at <= :hi")
-        key_type: TypeEngine = BigInteger()
-    else:
-        column = {"lead": "lead_key", "title": "title_key"}[kind]
-        sql = f"SELECT f.{column} AS key, {columns} FROM fingerprints f WHERE f.{column} IN :keys AND f.at >= :lo AND f.at <= :hi"
-        key_type = String()
-    when = UTCDateTime()
-    return text(sql).bindparams(bindparam("keys", expanding=True, type_=key_type), bindparam("lo", type_=when),
-                                bindparam("hi", type_=when)).columns(
-        key=key_type, item_id=Integer, story_id=Integer, at=when, size=Integer, signature=LargeBinary,
-        lead_key=String, title=Text, words=LargeBinary)
+#: Where the (key, item id) pairs of each kind of story key are (an index of that table).
+_COPY_KEYS = {"band": ("story_bands", "band_key"), "lead": ("fingerprints", "lead_key"),
+              "title": ("fingerprints", "title_key")}
+
+
+class _DateTimeIO:
+    """UTCDateTime's conversions and the driver's parameter mark, for the few hot queries that
+    go to the driver directly (``exec_driver_sql``): a poll's story lookups read thousands of
+    rows, and SQLAlchemy's per-row result processing cost more than the queries."""
+
+    def __init__(self, dialect) -> None:
+        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        impl = UTCDateTime().dialect_impl(dialect)
+        self._bind = impl.bind_processor(dialect)
+        self._result = impl.result_processor(dialect, None)
+
+    def marks(self, n: int) -> str:
+        return ", ".join([self.mark] * n)
+
+    def bind(self, value: datetime) -> object:
+        return self._bind(value) if self._bind is not None else value
+
+    def result(self, value: object) -> datetime:
+        return self._result(value) if self._result is not None else value  # type: ignore[return-value]
 
 
 def outlet_name(source: str, link: str | None) -> str:

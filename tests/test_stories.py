@@ -523,3 +523,19 @@ def test_pruning_drops_the_band_rows_of_items_older_than_the_window(db_url):
                                                      NOW), True, HIT)], CHANNELS, NOW + timedelta(minutes=1))
     assert out.stored[0].story_id == recent.stored[0].story_id
     s.close()
+
+
+def test_a_copy_finds_its_story_behind_many_newer_items_with_the_same_headline(db_url):
+    """Candidates are the stored items sharing the most keys (a near copy shares band keys),
+    not merely the newest of those sharing one: a recurring headline cannot crowd it out."""
+    s = fresh_store(db_url)
+    first = s.commit_poll("sputnik", OK, [NewItem(original(NOW - timedelta(hours=5)), True, HIT)], CHANNELS,
+                          NOW - timedelta(hours=5))
+    crowd = [NewItem(make(f"c{k}", f"https://third.example/{k}", TITLE_000,
+                          f"Item {k} under the same headline is about the harvest in field number {k} of the "
+                          f"valley, and nothing else that the first story said at all, farmers told us.",
+                          NOW - timedelta(hours=4)), True, ()) for k in range(Store.MAX_CANDIDATES + 20)]
+    s.commit_poll("third", OK, crowd, CHANNELS, NOW - timedelta(hours=4))
+    out = s.commit_poll("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW)
+    assert out.stored[0].joined and out.stored[0].story_id == first.stored[0].story_id
+    s.close()
