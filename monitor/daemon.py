@@ -82,6 +82,7 @@ class Daemon:
         self._pipeline: Pipeline | None = None  # the daemon's current one (a reload makes a new one)
         self._fetcher: Fetcher | None = None
         self._pool: ProcessPoolExecutor | None = None
+        self._jobs: set[asyncio.Task] = set()  # scheduler jobs running now
         self._by_name: dict[str, SourceConfig] = {}
         self._reloads: set[asyncio.Future] = set()
         self._reload_lock = asyncio.Lock()
@@ -161,6 +162,8 @@ class Daemon:
             await self._stop.wait()
             event(log, "stopping", polls_in_flight=len(self._polls))
             scheduler.shutdown(wait=False)
+            if self._jobs:  # a claim (or prune) under way: let it finish, so what it claims is given back below
+                await asyncio.wait(list(self._jobs), timeout=SHUTDOWN_SEND_GRACE)
             for t in list(self._polls):
                 t.cancel()
             await asyncio.gather(*self._polls, return_exceptions=True)
@@ -245,7 +248,8 @@ class Daemon:
         before = datetime.now(UTC) - self.cfg.stories.window - PRUNE_MARGIN
         started = time.perf_counter()
         try:
-            rows = await asyncio.to_thread(self.store.prune_story_bands, before)
+            with self._job():
+                rows = await asyncio.to_thread(self.store.prune_story_bands, before, self._stop.is_set)
         except Exception as e:  # noqa: BLE001 - the database is down or busy: next time
             log.warning("pruning story bands failed: %s: %s", e.__class__.__name__, e)
             return
@@ -253,8 +257,23 @@ class Daemon:
             event(log, "pruned", story_bands=rows, first_seen_before=before.isoformat(timespec="seconds"),
                   seconds=round(time.perf_counter() - started, 1))
 
+    @contextlib.contextmanager
+    def _job(self) -> Iterator[None]:
+        """Mark the running scheduler job (stopping waits for it instead of cancelling it)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._jobs.add(task)
+        try:
+            yield
+        finally:
+            self._jobs.discard(task)  # type: ignore[arg-type]
+
     async def _claim_job(self) -> None:
         """Claim due sources (as many as there is room for) and start their polls."""
+        with self._job():
+            await self._claim()
+
+    async def _claim(self) -> None:
         pipeline = self._pipeline
         if self._stop.is_set() or pipeline is None:
             return

@@ -28,7 +28,7 @@ import math
 import sqlite3
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -961,16 +961,17 @@ class Store:
     #: rewrite, as when it was inserted): polls wait for no more than that.
     PRUNE_CHUNK = 500
 
-    def prune_story_bands(self, before: datetime) -> int:
+    def prune_story_bands(self, before: datetime, stop: Callable[[], bool] | None = None) -> int:
         """Delete the LSH band rows of the items first seen before ``before`` (a story lookup
         never reaches them once they are older than the story window), a chunk of items per
-        transaction; returns how many rows went. Their fingerprint rows stay (lead and title
-        lookups reach back NEAR_DAYS only). Safe to run on several replicas at once."""
+        transaction (until ``stop()`` says so); returns how many rows went. Their fingerprint
+        rows stay (lead and title lookups reach back NEAR_DAYS only). Safe to run on several
+        replicas at once."""
         with self._session() as s:
             upto = s.scalar(select(ItemRow.id).where(ItemRow.first_seen_at < before)
                             .order_by(ItemRow.first_seen_at.desc()).limit(1))
         deleted = 0
-        while upto is not None:
+        while upto is not None and not (stop is not None and stop()):
             with self._writing() as s:
                 low = s.scalar(select(func.min(BandRow.item_id)))
                 if low is None or low > upto:
