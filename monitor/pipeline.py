@@ -32,7 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -161,9 +161,6 @@ class Pipeline:
         self._quiet_batch: _QuietBatch | None = None
         self._quiet_writing = False
         self._flushes: set[asyncio.Future] = set()
-        # SQLite takes one writer at a time: polls' writes queue for one thread of their own
-        # instead of holding the shared executor's threads while they wait for the lock
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer") if store.serial_writes else None
         self.store = store
         self.matcher = matcher
         self.fetcher = fetcher
@@ -250,10 +247,10 @@ class Pipeline:
                           failures=failures, interval=self._interval(source, state).total_seconds())
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` off the event loop: a store write (on the writer thread with SQLite)."""
-        if self._writer is None:
+        """``fn(*args)`` off the event loop: a store write (on the store's writer thread with SQLite)."""
+        if self.store.writer is None:
             return await asyncio.to_thread(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.store.writer, fn, *args)
 
     async def _quiet_poll(self, source: str, result: FetchResult, now: datetime, schedule: PollSchedule) -> None:
         """Record a poll that brought nothing new. Such polls are written together (one

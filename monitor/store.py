@@ -29,6 +29,7 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -650,11 +651,9 @@ class Store:
         # sessions that write: on SQLite they hold the write lock from their first statement
         self._write = sessionmaker(self.engine.execution_options(sqlite_write=True), expire_on_commit=False)
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
-
-    @property
-    def serial_writes(self) -> bool:
-        """Whether the database takes one writer at a time (SQLite)."""
-        return self._write_lock is not None
+        # SQLite takes one writer at a time: polls' writes queue for one thread of their own
+        # (Pipeline._write) instead of holding shared executor threads while they wait
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer") if self._write_lock is not None else None
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
@@ -724,6 +723,8 @@ class Store:
                 f"(latest {head}): use a newer monitor")
 
     def close(self) -> None:
+        if self.writer is not None:
+            self.writer.shutdown(wait=True)  # a write under way finishes first
         self.engine.dispose()
 
     # ------------------------------------------------------------ sources
