@@ -20,6 +20,7 @@ branch_labels = None
 depends_on = None
 
 REFRESH_DAYS = 14
+CHUNK = 500
 
 
 def upgrade() -> None:
@@ -43,18 +44,25 @@ def _refresh() -> None:
                             sa.column("signature"), sa.column("lead_key"), sa.column("title_key"),
                             sa.column("title"), sa.column("words"))
     bands = sa.table("story_bands", sa.column("band_key"), sa.column("at"), sa.column("item_id"))
-    rows = conn.execute(
-        sa.select(items.c.id, items.c.title, items.c.summary, items.c.content, fingerprints.c.at)
-        .join(fingerprints, fingerprints.c.item_id == items.c.id)
-        .where(items.c.first_seen_at >= since).order_by(items.c.id)).all()
-    for row in rows:
-        fp = dedupe.fingerprint(row.title, join_text(row.summary, row.content))
-        conn.execute(fingerprints.update().where(fingerprints.c.item_id == row.id).values(
-            size=fp.size, signature=fp.signature, lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title,
-            words=fp.words or None))
-        conn.execute(bands.delete().where(bands.c.item_id == row.id))
-        if fp.bands:
-            conn.execute(bands.insert(), [{"band_key": b, "at": row.at, "item_id": row.id} for b in set(fp.bands)])
+    ids = list(conn.scalars(sa.select(items.c.id).where(items.c.first_seen_at >= since).order_by(items.c.id)))
+    for start in range(0, len(ids), CHUNK):  # a chunk of texts in memory at a time
+        chunk = ids[start:start + CHUNK]
+        rows = conn.execute(
+            sa.select(items.c.id, items.c.title, items.c.summary, items.c.content, fingerprints.c.at)
+            .join(fingerprints, fingerprints.c.item_id == items.c.id).where(items.c.id.in_(chunk))).all()
+        updates, new_bands = [], []
+        for row in rows:
+            fp = dedupe.fingerprint(row.title, join_text(row.summary, row.content))
+            updates.append({"id": row.id, "size": fp.size, "signature": fp.signature, "lead_key": fp.lead_key,
+                            "title_key": fp.title_key, "title": fp.title, "words": fp.words or None})
+            new_bands += [{"band_key": b, "at": row.at, "item_id": row.id} for b in set(fp.bands)]
+        if updates:
+            conn.execute(fingerprints.update().where(fingerprints.c.item_id == sa.bindparam("id")).values(
+                {c: sa.bindparam(c) for c in ("size", "signature", "lead_key", "title_key", "title", "words")}),
+                updates)
+        conn.execute(bands.delete().where(bands.c.item_id.in_(chunk)))
+        if new_bands:
+            conn.execute(bands.insert(), new_bands)
 
 
 def downgrade() -> None:
