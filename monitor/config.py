@@ -69,7 +69,7 @@ from pydantic import (
 )
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .model import DEFAULT_SEVERITY, SEVERITIES, Signal, WatchlistHit, WatchlistSpec
 from .schedule import schedule_of, zone_of
 
@@ -179,8 +179,6 @@ class ReplicasConfig(Strict):
         if self.heartbeat < timedelta(seconds=1) or self.claim_every < timedelta(milliseconds=100):
             raise ValueError("heartbeat must be at least 1s and claim_every at least 100ms")
         if self.lease < 3 * self.heartbeat:
-            from .durations import format_duration
-
             raise ValueError(f"lease ({format_duration(self.lease)}) must be at least 3 heartbeats "
                              f"({format_duration(3 * self.heartbeat)}): a replica that misses one heartbeat "
                              "must not lose its work")
@@ -1477,7 +1475,6 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, check
 
 def summarize(cfg: Config) -> str:
     """A short human summary of a loaded configuration (for ``monitor check``)."""
-    from .durations import format_duration
     from .store import safe_url
 
     lines = []

@@ -41,7 +41,6 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
@@ -55,7 +54,7 @@ from .fetch import Fetcher
 from .logs import event
 from .matcher import Matcher
 from .notify import Notifier
-from .parse import warm
+from .parse import ParsePool
 from .pipeline import Pipeline, PollReport
 from .store import SourceState, Store, safe_url
 
@@ -81,7 +80,7 @@ class Daemon:
         self._poll_slots: asyncio.Semaphore | None = None  # polls in flight (fetch to commit)
         self._pipeline: Pipeline | None = None  # the daemon's current one (a reload makes a new one)
         self._fetcher: Fetcher | None = None
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: ParsePool | None = None
         self._jobs: set[asyncio.Task] = set()  # scheduler jobs running now
         self._by_name: dict[str, SourceConfig] = {}
         self._reloads: set[asyncio.Future] = set()
@@ -140,7 +139,7 @@ class Daemon:
         event(log, "stopped")
         return 0
 
-    async def _serve(self, runner: web.AppRunner | None, pool: ProcessPoolExecutor | None) -> None:
+    async def _serve(self, runner: web.AppRunner | None, pool: ParsePool | None) -> None:
         async with Fetcher(self.cfg.fetch) as fetcher:
             self._fetcher, self._pool = fetcher, pool
             self._pipeline = self._make_pipeline()
@@ -405,21 +404,6 @@ class Daemon:
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
-
-
-class ParsePool(ProcessPoolExecutor):
-    """Worker processes for feedparser that start at once, in the background: a worker takes
-    ~0.5 s to start (the forkserver, then its imports), about as long as a cycle's fetches, so
-    the pipeline parses in threads until ``ready`` (a steady cycle's few changed feeds need
-    not wait for it at all)."""
-
-    def __init__(self, workers: int, mp_context) -> None:
-        super().__init__(max_workers=workers, mp_context=mp_context)
-        self._warm = [self.submit(warm) for _ in range(workers)]  # each submit starts a worker
-
-    @property
-    def ready(self) -> bool:
-        return all(f.done() for f in self._warm)
 
 
 @contextlib.contextmanager

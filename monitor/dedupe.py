@@ -89,6 +89,9 @@ WORD_SET_MIN = 8
 #: LSH over the content-word set: WORD_BANDS bands of WORD_ROWS MinHash values.
 WORD_BANDS = 16
 WORD_ROWS = 3
+#: In a brief's word set, content words hash below 2^31 and numbers at or above.
+_WORD_MASK = 0x7FFFFFFF
+_NUMBER_BIT = 0x80000000
 
 # MinHash, datasketch's "affine32" scheme (datasketch.MinHash(num_perm=NUM_PERM, seed=SEED,
 # hashfunc=int)): each 32-bit shingle hash is pre-mixed with MurmurHash3's finalizer, then
@@ -369,11 +372,11 @@ def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprin
     content = content_words(title_key, words)
     if not WORD_SET_MIN <= len(content) <= WORD_SET_MAX:
         return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, band_keys(values), at)
-    hashes = {zlib.crc32(w.encode("utf-8")) & _WORD_MASK for w in content}
-    figures = {zlib.crc32(n.encode("ascii")) | _NUMBER_BIT for n in numbers([title, *(line for line, _ in paragraphs)])}
-    word_set = np.array(sorted(hashes | figures), dtype="<u4").tobytes()
-    bands = word_band_keys(minhash(hashes | figures))
-    return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, bands, at, word_set)
+    word_set = sorted({zlib.crc32(w.encode("utf-8")) & _WORD_MASK for w in content}
+                      | {zlib.crc32(n.encode("ascii")) | _NUMBER_BIT
+                         for n in numbers([title, *(line for line, _ in paragraphs)])})
+    return Fingerprint(values.tobytes(), len(grams), lead_key, title_text, word_band_keys(minhash(word_set)), at,
+                       np.array(word_set, dtype="<u4").tobytes())
 
 
 def jaccard(a: Fingerprint, b: Fingerprint) -> float:
@@ -391,11 +394,6 @@ def containment(a: Fingerprint, b: Fingerprint, j: float | None = None) -> float
     if not small:
         return 0.0
     return min(1.0, j * (a.size + b.size) / (1 + j) / small)
-
-
-#: In a brief's word set, content words hash below 2^31 and numbers at or above.
-_WORD_MASK = 0x7FFFFFFF
-_NUMBER_BIT = 0x80000000
 
 
 def numbers_disagree(a: Fingerprint, b: Fingerprint) -> bool:

@@ -32,7 +32,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -46,7 +46,7 @@ from .matcher import Matcher
 from .model import Digest, FeedEntry, FetchResult, Item, ItemKey, Notification, ParsedFeed, WatchlistHit
 from .normalize import entry_keys, normalize_entry
 from .notify import Notifier, term_pattern
-from .parse import FeedParseError, parse_feed
+from .parse import FeedParseError, ParsePool, parse_feed
 from .polling import Bounds, blend_rate, failure_delay, jittered, next_interval, published_rate
 from .schedule import schedule_of
 from .silences import SilenceCheck
@@ -150,7 +150,7 @@ class Pipeline:
     BATCH = 500
 
     def __init__(self, cfg: Config, store: Store, matcher: Matcher, fetcher: Fetcher, notifier: Notifier,
-                 on_alert: Callable[[], None] | None = None, parse_pool: Executor | None = None,
+                 on_alert: Callable[[], None] | None = None, parse_pool: ParsePool | None = None,
                  replica: str | None = None):
         self.cfg = cfg
         # with replicas sharing the database, a channel is delivered by the replica holding
@@ -291,7 +291,7 @@ class Pipeline:
     async def _parse(self, result: FetchResult) -> ParsedFeed:
         args = (result.body or b"", result.url, result.content_type)
         pool = self.parse_pool
-        if pool is not None and getattr(pool, "ready", True):  # a ParsePool still starting: threads meanwhile
+        if pool is not None and pool.ready:  # still starting: threads meanwhile
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, parse_feed, *args)
             except BrokenExecutor as e:
@@ -424,7 +424,7 @@ class Pipeline:
         """Replicas share a plain instant channel's rows (each claims the rows it sends); a
         digest or rate-limited channel is delivered by one replica at a time (its lease):
         those need one view of all its rows."""
-        return self.replica is not None and chan.mode != "digest" and chan.max_per_hour is None
+        return self.replica is not None and not _whole_view(chan)
 
     async def _claimed(self, lease: str | None, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` if this replica holds (or takes) the delivery lease ``lease``; give it
@@ -446,7 +446,7 @@ class Pipeline:
                                silences: SilenceCheck, report: _Tally) -> None:
         # a digest takes every pending row, and a rate-limited channel must see its held-back
         # (folded) rows; any other channel needs only the rows due now
-        waiting = chan.mode == "digest" or chan.max_per_hour is not None
+        waiting = _whole_view(chan)
         claim = (self.replica, self.cfg.replicas.lease) if self._row_claims(chan) else None
         rows = await asyncio.to_thread(self.store.due_deliveries, now, ignore_backoff, [chan.name],
                                        self.BATCH, waiting, claim)
@@ -607,6 +607,12 @@ SEND_CONCURRENCY = 4
 
 #: How long a quiet poll (304 / same body) waits for others to share its transaction.
 QUIET_BATCH_WAIT = 0.02
+
+
+def _whole_view(chan: ChannelConfig) -> bool:
+    """A digest or rate-limited channel: its delivery needs all of its pending rows, not only
+    those due now (a digest takes them all; ``max_per_hour`` must see the folded ones)."""
+    return chan.mode == "digest" or chan.max_per_hour is not None
 
 
 class _QuietBatch:

@@ -1217,14 +1217,9 @@ class Store:
 
     def _claim_deliveries(self, now: datetime, ignore_backoff: bool, channels: Iterable[str] | None, limit: int,
                           include_waiting: bool, replica: str, lease: timedelta) -> list[PendingDelivery]:
-        q = (select(DeliveryRow.id)
-             .where(DeliveryRow.status == "pending",
-                    or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now))
+        q = _pending(select(DeliveryRow.id), now, ignore_backoff or include_waiting, channels)
+        q = (q.where(or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now))
              .order_by(DeliveryRow.id).limit(limit).with_for_update(skip_locked=True))
-        if not (ignore_backoff or include_waiting):
-            q = q.where(DeliveryRow.next_attempt_at <= now)
-        if channels is not None:
-            q = q.where(DeliveryRow.channel.in_(list(channels)))
         with self._writing() as s:
             ids = list(s.scalars(q))
             if not ids:
@@ -1241,14 +1236,8 @@ class Store:
             .join(AlertRow, AlertRow.id == DeliveryRow.alert_id)
             .join(ItemRow, ItemRow.id == AlertRow.item_id)
             .join(SourceRow, SourceRow.id == ItemRow.source_id)
-            .where(DeliveryRow.status == "pending")
-            .order_by(DeliveryRow.id)
-            .limit(limit)
         )
-        if not (ignore_backoff or include_waiting):
-            q = q.where(DeliveryRow.next_attempt_at <= now)
-        if channels is not None:
-            q = q.where(DeliveryRow.channel.in_(list(channels)))
+        q = _pending(q, now, ignore_backoff or include_waiting, channels).order_by(DeliveryRow.id).limit(limit)
         if ids is not None:
             q = q.where(DeliveryRow.id.in_(ids))
         with self._session() as s:
@@ -1590,6 +1579,17 @@ class Store:
             q = select(SourceRow.name, SourceRow.last_error, SourceRow.consecutive_failures).where(
                 or_(SourceRow.consecutive_failures > 0))
             return [tuple(r) for r in s.execute(q)]
+
+
+def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None):
+    """``q`` narrowed to pending outbox rows: due now (every pending one with ``all_pending``),
+    of ``channels`` (all when None)."""
+    q = q.where(DeliveryRow.status == "pending")
+    if not all_pending:
+        q = q.where(DeliveryRow.next_attempt_at <= now)
+    if channels is not None:
+        q = q.where(DeliveryRow.channel.in_(list(channels)))
+    return q
 
 
 def _insert_bands(s: Session, fingerprints: list[tuple[Fingerprint, int]]) -> None:
