@@ -160,9 +160,14 @@ class Daemon:
             self._ready = True
             await self._stop.wait()
             event(log, "stopping", polls_in_flight=len(self._polls))
-            scheduler.shutdown(wait=False)
-            if self._jobs:  # a claim (or prune) under way: let it finish, so what it claims is given back below
+            # A claim (or prune) under way finishes, so that what it claims is given back below:
+            # the scheduler's shutdown would cancel it. No new job starts meanwhile; a job
+            # started just now registers itself (_job) at its first step.
+            scheduler.pause()
+            await asyncio.sleep(0)
+            if self._jobs:
                 await asyncio.wait(list(self._jobs), timeout=SHUTDOWN_SEND_GRACE)
+            scheduler.shutdown(wait=False)
             for t in list(self._polls):
                 t.cancel()
             await asyncio.gather(*self._polls, return_exceptions=True)
