@@ -31,11 +31,12 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import dedupe, metrics
 from .config import ChannelConfig, Config, SourceConfig
@@ -53,6 +54,8 @@ from .silences import SilenceCheck
 from .store import (
     NewItem,
     PendingDelivery,
+    PollCommit,
+    PollOutcome,
     PollSchedule,
     RetryPolicy,
     SourceHealthPolicy,
@@ -100,6 +103,8 @@ def is_fresh(item: Item, now: datetime, max_age: timedelta) -> bool:
 
 
 T = TypeVar("T")
+A = TypeVar("A")  # a request of _Batches
+R = TypeVar("R")  # its result
 
 
 def unique_items(items: list[Item]) -> list[Item]:
@@ -158,9 +163,11 @@ class Pipeline:
         self.replica = replica
         self.parse_pool = parse_pool
         self.full_text = FullText(fetcher)
-        self._quiet_batch: _QuietBatch | None = None
-        self._quiet_writing = False
-        self._flushes: set[asyncio.Future] = set()
+        self._quiet: _Batches[tuple[str, FetchResult, datetime, PollSchedule], None] = _Batches(
+            self._write_quiet, wait=QUIET_BATCH_WAIT)
+        self._commits: _Batches[PollCommit, PollOutcome] = _Batches(
+            lambda polls: self._write(self.store.commit_polls, polls), limit=COMMIT_GROUP_ITEMS,
+            size=lambda poll: len(poll.new_items))
         self.store = store
         self.matcher = matcher
         self.fetcher = fetcher
@@ -256,37 +263,21 @@ class Pipeline:
         """Record a poll that brought nothing new. Such polls are written together (one
         transaction instead of one each: a cycle of thousands of 304s is database-bound
         otherwise): a batch is written ``QUIET_BATCH_WAIT`` after its first poll, or when the
-        batch before it is written if that takes longer (one batch in flight at a time, so a
-        busy database makes bigger batches, not a queue of them); the poll waits until its
-        record is committed."""
-        batch = self._quiet_batch
-        if batch is None:
-            batch = self._quiet_batch = _QuietBatch()
-            if not self._quiet_writing:
-                asyncio.get_running_loop().call_later(QUIET_BATCH_WAIT, self._flush_quiet, batch)
-        batch.polls.append((source, result, now, schedule))
-        await asyncio.shield(batch.done)
+        batch before it is written if that takes longer; the poll waits until its record is
+        committed."""
+        await self._quiet.submit((source, result, now, schedule))
 
-    def _flush_quiet(self, batch: _QuietBatch) -> None:
-        if self._quiet_batch is not batch or self._quiet_writing:
-            return  # written already, or it goes when the one in flight is done
-        self._quiet_batch = None
-        self._quiet_writing = True
+    async def _write_quiet(self, polls: list[tuple[str, FetchResult, datetime, PollSchedule]]) -> list[None]:
+        await self._write(self.store.record_quiet_polls, polls)
+        return [None] * len(polls)
 
-        async def write() -> None:
-            try:
-                await self._write(self.store.record_quiet_polls, batch.polls)
-            except Exception as e:  # noqa: BLE001 - the waiting polls log it as their failure
-                batch.done.set_exception(e)
-            else:
-                batch.done.set_result(None)
-            finally:
-                self._quiet_writing = False
-                if self._quiet_batch is not None:  # the polls that came meanwhile
-                    self._flush_quiet(self._quiet_batch)
-
-        self._flushes.add(task := asyncio.ensure_future(write()))
-        task.add_done_callback(self._flushes.discard)
+    async def _commit(self, poll: PollCommit) -> PollOutcome:
+        """Store a poll's items (``Store.commit_polls``). Polls that arrive while a group is
+        being written go together in the next one, up to ``COMMIT_GROUP_ITEMS`` items (a group
+        commit: one transaction and one write of the index pages they share, where a first
+        poll of many sources was one transaction per source); a poll arriving when nothing is
+        being written goes at once. Each poll gets its own outcome, or its own error."""
+        return await self._commits.submit(poll)
 
     async def _parse(self, result: FetchResult) -> ParsedFeed:
         args = (result.body or b"", result.url, result.content_type)
@@ -338,8 +329,8 @@ class Pipeline:
         rate = blend_rate(state.items_per_day, published_rate((e.published for e in feed.entries), now))
         hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
         schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)
-        outcome = await self._write(self.store.commit_poll, source.name, result, new_items,
-                                    self.channels_for(source.name), now, self._stories, schedule)
+        outcome = await self._commit(PollCommit(source.name, result, new_items, self.channels_for(source.name), now,
+                                                self._stories, schedule))
         metrics.ITEMS_NEW.labels(source.name).inc(len(outcome.stored))
         metrics.ALERTS.inc(outcome.alerts)
         if rate is not None:
@@ -607,6 +598,14 @@ SEND_CONCURRENCY = 4
 
 #: How long a quiet poll (304 / same body) waits for others to share its transaction.
 QUIET_BATCH_WAIT = 0.02
+#: New items one group commit of polls holds at most (see Pipeline._commit): the write lock is
+#: held for the whole group, a fraction of a second.
+COMMIT_GROUP_ITEMS = 500
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _whole_view(chan: ChannelConfig) -> bool:
@@ -615,10 +614,65 @@ def _whole_view(chan: ChannelConfig) -> bool:
     return chan.mode == "digest" or chan.max_per_hour is not None
 
 
-class _QuietBatch:
-    def __init__(self) -> None:
-        self.polls: list[tuple[str, FetchResult, datetime, PollSchedule]] = []
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+class _Batches(Generic[A, R]):
+    """Requests written together: one write in flight at a time, and the requests that arrive
+    meanwhile wait and go together in the next (at most ``limit`` of ``size`` per write; a
+    request larger than that goes alone). The first request of a batch waits ``wait`` seconds
+    for company when nothing is being written (0: it goes at once). ``write(requests)`` returns
+    one result per request, an Exception in the place of a request's own failure; an
+    exception it raises is every request's. A busy database makes bigger batches, not a queue
+    of them."""
+
+    def __init__(self, write: Callable[[list[A]], Awaitable[Sequence[R | Exception]]], wait: float = 0.0,
+                 limit: int | None = None, size: Callable[[A], int] = lambda _request: 1):
+        self._write, self._wait, self._limit, self._size = write, wait, limit, size
+        self._queue: deque[tuple[A, asyncio.Future[R]]] = deque()
+        self._writing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future] = set()
+
+    async def submit(self, request: A) -> R:
+        done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, done))
+        if not self._writing and self._timer is None:
+            if self._wait:
+                self._timer = asyncio.get_running_loop().call_later(self._wait, self._flush)
+            else:
+                self._flush()
+        return await asyncio.shield(done)
+
+    def _flush(self) -> None:
+        self._timer = None
+        if self._writing or not self._queue:
+            return
+        batch = [self._queue.popleft()]
+        total = self._size(batch[0][0])
+        while self._queue and (self._limit is None or total + self._size(self._queue[0][0]) <= self._limit):
+            batch.append(self._queue.popleft())
+            total += self._size(batch[-1][0])
+        self._writing = True
+        self._tasks.add(task := asyncio.ensure_future(self._run(batch)))
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[A, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._write([request for request, _ in batch])
+        except asyncio.CancelledError:
+            for _, done in batch:
+                done.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - each waiting request reports it as its failure
+            results = [e] * len(batch)
+        finally:
+            self._writing = False
+            if self._queue:  # the requests that came meanwhile
+                self._flush()
+        for (_, done), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                done.set_exception(result)
+                done.add_done_callback(_retrieved)  # its waiter may have been cancelled meanwhile
+            else:
+                done.set_result(result)
 
 
 class _Tally:

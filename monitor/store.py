@@ -71,7 +71,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
 STORY_LOCK = 0x6E657773  # "news"
 #: The newest migration (monitor/migrations/versions; tests/test_store.py checks they agree).
-SCHEMA_HEAD = "0007"
+SCHEMA_HEAD = "0008"
 #: PostgreSQL advisory lock held while migrating: replicas starting together migrate once.
 MIGRATE_LOCK = 0x6D696772  # "migr"
 
@@ -182,13 +182,14 @@ class FingerprintRow(Base):
 
 
 class BandRow(Base):
-    """One LSH band key of an item's fingerprint (the primary key is the lookup index)."""
+    """One LSH band key of an item's fingerprint (the primary key is the lookup index). Rows
+    are as small as they can be (no time: the fingerprint's ``at`` is checked after), as they
+    are the bulk of the rows written and read: the smaller the index, the more of it cached."""
 
     __tablename__ = "story_bands"
     # by item: pruning drops the rows of items older than the story window (prune_story_bands)
     __table_args__ = (Index("ix_story_bands_item", "item_id"), {"sqlite_with_rowid": False})
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     item_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # items.id (no foreign key: it costs)
 
 
@@ -538,6 +539,19 @@ class _Planned:
 class PollOutcome:
     stored: list[StoredItem]
     alerts: int
+
+
+@dataclass(frozen=True)
+class PollCommit:
+    """One successful poll to store: the arguments of ``Store.commit_poll``."""
+
+    source: str
+    result: FetchResult
+    new_items: Sequence[NewItem]
+    channels: Sequence[tuple[str, object]] = ()
+    now: datetime | None = None
+    stories: StoryPolicy | None = None
+    schedule: PollSchedule | None = None
 
 
 def _key(text: str) -> str:
@@ -946,16 +960,42 @@ class Store:
         Polls are serialised while they assign stories (SQLite: the write lock taken at
         BEGIN; PostgreSQL: an advisory lock), so two copies committed at once still meet.
         """
-        now = now or utcnow()
-        policy = stories or StoryPolicy()
+        poll = PollCommit(source, result, new_items, channels, now, stories, schedule)
         with self._writing() as s:
-            if new_items and s.get_bind().dialect.name == "postgresql":
-                s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
-            src = self._source_row(s, source)
-            plan = self._plan(s, src.id, new_items, now, policy.window)
-            stored, alerts = self._write_plan(s, src.id, source, plan, channels, now, policy)
-            self._mark_success(s, src, result, now, schedule)
-            src.items_total = (src.items_total or 0) + len(stored)
+            self._story_lock(s, [poll])
+            return self._commit_one(s, poll)
+
+    def commit_polls(self, polls: Sequence[PollCommit]) -> list[PollOutcome | Exception]:
+        """``commit_poll`` for several polls in one transaction (a group commit: the index
+        pages they share and the commit itself are written once, not once per poll), in
+        order, so a later poll meets the items of an earlier one. Each poll is in a savepoint
+        of its own: one that fails is rolled back alone and its exception is in its place in
+        the list. An error of the transaction itself (its COMMIT) is raised."""
+        out: list[PollOutcome | Exception] = []
+        with self._writing() as s:
+            self._story_lock(s, polls)
+            for poll in polls:
+                try:
+                    with s.begin_nested():
+                        out.append(self._commit_one(s, poll))
+                except Exception as e:  # noqa: BLE001 - that poll's failure, reported by its caller
+                    out.append(e)
+        return out
+
+    @staticmethod
+    def _story_lock(s: Session, polls: Sequence[PollCommit]) -> None:
+        """PostgreSQL: serialise the polls that assign stories (see commit_poll)."""
+        if any(p.new_items for p in polls) and s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
+
+    def _commit_one(self, s: Session, poll: PollCommit) -> PollOutcome:
+        now = poll.now or utcnow()
+        policy = poll.stories or StoryPolicy()
+        src = self._source_row(s, poll.source)
+        plan = self._plan(s, src.id, poll.new_items, now, policy.window)
+        stored, alerts = self._write_plan(s, src.id, poll.source, plan, poll.channels, now, policy)
+        self._mark_success(s, src, poll.result, now, poll.schedule)
+        src.items_total = (src.items_total or 0) + len(stored)
         return PollOutcome(stored, alerts)
 
     #: Items whose band rows one pruning transaction deletes (each row is a random index page to
@@ -1037,7 +1077,7 @@ class Store:
             at = item.published if item.published is not None and item.published < now else now
             fresh.append((new, guid_key, link_key,
                           replace(new.fingerprint or dedupe.fingerprint(item.title, item.text), at=at)))
-        copies = self._stored_copies(s, [fp for *_, fp in fresh], window)
+        copies = self._stored_copies(s, [fp for *_, fp in fresh])
         keys_of = [_keys_of(fp) for *_, fp in fresh]
         stored_of = [copies.stored_refs(keys, self.MAX_CANDIDATES) for keys in keys_of]
         copies.load(s, {ref for refs in stored_of for ref in refs})
@@ -1072,30 +1112,34 @@ class Store:
         return known
 
     @staticmethod
-    def _stored_copies(s: Session, fps: list[Fingerprint], window: timedelta) -> _Copies:
-        """Which stored items share a band key (within ``window``), a lead key or a title key
-        (within NEAR_DAYS) with one of ``fps``: three queries for the whole poll, of (key, item)
-        pairs only, from the indexes; the fingerprints compared are loaded after
-        (``_Copies.load``), each once, however many keys it shares."""
+    def _stored_copies(s: Session, fps: list[Fingerprint]) -> _Copies:
+        """Which stored items share a band key, a lead key or a title key (within NEAR_DAYS)
+        with one of ``fps``: three queries for the whole poll, of (key, item) pairs only, from
+        the indexes; the fingerprints compared are loaded after (``_Copies.load``), each once,
+        however many keys it shares. Band rows hold no time (they are pruned a day after the
+        window, see ``prune_story_bands``): ``_Copies.candidates`` checks ``window`` on the
+        loaded fingerprints."""
         found = _Copies()
         times = [fp.at for fp in fps if fp.at is not None]
         if not times:
             return found
         near = timedelta(days=dedupe.NEAR_DAYS)
-        lo, hi = min(times) - window, max(times) + window
         lookups = (
-            ("band", sorted({b for fp in fps for b in fp.bands}), lo, hi),
-            ("lead", sorted({fp.lead_key for fp in fps if fp.lead_key}), min(times) - near, max(times) + near),
-            ("title", sorted({fp.title_key for fp in fps if fp.title_key}), min(times) - near, max(times) + near),
+            ("band", sorted({b for fp in fps for b in fp.bands}), None),
+            ("lead", sorted({fp.lead_key for fp in fps if fp.lead_key}), (min(times) - near, max(times) + near)),
+            ("title", sorted({fp.title_key for fp in fps if fp.title_key}), (min(times) - near, max(times) + near)),
         )
         conn = s.connection()
         when = _DateTimeIO(conn.dialect)
-        for kind, keys, start, end in lookups:
+        for kind, keys, span in lookups:
             table, column = _COPY_KEYS[kind]
             for chunk in _chunks(keys, 2000):
-                sql = (f"SELECT {column}, item_id FROM {table} WHERE {column} IN ({when.marks(len(chunk))}) "
-                       f"AND at >= {when.mark} AND at <= {when.mark}")
-                for key, item_id in conn.exec_driver_sql(sql, (*chunk, when.bind(start), when.bind(end))):
+                sql = f"SELECT {column}, item_id FROM {table} WHERE {column} IN ({when.marks(len(chunk))})"
+                params: tuple = tuple(chunk)
+                if span is not None:
+                    sql += f" AND at >= {when.mark} AND at <= {when.mark}"
+                    params += (when.bind(span[0]), when.bind(span[1]))
+                for key, item_id in conn.exec_driver_sql(sql, params):
                     found.by_key.setdefault((kind, key), []).append(item_id)
         return found
 
@@ -1593,18 +1637,14 @@ def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None
 
 
 def _insert_bands(s: Session, fingerprints: list[tuple[Fingerprint, int]]) -> None:
-    """Insert the band keys of (fingerprint, item id) pairs: 16 rows per item, the bulk of a
-    poll's rows, so they go to the driver as plain tuples (their ``at`` converted once per item
-    the way UTCDateTime would) instead of through per-row parameter processing."""
-    conn = s.connection()
-    when = _DateTimeIO(conn.dialect)  # what a Core insert would do
-    rows = []
-    for fp, item_id in fingerprints:
-        at = when.bind(fp.at)
-        rows.extend((band, at, item_id) for band in set(fp.bands))
+    """Insert the band keys of (fingerprint, item id) pairs: 8 or 16 rows per item, the bulk of a
+    poll's rows, so they go to the driver as plain tuples instead of through per-row
+    parameter processing."""
+    rows = [(band, item_id) for fp, item_id in fingerprints for band in set(fp.bands)]
     if not rows:
         return
-    conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, at, item_id) VALUES ({when.marks(3)})", rows)
+    conn = s.connection()
+    conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, item_id) VALUES ({_marks(conn.dialect, 2)})", rows)
 
 
 def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
@@ -1677,19 +1717,25 @@ _COPY_KEYS = {"band": ("story_bands", "band_key"), "lead": ("fingerprints", "lea
               "title": ("fingerprints", "title_key")}
 
 
+def _marks(dialect, n: int) -> str:
+    """``n`` of the driver's parameter marks, comma-separated (for ``exec_driver_sql``)."""
+    return ", ".join(["?" if dialect.paramstyle == "qmark" else "%s"] * n)
+
+
 class _DateTimeIO:
     """UTCDateTime's conversions and the driver's parameter mark, for the few hot queries that
     go to the driver directly (``exec_driver_sql``): a poll's story lookups read thousands of
     rows, and SQLAlchemy's per-row result processing cost more than the queries."""
 
     def __init__(self, dialect) -> None:
-        self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
+        self.dialect = dialect
+        self.mark = _marks(dialect, 1)
         impl = UTCDateTime().dialect_impl(dialect)
         self._bind = impl.bind_processor(dialect)
         self._result = impl.result_processor(dialect, None)
 
     def marks(self, n: int) -> str:
-        return ", ".join([self.mark] * n)
+        return _marks(self.dialect, n)
 
     def bind(self, value: datetime) -> object:
         return self._bind(value) if self._bind is not None else value

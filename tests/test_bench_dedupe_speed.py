@@ -9,9 +9,12 @@ import contextlib
 import io
 import json
 import sqlite3
+from collections import Counter
 
 import pytest
 from conftest import ROOT, load_script
+
+from monitor import dedupe
 
 SCRIPT = ROOT / "bench" / "dedupe_speed.py"
 
@@ -91,17 +94,19 @@ def test_fill_rows_look_like_commit_poll_rows(tiny):
     _, db = tiny
     conn = sqlite3.connect(db)
     try:
-        fill = conn.execute("SELECT at FROM story_bands WHERE item_id = (SELECT min(id) FROM items)").fetchone()[0]
-        stored = conn.execute("SELECT at FROM story_bands WHERE item_id = (SELECT max(id) FROM items "
+        fill = conn.execute("SELECT at FROM fingerprints WHERE item_id = (SELECT min(id) FROM items)").fetchone()[0]
+        stored = conn.execute("SELECT at FROM fingerprints WHERE item_id = (SELECT max(id) FROM items "
                               "WHERE guid LIKE 'bench-%' AND content != '')").fetchone()
-        bands = conn.execute("SELECT count(*) FROM story_bands").fetchone()[0]
+        per_item = Counter(n for n, in conn.execute("SELECT count(*) FROM story_bands GROUP BY item_id"))
         items = conn.execute("SELECT count(*) FROM items").fetchone()[0]
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
     finally:
         conn.close()
     assert len(fill) == len("2026-01-02 03:04:05.000000") and fill[10] == " "
     assert stored is None or len(stored[0]) == len(fill)
-    assert bands > 10 * items  # 16 band rows for most items
+    # as many band rows per item as a fingerprint has: shingle bands, or a brief's word bands
+    assert set(per_item) == {dedupe.BANDS, dedupe.WORD_BANDS}
+    assert per_item.total() > items / 2  # most items have text enough for bands
     assert journal == "wal"  # restored after the fill
 
 

@@ -19,11 +19,11 @@ from feedserver import FeedServer, rss
 from monitor.config import load_config
 from monitor.fetch import Fetcher
 from monitor.matcher import Matcher
-from monitor.model import FetchResult
+from monitor.model import FetchResult, Item
 from monitor.notify import Notifier
 from monitor.pipeline import Pipeline
 from monitor.polling import Bounds, failure_delay, jittered, next_interval, published_rate
-from monitor.store import PollSchedule, Store
+from monitor.store import NewItem, PollCommit, PollSchedule, Store
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 B = Bounds(timedelta(minutes=2), timedelta(hours=1))
@@ -198,19 +198,26 @@ def test_monitor_sources_prints_health(tmp_path, srv):
     assert [(r["source"], r["ok"], r["consecutive_failures"]) for r in rows] == [("bad", False, 1)]
 
 
+def slow_down(store: Store, method: str) -> list[int]:
+    """Make ``store.method(polls)`` take 0.25 s more (a busy database: polls keep arriving
+    meanwhile); returns the list of its calls' batch sizes."""
+    calls: list[int] = []
+    write = getattr(store, method)
+
+    def slow(polls):
+        calls.append(len(polls))
+        time.sleep(0.25)
+        return write(polls)
+
+    setattr(store, method, slow)
+    return calls
+
+
 def test_quiet_polls_arriving_while_a_batch_is_written_wait_for_it_in_one_batch(tmp_path, db_url, srv):
     """A busy database makes bigger quiet batches, not a queue of them; every poll is recorded."""
     names = [f"q{k}" for k in range(30)]
     rig = Rig(tmp_path, db_url, srv, {n: f"http://127.0.0.1:9/{n}.xml" for n in names})
-    calls: list[int] = []
-    record = rig.store.record_quiet_polls
-
-    def slow_record(polls):
-        calls.append(len(polls))
-        time.sleep(0.25)  # the database is busy: polls keep arriving meanwhile
-        record(polls)
-
-    rig.store.record_quiet_polls = slow_record
+    calls = slow_down(rig.store, "record_quiet_polls")
     now = datetime.now(UTC)
     ok = FetchResult(url="u", status="not_modified", http_status=304, etag='"e"')
 
@@ -227,6 +234,41 @@ def test_quiet_polls_arriving_while_a_batch_is_written_wait_for_it_in_one_batch(
     assert sum(calls) == 30
     assert len(calls) <= 6, calls  # one batch per write (~8 polls each), not one per 20 ms
     assert all(rig.state(n).etag == '"e"' for n in names)
+    rig.store.close()
+
+
+def test_polls_arriving_while_a_commit_is_written_go_together_in_the_next_one(tmp_path, db_url, srv):
+    """Group commit: a busy database makes fewer, bigger transactions; every poll gets its own
+    outcome, and one poll's error stays its own."""
+    names = [f"n{k}" for k in range(30)]
+    rig = Rig(tmp_path, db_url, srv, {n: f"http://127.0.0.1:9/{n}.xml" for n in names})
+    groups = slow_down(rig.store, "commit_polls")
+    now = datetime.now(UTC)
+    ok = FetchResult(url="u", status="ok", http_status=200, etag='"e"')
+
+    def poll(name: str) -> PollCommit:
+        item = Item(guid=f"{name}-1", link=f"https://{name}.example/1", canonical_link=f"https://{name}.example/1",
+                    title=f"Story {name} of its own", summary=f"Words only {name} uses, {name} again.", content="",
+                    published=now)
+        return PollCommit("ghost" if name == "n7" else name, ok, [NewItem(item, True, ())], (), now)
+
+    async def go():
+        async with Fetcher(rig.cfg.fetch) as f:
+            p = Pipeline(rig.cfg, rig.store, Matcher(rig.cfg.matcher_watchlists()), f, Notifier([]))
+            waiting = []
+            for name in names:  # one poll every 30 ms for 0.9 s
+                waiting.append(asyncio.ensure_future(p._commit(poll(name))))
+                await asyncio.sleep(0.03)
+            return await asyncio.gather(*waiting, return_exceptions=True)
+
+    outcomes = asyncio.run(go())
+    assert sum(groups) == 30
+    assert groups[0] == 1 and len(groups) <= 6, groups  # the first at once, then one group per write
+    assert isinstance(outcomes[7], KeyError)  # a source the store does not know: that poll alone fails
+    for name, outcome in zip(names, outcomes, strict=True):
+        if name != "n7":
+            assert [st.item.guid for st in outcome.stored] == [f"{name}-1"] and not outcome.stored[0].joined
+            assert rig.state(name).etag == '"e"'
     rig.store.close()
 
 

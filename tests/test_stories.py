@@ -4,9 +4,11 @@ fingerprints live in the database (restarts, replicas, the 0002 backfill)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 from conftest import SEEDS
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +22,7 @@ from monitor.store import (
     FingerprintRow,
     ItemRow,
     NewItem,
+    PollCommit,
     SourceRow,
     Store,
     StoryPolicy,
@@ -336,6 +339,10 @@ def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
     s.close()
 
 
+#: ``story_bands`` as revisions 0002 to 0007 made it (with a time; the model is 0008's).
+BANDS_0007 = sa.table("story_bands", sa.column("band_key"), sa.column("at"), sa.column("item_id"))
+
+
 def store_at_revision(url: str, revision: str) -> Store:
     """A Store whose database has the schema of Alembic ``revision`` (rows are then written as
     that revision's code wrote them, and ``upgrade()`` goes on from there)."""
@@ -398,17 +405,17 @@ def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url
     s.close()
 
 
-def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url):
-    s = store_at_revision(db_url, "0006")
-    now = datetime.now(UTC).replace(microsecond=0)  # the refresh looks 14 days back from the real clock
-    recent = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(hours=2))
-    old = make("old", "https://wire.example/old", BRIEF.title, BRIEF.text, now - timedelta(days=30))
+def insert_as_before(s: Store, items: list[Item], now: datetime, words: bool,
+                     bands: Callable[[dedupe.Fingerprint], Iterable[int]]) -> dict[str, int]:
+    """Store ``items`` (one source, a story each) with Core inserts naming only the columns of
+    an older revision, their fingerprints (with ``words`` or without) and the band keys
+    ``bands(fingerprint)`` in the 0002-0007 ``story_bands``; returns {guid: item id}."""
     ids: dict[str, int] = {}
-    with Session(s.engine) as db, db.begin():  # rows as the 0006 code wrote them: shingle bands, no words
+    with Session(s.engine) as db, db.begin():
         src_id = db.execute(SourceRow.__table__.insert().values(
-            name="sputnik", url="http://127.0.0.1/sputnik.xml", consecutive_failures=0, items_total=2,
+            name="sputnik", url="http://127.0.0.1/sputnik.xml", consecutive_failures=0, items_total=len(items),
             created_at=now).returning(SourceRow.id)).scalar_one()
-        for item in (recent, old):
+        for item in items:
             story_id = db.execute(StoryRow.__table__.insert().values(title=item.title, created_at=item.published)
                                   .returning(StoryRow.id)).scalar_one()
             item_id = db.execute(ItemRow.__table__.insert().values(
@@ -418,10 +425,21 @@ def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url)
             fp = dedupe.fingerprint(item.title, item.text)
             db.execute(FingerprintRow.__table__.insert().values(
                 item_id=item_id, story_id=story_id, at=item.published, size=fp.size, signature=fp.signature,
-                lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title))
-            db.execute(BandRow.__table__.insert(), [{"band_key": b, "at": item.published, "item_id": item_id}
-                                                    for b in dedupe.band_keys(fp.values())])
+                lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title,
+                **({"words": fp.words or None} if words else {})))
+            db.execute(BANDS_0007.insert(), [{"band_key": b, "at": item.published, "item_id": item_id}
+                                             for b in bands(fp)])
             ids[item.guid] = item_id
+    return ids
+
+
+def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url):
+    s = store_at_revision(db_url, "0006")
+    now = datetime.now(UTC).replace(microsecond=0)  # the refresh looks 14 days back from the real clock
+    recent = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(hours=2))
+    old = make("old", "https://wire.example/old", BRIEF.title, BRIEF.text, now - timedelta(days=30))
+    # rows as the 0006 code wrote them: shingle bands, no words
+    ids = insert_as_before(s, [recent, old], now, words=False, bands=lambda fp: dedupe.band_keys(fp.values()))
     s.upgrade()
     want = dedupe.fingerprint(recent.title, recent.text)
     with Session(s.engine) as db:
@@ -431,13 +449,72 @@ def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url)
             bands.setdefault(b.item_id, set()).add(b.band_key)
     assert rows[ids["brief"]].words == want.words != b"" and bands[ids["brief"]] == set(want.bands)
     assert rows[ids["old"]].words is None  # older than 14 days: kept as it was
-    assert bands[ids["old"]] == set(dedupe.band_keys(want.values()))
+    assert ids["old"] not in bands  # and 0008 makes band rows for the last 14 days only
     # another outlet's brief now finds the refreshed one
     s.sync_sources(SOURCES)
     later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text, now - timedelta(hours=1))
     out = s.commit_poll("reposter", OK, [NewItem(later, True, HIT)], CHANNELS, now)
     with Session(s.engine) as db:
         assert out.stored[0].joined and out.stored[0].story_id == db.get(ItemRow, ids["brief"]).story_id
+    s.close()
+
+
+def test_migration_0008_makes_the_recent_band_rows_again_from_the_stored_fingerprints(db_url):
+    s = store_at_revision(db_url, "0007")
+    now = datetime.now(UTC).replace(microsecond=0)  # the refill looks 14 days back from the real clock
+    article = original(now - timedelta(hours=3))
+    brief = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(hours=2))
+    old = make("old", "https://sputnik.example/old", TITLE_002, seed("002"), now - timedelta(days=30))
+    # rows as the 0007 code wrote them: 16 bands (keys none of which is kept), with a time
+    ids = insert_as_before(s, [article, brief, old], now, words=True, bands=lambda _fp: range(1, 17))
+    s.upgrade()
+    with Session(s.engine) as db:
+        bands: dict[int, set[int]] = {}
+        for b in db.scalars(select(BandRow)):
+            bands.setdefault(b.item_id, set()).add(b.band_key)
+    for item in (article, brief):
+        want = dedupe.fingerprint(item.title, item.text)
+        assert len(want.bands) == (dedupe.WORD_BANDS if want.words else dedupe.BANDS)
+        assert bands[ids[item.guid]] == set(want.bands)
+    assert ids["old"] not in bands  # first seen 30 days ago: outside any window, pruned anyway
+    # stories keep merging across the upgrade: a repost of the article, another outlet's brief
+    s.sync_sources(SOURCES)
+    later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text, now - timedelta(hours=1))
+    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT), NewItem(later, True, HIT)],
+                        CHANNELS, now)
+    with Session(s.engine) as db:
+        assert [(st.joined, st.story_id) for st in out.stored] == [
+            (True, db.get(ItemRow, ids[article.guid]).story_id), (True, db.get(ItemRow, ids["brief"]).story_id)]
+    s.close()
+
+
+def test_commit_polls_writes_polls_in_order_in_one_transaction_and_rolls_back_a_failing_one_alone(db_url):
+    s = fresh_store(db_url)
+
+    def broken(_hit: WatchlistHit) -> bool:
+        raise RuntimeError("channel filter broke")
+
+    later = later_event()
+    outcomes = s.commit_polls([
+        PollCommit("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW),
+        # fails after its item, fingerprint and bands are written (when its alert is routed)
+        PollCommit("almanar", OK, [NewItem(later, True, HIT)], [("hook", broken)], NOW),
+        PollCommit("nobody", OK, [NewItem(make("x", "https://x.example/1", "X", "x", NOW), True, ())], (), NOW),
+        PollCommit("reposter", OK, [NewItem(repost(), True, HIT)], CHANNELS, NOW),
+    ])
+    first, failed, unknown, last = outcomes
+    assert isinstance(failed, RuntimeError) and "channel filter broke" in str(failed)
+    assert isinstance(unknown, KeyError)
+    assert first.alerts == 1 and not first.stored[0].joined
+    # the later poll met the earlier one's item, in the same transaction
+    assert last.stored[0].joined and last.stored[0].story_id == first.stored[0].story_id and last.alerts == 0
+    with Session(s.engine) as db:
+        assert sorted(db.scalars(select(ItemRow.guid))) == ["orig", "repost"]  # nothing of the failed poll
+        stored = set(db.scalars(select(ItemRow.id)))
+        assert set(db.scalars(select(BandRow.item_id))) == stored == set(db.scalars(select(FingerprintRow.item_id)))
+        assert {r.name: r.items_total or 0 for r in db.scalars(select(SourceRow))} == {
+            "sputnik": 1, "reposter": 1, "almanar": 0, "third": 0}
+    assert deliveries(s) == [("hook", "alert", "pending"), ("mail", "alert", "pending")]
     s.close()
 
 
