@@ -791,9 +791,11 @@ class Store:
         now = now or utcnow()
         with self._writing() as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=None))
-            renewed = {model: s.execute(update(model).where(model.leased_by == replica)
-                                        .values(lease_until=now + lease)).rowcount
-                       for model in _LEASED}
+            renewed = {}
+            for model in _LEASED:
+                self._lock_in_order(s, model, model.leased_by == replica)
+                renewed[model] = s.execute(update(model).where(model.leased_by == replica)
+                                           .values(lease_until=now + lease)).rowcount
             return renewed[SourceRow] or 0
 
     def retire_replica(self, replica: str, now: datetime | None = None) -> None:
@@ -802,6 +804,7 @@ class Store:
         with self._writing() as s:
             s.execute(update(ReplicaRow).where(ReplicaRow.id == replica).values(heartbeat_at=now, stopped_at=now))
             for model in _LEASED:
+                self._lock_in_order(s, model, model.leased_by == replica)
                 s.execute(update(model).where(model.leased_by == replica).values(leased_by=None, lease_until=None))
 
     def replicas(self, now: datetime | None = None) -> list[ReplicaInfo]:
@@ -845,6 +848,7 @@ class Store:
         if not names:
             return
         with self._writing() as s:
+            self._lock_in_order(s, SourceRow, SourceRow.leased_by == replica, SourceRow.name.in_(names))
             s.execute(update(SourceRow).where(SourceRow.leased_by == replica, SourceRow.name.in_(names))
                       .values(leased_by=None, lease_until=None))
 
@@ -974,6 +978,7 @@ class Store:
         out: list[PollOutcome | Exception] = []
         with self._writing() as s:
             self._story_lock(s, polls)
+            self._lock_in_order(s, SourceRow, SourceRow.name.in_(sorted({p.source for p in polls})))
             for poll in polls:
                 try:
                     with s.begin_nested():
@@ -1042,9 +1047,10 @@ class Store:
         transaction: HTTP validators, schedule, health (and recovery notices)."""
         if not polls:
             return
+        names = sorted({name for name, *_ in polls})
         with self._writing() as s:
-            rows = {r.name: r for r in s.scalars(select(SourceRow).where(
-                SourceRow.name.in_(sorted({name for name, *_ in polls}))))}
+            self._lock_in_order(s, SourceRow, SourceRow.name.in_(names))
+            rows = {r.name: r for r in s.scalars(select(SourceRow).where(SourceRow.name.in_(names)))}
             for name, result, now, schedule in polls:
                 src = rows.get(name)
                 if src is None:
@@ -1238,6 +1244,23 @@ class Store:
         return 1
 
     @staticmethod
+    def _lock_in_order(s: Session, model: type[Base], *where) -> None:
+        """PostgreSQL: lock the rows of ``model`` matching ``where`` in primary-key order, first
+        thing in a transaction that updates several of them. Every such transaction (a group
+        commit, a heartbeat, quiet polls, a replica retiring) then waits for its rows in one
+        order and none can deadlock with another; updating in whatever order they come (the
+        polls' order, the table's physical order) could. SQLite has one writer at a time."""
+        if s.get_bind().dialect.name == "postgresql":
+            key = model.__mapper__.primary_key[0]
+            s.execute(select(key).where(*where).order_by(key).with_for_update())
+
+    @classmethod
+    def _lock_deliveries(cls, s: Session, ids: Iterable[int]) -> None:
+        """``_lock_in_order`` for outbox rows given by id (in ascending chunks)."""
+        for chunk in _chunks(sorted(set(ids)), 500):
+            cls._lock_in_order(s, DeliveryRow, DeliveryRow.id.in_(chunk))
+
+    @staticmethod
     def _source_row(s: Session, name: str) -> SourceRow:
         row = s.scalar(select(SourceRow).where(SourceRow.name == name))
         if row is None:
@@ -1324,6 +1347,7 @@ class Store:
         now = now or utcnow()
         with self._writing() as s:
             digest = DigestRow(channel=channel, kind=kind, entries=len(delivery_ids), folded=folded, sent_at=now)
+            self._lock_deliveries(s, delivery_ids)
             s.add(digest)
             s.flush()
             for chunk in _chunks(list(delivery_ids), 500):
@@ -1344,6 +1368,7 @@ class Store:
         Returns the ids dead-lettered."""
         dead: list[int] = []
         with self._writing() as s:
+            self._lock_deliveries(s, delivery_ids)
             rows = []
             for chunk in _chunks(list(delivery_ids), 500):
                 rows += s.execute(select(DeliveryRow, ItemRow.title)
@@ -1385,6 +1410,7 @@ class Store:
     def mark_folded(self, delivery_ids: Sequence[int]) -> None:
         """Rows an instant channel's ``max_per_hour`` holds back for its next rate-limit digest."""
         with self._writing() as s:
+            self._lock_deliveries(s, delivery_ids)
             for chunk in _chunks(list(delivery_ids), 500):
                 s.execute(update(DeliveryRow).where(DeliveryRow.id.in_(chunk), DeliveryRow.status == "pending")
                           .values(folded=True))

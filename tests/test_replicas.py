@@ -20,7 +20,7 @@ from conftest import ROOT
 from feedserver import FeedServer, rss
 
 from monitor.model import FetchResult
-from monitor.store import PollSchedule, Store
+from monitor.store import PollCommit, PollSchedule, Store
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -64,6 +64,53 @@ def test_recording_the_poll_ends_the_lease_and_sets_the_next_poll(store):
     assert st.name not in others and len(others) == 9  # not due again before its next poll
     assert st.name in names(store.claim_sources("c", T0 + timedelta(minutes=5), LEASE, 100))
     assert store.source_state(st.name).next_poll_at == T0 + timedelta(minutes=5)
+
+
+def test_a_group_commit_and_a_heartbeat_on_the_same_sources_do_not_deadlock(pg_url):
+    """A group commit updates several sources' rows in one transaction, and so does the
+    heartbeat renewing their leases: were each to take its locks in its own order (the polls'
+    order, the table's), PostgreSQL would abort one as a deadlock (seen in CI, with three
+    replicas). Both lock their rows in id order, so the heartbeat waits and both succeed."""
+    store = Store(pg_url)
+    store.upgrade()
+    store.sync_sources([(n, f"http://127.0.0.1:9/{n}.xml") for n in NAMES], NAMES, now=T0)
+    try:
+        assert len(store.claim_sources("a", T0, LEASE, 100)) == 10
+        first_written, heartbeat_sent = threading.Event(), threading.Event()
+        commit_one = store._commit_one
+
+        def pausing(s, poll):
+            out = commit_one(s, poll)
+            s.flush()
+            if not first_written.is_set():
+                first_written.set()  # s9's row is written: let the heartbeat start on the rest
+                heartbeat_sent.wait(5)
+                time.sleep(0.5)
+            return out
+
+        store._commit_one = pausing
+        ok = FetchResult(url="u", status="ok", http_status=200)
+        polls = [PollCommit(name, ok, [], (), T0, schedule=PollSchedule(T0 + timedelta(minutes=5), 300.0))
+                 for name in ("s9", "s0")]
+        results: dict[str, object] = {}
+
+        def beat():
+            first_written.wait(5)
+            heartbeat_sent.set()
+            try:
+                results["heartbeat"] = store.heartbeat("a", LEASE, now=T0 + timedelta(seconds=1))
+            except Exception as e:  # noqa: BLE001 - reported by the assertion below
+                results["heartbeat"] = e
+
+        t = threading.Thread(target=beat)
+        t.start()
+        results["commit"] = store.commit_polls(polls)
+        t.join(10)
+        assert not isinstance(results["commit"], Exception) and not any(
+            isinstance(r, Exception) for r in results["commit"]), results
+        assert results["heartbeat"] == 8, results  # s0 and s9 were recorded: their leases ended
+    finally:
+        store.close()
 
 
 def test_retiring_a_replica_gives_its_leases_back_at_once(store):
