@@ -15,8 +15,9 @@ Rules:
   are claimed by the others once their leases run out. One poll per source at a time.
 - A channel's messages (and the admin channel's notices) are sent by the replica holding the
   channel's delivery lease for that pass (``Store.claim_channel``).
-- Feeds are parsed in a process pool (one worker per usable CPU, forkserver) when there are
-  enough sources to pay for it, so the event loop never waits for feedparser.
+- Plain RSS/Atom is parsed with lxml in a thread; feeds that need feedparser in a process pool
+  (one worker per usable CPU, forkserver; started by the first such feed) when there are
+  enough sources to pay for it. The event loop never waits for a parse.
 - The outbox is swept every ``delivery.interval`` and at once after a poll created alerts.
 - Story band rows of items older than ``stories.window`` (and a day) are pruned hourly and
   at the end of ``--once``, so the band index stays the size of the window.
@@ -414,7 +415,8 @@ class Daemon:
 @contextlib.contextmanager
 def parse_pool(sources: int) -> Iterator[ParsePool | None]:
     """Worker processes for feedparser, one per usable CPU (none on a one-CPU machine or for a
-    handful of sources, where the threads suffice); shut down on exit."""
+    handful of sources, where the threads suffice), started when first wanted
+    (``ParsePool.wanted``); shut down on exit."""
     cpus = usable_cpus()
     if cpus < 2 or sources < PARSE_POOL_MIN_SOURCES:
         yield None

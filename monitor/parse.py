@@ -24,7 +24,7 @@ import html.entities
 import re
 import time
 import xml.sax
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -47,17 +47,20 @@ def warm() -> None:
 
 
 class ParsePool(ProcessPoolExecutor):
-    """Worker processes for feedparser that start at once, in the background: a worker takes
-    ~0.5 s to start (the forkserver, then its imports), about as long as a cycle's fetches, so
-    the pipeline parses in threads until ``ready`` (a steady cycle's few changed feeds need
-    not wait for it at all)."""
+    """Worker processes for feedparser. They start when first wanted (``wanted()``), in the
+    background: a worker takes ~0.5 s of CPU to start (the forkserver, then its imports), which
+    a cycle of plain feeds never pays (lxml parses those in a thread, see ``parse_plain``); the
+    pipeline parses in threads until they are up."""
 
     def __init__(self, workers: int, mp_context) -> None:
         super().__init__(max_workers=workers, mp_context=mp_context)
-        self._warm = [self.submit(warm) for _ in range(workers)]  # each submit starts a worker
+        self._workers = workers
+        self._warm: list[Future] | None = None
 
-    @property
-    def ready(self) -> bool:
+    def wanted(self) -> bool:
+        """The workers are up to take a parse; the first call starts them (and says False)."""
+        if self._warm is None:
+            self._warm = [self.submit(warm) for _ in range(self._workers)]  # each submit starts a worker
         return all(f.done() for f in self._warm)
 
 
@@ -66,15 +69,7 @@ def parse_feed(body: bytes, url: str | None = None, content_type: str | None = N
 
     ``fast``: plain well-formed RSS 2.0 / Atom 1.0 goes through ``monitor.fastparse`` (lxml,
     same items); everything else, and everything with ``fast=False``, through feedparser."""
-    if len(body) > MAX_BODY_BYTES:
-        raise FeedParseError(f"feed too large to parse ({len(body):,} bytes)")
-    if not body or body.isspace():
-        raise FeedParseError("not a feed: empty body")
-    warnings: list[str] = []
-    data = _to_utf8(body, content_type, warnings)
-    if data.count(b"<") > MAX_MARKUP:
-        raise FeedParseError(f"feed has too much markup to parse (more than {MAX_MARKUP:,} tags)")
-    data = make_xml_safe(data, warnings)
+    data, warnings = _prepare(body, content_type)
     if fast:
         quick = fast_parse(data)
         if quick is not None:
@@ -89,6 +84,28 @@ def parse_feed(body: bytes, url: str | None = None, content_type: str | None = N
     entries = [_entry(e) for e in parsed.entries]
     title = parsed.feed.get("title") or None
     return ParsedFeed(title=title, entries=entries, warning="; ".join(warnings) or None, ttl=_ttl(parsed.feed))
+
+
+def parse_plain(body: bytes, content_type: str | None = None) -> ParsedFeed | None:
+    """``parse_feed``'s fast path alone: the feed when it is plain RSS 2.0 / Atom 1.0 (lxml,
+    quick enough for a thread), None when it needs feedparser. Raises FeedParseError as
+    ``parse_feed`` does for bodies no parser takes."""
+    data, warnings = _prepare(body, content_type)
+    quick = fast_parse(data)
+    return None if quick is None else replace(quick, warning="; ".join(warnings) or None)
+
+
+def _prepare(body: bytes, content_type: str | None) -> tuple[bytes, list[str]]:
+    """The body checked for size, as UTF-8, made safe for XML parsing; the warnings on the way."""
+    if len(body) > MAX_BODY_BYTES:
+        raise FeedParseError(f"feed too large to parse ({len(body):,} bytes)")
+    if not body or body.isspace():
+        raise FeedParseError("not a feed: empty body")
+    warnings: list[str] = []
+    data = _to_utf8(body, content_type, warnings)
+    if data.count(b"<") > MAX_MARKUP:
+        raise FeedParseError(f"feed has too much markup to parse (more than {MAX_MARKUP:,} tags)")
+    return make_xml_safe(data, warnings), warnings
 
 
 _PERIODS = {"hourly": 3600, "daily": 86400, "weekly": 604800, "monthly": 2592000, "yearly": 31536000}

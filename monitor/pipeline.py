@@ -47,7 +47,7 @@ from .matcher import Matcher
 from .model import Digest, FeedEntry, FetchResult, Item, ItemKey, Notification, ParsedFeed, WatchlistHit
 from .normalize import entry_keys, normalize_entry
 from .notify import Notifier, term_pattern
-from .parse import FeedParseError, ParsePool, parse_feed
+from .parse import FeedParseError, ParsePool, parse_feed, parse_plain
 from .polling import Bounds, blend_rate, failure_delay, jittered, next_interval, published_rate
 from .schedule import schedule_of
 from .silences import SilenceCheck
@@ -280,9 +280,15 @@ class Pipeline:
         return await self._commits.submit(poll)
 
     async def _parse(self, result: FetchResult) -> ParsedFeed:
-        args = (result.body or b"", result.url, result.content_type)
+        """Plain RSS 2.0 / Atom 1.0 in a thread (lxml: quick); a feed that needs feedparser in
+        the parse pool (started by the first such feed; threads until it is up)."""
+        body = result.body or b""
+        plain = await asyncio.to_thread(parse_plain, body, result.content_type)
+        if plain is not None:
+            return plain
+        args = (body, result.url, result.content_type, False)
         pool = self.parse_pool
-        if pool is not None and pool.ready:  # still starting: threads meanwhile
+        if pool is not None and pool.wanted():
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, parse_feed, *args)
             except BrokenExecutor as e:
