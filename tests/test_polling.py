@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -270,6 +271,50 @@ def test_polls_arriving_while_a_commit_is_written_go_together_in_the_next_one(tm
             assert [st.item.guid for st in outcome.stored] == [f"{name}-1"] and not outcome.stored[0].joined
             assert rig.state(name).etag == '"e"'
     rig.store.close()
+
+
+def rdf(base: str, titles: list[str]) -> bytes:
+    """An RSS 1.0 (RDF) feed: not for the lxml fast path, feedparser parses it."""
+    entries = "".join(f'<item rdf:about="{base}{k}"><title>{t}</title><link>{base}{k}</link>'
+                      f"<description>{t}, officials said.</description></item>" for k, t in enumerate(titles))
+    return ('<?xml version="1.0"?><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+            f'xmlns="http://purl.org/rss/1.0/"><channel rdf:about="{base}"><title>R</title><link>{base}</link>'
+            f"<description>d</description></channel>{entries}</rdf:RDF>").encode()
+
+
+def test_plain_feeds_never_start_the_parse_pool_and_the_first_feed_needing_feedparser_does(tmp_path, srv):
+    from monitor.daemon import PARSE_POOL_MIN_SOURCES, parse_pool
+
+    now = datetime.now(UTC)
+    sources = {"plain": srv.feed("/plain.xml", rss("Plain", "https://p.example/", items(5, now, timedelta(hours=1)))),
+               "rdf1": srv.feed("/rdf1.xml", rdf("https://r1.example/", ["Missile test", "Naval drill"])),
+               "rdf2": srv.feed("/rdf2.xml", rdf("https://r2.example/", ["Bomber flight", "Carrier visit", "Talks"]))}
+    rig = Rig(tmp_path, f"sqlite:///{tmp_path}/m.db", srv, sources)
+
+    async def go(pool):
+        async with Fetcher(rig.cfg.fetch) as f:
+            p = Pipeline(rig.cfg, rig.store, Matcher(rig.cfg.matcher_watchlists()), f, Notifier([]), parse_pool=pool)
+            by_name = {s.name: s for s in rig.cfg.sources}
+            plain = await p.poll(by_name["plain"])
+            started_by_plain = pool._warm is not None
+            first = await p.poll(by_name["rdf1"])  # starts the pool; parsed in a thread meanwhile
+            deadline = time.monotonic() + 60
+            while not pool.wanted() and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            second = await p.poll(by_name["rdf2"])  # parsed in a worker
+            return plain, started_by_plain, first, second
+
+    with parse_pool(PARSE_POOL_MIN_SOURCES) as pool:
+        if pool is None:
+            pytest.skip("one usable CPU: no parse pool")
+        plain, started_by_plain, first, second = asyncio.run(go(pool))
+        assert (plain.status, plain.new) == ("ok", 5) and not started_by_plain
+        assert (first.status, first.new) == ("ok", 2) and (second.status, second.new) == ("ok", 3)
+        assert pool.wanted() and len(pool._processes) >= 2
+    rig.store.close()
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert {r[0] for r in db.execute("select i.title from items i join sources s on s.id = i.source_id "
+                                         "where s.name = 'rdf2'")} == {"Bomber flight", "Carrier visit", "Talks"}
 
 
 def test_the_parse_pool_starts_its_workers_when_first_wanted_and_parses_in_them():
