@@ -441,8 +441,6 @@ class Pipeline:
 
     async def _deliver_channel(self, chan: ChannelConfig, now: datetime, ignore_backoff: bool,
                                silences: SilenceCheck, report: _Tally) -> None:
-        # a digest takes every pending row, and a rate-limited channel must see its held-back
-        # (folded) rows; any other channel needs only the rows due now
         waiting = _whole_view(chan)
         claim = (self.replica, self.cfg.replicas.lease) if self._row_claims(chan) else None
         rows = await asyncio.to_thread(self.store.due_deliveries, now, ignore_backoff, [chan.name],

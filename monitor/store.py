@@ -922,7 +922,7 @@ class Store:
         "failing" notice for the admin channel (in the same transaction)."""
         now = now or utcnow()
         with self._writing() as s:
-            row = self._source_row(s, source)
+            row = _source_in(self._source_rows(s, [source]), source)
             self._apply_schedule(row, schedule)
             row.last_polled_at = now
             row.last_status = "error"
@@ -964,10 +964,7 @@ class Store:
         Polls are serialised while they assign stories (SQLite: the write lock taken at
         BEGIN; PostgreSQL: an advisory lock), so two copies committed at once still meet.
         """
-        poll = PollCommit(source, result, new_items, channels, now, stories, schedule)
-        with self._writing() as s:
-            self._story_lock(s, [poll])
-            return self._commit_one(s, poll)
+        return _only(self.commit_polls([PollCommit(source, result, new_items, channels, now, stories, schedule)]))
 
     def commit_polls(self, polls: Sequence[PollCommit]) -> list[PollOutcome | Exception]:
         """``commit_poll`` for several polls in one transaction (a group commit: the index
@@ -978,11 +975,11 @@ class Store:
         out: list[PollOutcome | Exception] = []
         with self._writing() as s:
             self._story_lock(s, polls)
-            self._lock_in_order(s, SourceRow, SourceRow.name.in_(sorted({p.source for p in polls})))
+            rows = self._source_rows(s, [p.source for p in polls])
             for poll in polls:
                 try:
                     with s.begin_nested():
-                        out.append(self._commit_one(s, poll))
+                        out.append(self._commit_one(s, poll, _source_in(rows, poll.source)))
                 except Exception as e:  # noqa: BLE001 - that poll's failure, reported by its caller
                     out.append(e)
         return out
@@ -993,10 +990,9 @@ class Store:
         if any(p.new_items for p in polls) and s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
 
-    def _commit_one(self, s: Session, poll: PollCommit) -> PollOutcome:
+    def _commit_one(self, s: Session, poll: PollCommit, src: SourceRow) -> PollOutcome:
         now = poll.now or utcnow()
         policy = poll.stories or StoryPolicy()
-        src = self._source_row(s, poll.source)
         plan = self._plan(s, src.id, poll.new_items, now, policy.window)
         stored, alerts = self._write_plan(s, src.id, poll.source, plan, poll.channels, now, policy)
         self._mark_success(s, src, poll.result, now, poll.schedule)
@@ -1047,15 +1043,10 @@ class Store:
         transaction: HTTP validators, schedule, health (and recovery notices)."""
         if not polls:
             return
-        names = sorted({name for name, *_ in polls})
         with self._writing() as s:
-            self._lock_in_order(s, SourceRow, SourceRow.name.in_(names))
-            rows = {r.name: r for r in s.scalars(select(SourceRow).where(SourceRow.name.in_(names)))}
+            rows = self._source_rows(s, [name for name, *_ in polls])
             for name, result, now, schedule in polls:
-                src = rows.get(name)
-                if src is None:
-                    raise KeyError(f"unknown source {name!r}; call sync_sources first")
-                self._mark_success(s, src, result, now, schedule)
+                self._mark_success(s, _source_in(rows, name), result, now, schedule)
 
     def source_states(self) -> dict[str, SourceState]:
         """Every source's state, in one query (``monitor run --once`` reads them up front)."""
@@ -1246,9 +1237,9 @@ class Store:
     @staticmethod
     def _lock_in_order(s: Session, model: type[Base], *where) -> None:
         """PostgreSQL: lock the rows of ``model`` matching ``where`` in primary-key order, first
-        thing in a transaction that updates several of them. Every such transaction (a group
-        commit, a heartbeat, quiet polls, a replica retiring) then waits for its rows in one
-        order and none can deadlock with another; updating in whatever order they come (the
+        thing in a transaction that updates several of them. Every such transaction (a heartbeat,
+        a replica retiring; a group commit and quiet polls read their rows so, ``_source_rows``)
+        then waits for its rows in one order and none can deadlock with another; updating in whatever order they come (the
         polls' order, the table's physical order) could. SQLite has one writer at a time."""
         if s.get_bind().dialect.name == "postgresql":
             key = model.__mapper__.primary_key[0]
@@ -1261,11 +1252,11 @@ class Store:
             cls._lock_in_order(s, DeliveryRow, DeliveryRow.id.in_(chunk))
 
     @staticmethod
-    def _source_row(s: Session, name: str) -> SourceRow:
-        row = s.scalar(select(SourceRow).where(SourceRow.name == name))
-        if row is None:
-            raise KeyError(f"unknown source {name!r}; call sync_sources first")
-        return row
+    def _source_rows(s: Session, names: Iterable[str]) -> dict[str, SourceRow]:
+        """The rows of sources ``names`` by name, in one query, to update: on PostgreSQL locked
+        in id order as they are read (``FOR UPDATE``, see ``_lock_in_order``)."""
+        q = select(SourceRow).where(SourceRow.name.in_(sorted(set(names)))).order_by(SourceRow.id).with_for_update()
+        return {r.name: r for r in s.scalars(q)}
 
     # ------------------------------------------------------------ outbox
     def due_deliveries(self, now: datetime | None = None, ignore_backoff: bool = False,
@@ -1649,6 +1640,22 @@ class Store:
             q = select(SourceRow.name, SourceRow.last_error, SourceRow.consecutive_failures).where(
                 or_(SourceRow.consecutive_failures > 0))
             return [tuple(r) for r in s.execute(q)]
+
+
+def _source_in(rows: dict[str, SourceRow], name: str) -> SourceRow:
+    """Source ``name``'s row among ``rows`` (``Store._source_rows``)."""
+    row = rows.get(name)
+    if row is None:
+        raise KeyError(f"unknown source {name!r}; call sync_sources first")
+    return row
+
+
+def _only(results: list[PollOutcome | Exception]) -> PollOutcome:
+    """The outcome of a group of one poll; its error raised."""
+    (result,) = results
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None):

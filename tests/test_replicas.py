@@ -79,8 +79,8 @@ def test_a_group_commit_and_a_heartbeat_on_the_same_sources_do_not_deadlock(pg_u
         first_written, heartbeat_sent = threading.Event(), threading.Event()
         commit_one = store._commit_one
 
-        def pausing(s, poll):
-            out = commit_one(s, poll)
+        def pausing(s, *args):
+            out = commit_one(s, *args)
             s.flush()
             if not first_written.is_set():
                 first_written.set()  # s9's row is written: let the heartbeat start on the rest
