@@ -525,14 +525,31 @@ class ArchivedItem:
 
 @dataclass
 class _Planned:
-    """An item of a poll on its way into the database, and the story it joins."""
+    """An item of a group of polls on its way into the database, and the story it joins."""
 
     new: NewItem
     fingerprint: Fingerprint  # its ``at`` set
     guid_key: str
     link_key: str | None
-    story: int  # a stored story's id, or ~k for the k-th story this poll opens
-    joined: bool  # joins a story opened before (stored, or earlier in this poll)
+    story: int  # a stored story's id, or ~k for the k-th story this group opens
+    joined: bool  # joins a story opened before (stored, or earlier in this group)
+    poll: int  # which poll of the group (an index)
+    source_id: int
+
+
+class _Plan:
+    """The planned items of a group of polls (in order), and each poll's time and policy."""
+
+    def __init__(self, polls: Sequence[tuple[PollCommit, SourceRow]]) -> None:
+        self.polls = polls
+        self.now = [poll.now or utcnow() for poll, _ in polls]
+        self.policy = [poll.stories or StoryPolicy() for poll, _ in polls]
+        self.items: list[_Planned] = []
+
+
+#: New stories of a group rank after every stored one on a tie (see Store._plan): their ids
+#: will be above every stored story's.
+_NEW_STORY_ORDER = 2 ** 62
 
 
 @dataclass(frozen=True)
@@ -912,9 +929,9 @@ class Store:
         guid_of.update((_key(i.canonical_link), i.guid) for i in items if i.canonical_link)
         with self._session() as s:
             src = s.scalar(select(SourceRow.id).where(SourceRow.name == source))
-            guid_keys = [_key(i.guid) for i in items] if src is not None else []
+            guid_keys = [(src, _key(i.guid)) for i in items] if src is not None else []
             link_keys = [_key(i.canonical_link) for i in items if i.canonical_link]
-            return {guid_of[k] for k in self._stored_keys(s, src, guid_keys, link_keys)}
+            return {guid_of[k[1] if isinstance(k, tuple) else k] for k in self._stored_keys(s, guid_keys, link_keys)}
 
     def record_failure(self, source: str, result: FetchResult, now: datetime | None = None,
                        health: SourceHealthPolicy | None = None, schedule: PollSchedule | None = None) -> None:
@@ -967,22 +984,39 @@ class Store:
         return _only(self.commit_polls([PollCommit(source, result, new_items, channels, now, stories, schedule)]))
 
     def commit_polls(self, polls: Sequence[PollCommit]) -> list[PollOutcome | Exception]:
-        """``commit_poll`` for several polls in one transaction (a group commit: the index
-        pages they share and the commit itself are written once, not once per poll), in
-        order, so a later poll meets the items of an earlier one. Each poll is in a savepoint
-        of its own: one that fails is rolled back alone and its exception is in its place in
-        the list. An error of the transaction itself (its COMMIT) is raised."""
-        out: list[PollOutcome | Exception] = []
+        """``commit_poll`` for several polls in one transaction (a group commit), with the
+        same outcome as committing them one after another in order: a later poll meets the
+        items of an earlier one. The group is planned and written as one (one set of key and
+        story lookups, one multi-row insert per table: a poll's fixed cost is paid once per
+        group). Should that fail, each poll is written again in a savepoint of its own, so one
+        that fails is rolled back alone and its exception is in its place in the list. An
+        error of the transaction itself (its COMMIT) is raised."""
+        out: list[PollOutcome | Exception | None] = [None] * len(polls)
         with self._writing() as s:
             self._story_lock(s, polls)
             rows = self._source_rows(s, [p.source for p in polls])
-            for poll in polls:
+            group: list[tuple[int, PollCommit, SourceRow]] = []
+            for i, poll in enumerate(polls):
                 try:
-                    with s.begin_nested():
-                        out.append(self._commit_one(s, poll, _source_in(rows, poll.source)))
-                except Exception as e:  # noqa: BLE001 - that poll's failure, reported by its caller
-                    out.append(e)
-        return out
+                    group.append((i, poll, _source_in(rows, poll.source)))
+                except KeyError as e:
+                    out[i] = e
+            try:
+                with s.begin_nested():
+                    outcomes = self._commit_group(s, [(poll, src) for _, poll, src in group])
+                for (i, *_), outcome in zip(group, outcomes, strict=True):
+                    out[i] = outcome
+            except Exception as e:  # noqa: BLE001 - one poll's failure: find which, below
+                if len(group) == 1:
+                    out[group[0][0]] = e
+                else:
+                    for i, poll, src in group:
+                        try:
+                            with s.begin_nested():
+                                out[i] = self._commit_group(s, [(poll, src)])[0]
+                        except Exception as e:  # noqa: BLE001 - that poll's failure, reported by its caller
+                            out[i] = e
+        return out  # type: ignore[return-value]
 
     @staticmethod
     def _story_lock(s: Session, polls: Sequence[PollCommit]) -> None:
@@ -990,14 +1024,16 @@ class Store:
         if any(p.new_items for p in polls) and s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": STORY_LOCK})
 
-    def _commit_one(self, s: Session, poll: PollCommit, src: SourceRow) -> PollOutcome:
-        now = poll.now or utcnow()
-        policy = poll.stories or StoryPolicy()
-        plan = self._plan(s, src.id, poll.new_items, now, policy.window)
-        stored, alerts = self._write_plan(s, src.id, poll.source, plan, poll.channels, now, policy)
-        self._mark_success(s, src, poll.result, now, poll.schedule)
-        src.items_total = (src.items_total or 0) + len(stored)
-        return PollOutcome(stored, alerts)
+    def _commit_group(self, s: Session, polls: Sequence[tuple[PollCommit, SourceRow]]) -> list[PollOutcome]:
+        """Plan and write the items of ``polls`` (in order) as one, then each poll's source row."""
+        plan = self._plan(s, polls)
+        stored, alerts = self._write_plan(s, plan)
+        outcomes = []
+        for k, (poll, src) in enumerate(polls):
+            self._mark_success(s, src, poll.result, plan.now[k], poll.schedule)
+            src.items_total = (src.items_total or 0) + len(stored[k])
+            outcomes.append(PollOutcome(stored[k], alerts[k]))
+        return outcomes
 
     #: Items whose band rows one pruning transaction deletes (each row is a random index page to
     #: rewrite, as when it was inserted): polls wait for no more than that.
@@ -1058,52 +1094,80 @@ class Store:
     #: Review" has hundreds of stored copies in the window).
     MAX_CANDIDATES = 50
 
-    def _plan(self, s: Session, source_id: int, new_items: Sequence[NewItem], now: datetime,
-              window: timedelta) -> list[_Planned]:
-        """Which of ``new_items`` to store and the story each joins: an existing story's id,
-        or ``~k`` for the k-th new story of this poll."""
-        keyed = [(new, _key(new.item.guid), _key(new.item.canonical_link) if new.item.canonical_link else None)
-                 for new in new_items]
-        known = self._stored_keys(s, source_id, [g for _, g, _ in keyed], [k for _, _, k in keyed if k])
-        fresh: list[tuple[NewItem, str, str | None, Fingerprint]] = []
-        for new, guid_key, link_key in keyed:
-            if guid_key in known or (link_key and link_key in known):
-                continue  # stored already (by an earlier poll, or earlier in this one)
-            known.update(k for k in (guid_key, link_key) if k)
-            item = new.item
+    def _plan(self, s: Session, polls: Sequence[tuple[PollCommit, SourceRow]]) -> _Plan:
+        """Which new items of ``polls`` to store and the story each joins: an existing
+        story's id, or ``~k`` for the k-th new story of the group. The same as planning the
+        polls one after another: an item meets the stored items and those before it in the
+        group."""
+        group = _Plan(polls)
+        keyed = [(k, src.id, new, _key(new.item.guid), _key(new.item.canonical_link) if new.item.canonical_link else None)
+                 for k, (poll, src) in enumerate(polls) for new in poll.new_items]
+        known = self._stored_keys(s, [(source_id, g) for _, source_id, _, g, _ in keyed],
+                                  [link for *_, link in keyed if link])
+        fresh: list[tuple[int, int, NewItem, str, str | None, Fingerprint]] = []
+        for k, source_id, new, guid_key, link_key in keyed:
+            if (source_id, guid_key) in known or (link_key and link_key in known):
+                continue  # stored already (by an earlier poll, or earlier in this group)
+            known.add((source_id, guid_key))
+            if link_key:
+                known.add(link_key)
+            item, now = new.item, group.now[k]
             at = item.published if item.published is not None and item.published < now else now
-            fresh.append((new, guid_key, link_key,
+            fresh.append((k, source_id, new, guid_key, link_key,
                           replace(new.fingerprint or dedupe.fingerprint(item.title, item.text), at=at)))
         copies = self._stored_copies(s, [fp for *_, fp in fresh])
         keys_of = [_keys_of(fp) for *_, fp in fresh]
         stored_of = [copies.stored_refs(keys, self.MAX_CANDIDATES) for keys in keys_of]
         copies.load(s, {ref for refs in stored_of for ref in refs})
-        plan: list[_Planned] = []
         opened = 0
-        for (new, guid_key, link_key, fp), keys, stored in zip(fresh, keys_of, stored_of, strict=True):
-            # most similar; on a tie a stored copy (the oldest story) before one of this poll
+        for (k, source_id, new, guid_key, link_key, fp), keys, stored in zip(fresh, keys_of, stored_of, strict=True):
+            # most similar; on a tie the oldest story: a stored one, then one an earlier poll of
+            # the group opened (as if that poll were stored), then one of this poll's own items
             best: tuple[tuple[float, float], int] | None = None
-            for ref, other, story in copies.candidates(fp, keys, stored, window):
+            for ref, other, story in copies.candidates(fp, keys, stored, group.policy[k].window):
                 score = dedupe.similarity(fp, other)
-                rank = (score, -story if ref >= 0 else -math.inf)
-                if score > 0 and (best is None or rank > best[0]):
-                    best = (rank, story)
+                if score <= 0:
+                    continue
+                if ref >= 0:
+                    order = -story
+                elif group.items[~ref].poll < k:
+                    order = -(story if story >= 0 else _NEW_STORY_ORDER + ~story)
+                else:
+                    order = -math.inf
+                if best is None or (score, order) > best[0]:
+                    best = ((score, order), story)
             if best is None:
                 story, joined = ~opened, False
                 opened += 1
             else:
                 story, joined = best[1], True
-            copies.add(~len(plan), fp, story, keys)  # later items of the poll see it too
-            plan.append(_Planned(new, fp, guid_key, link_key, story, joined))
-        return plan
+            copies.add(~len(group.items), fp, story, keys)  # later items of the group see it too
+            group.items.append(_Planned(new, fp, guid_key, link_key, story, joined, k, source_id))
+        return group
 
     @staticmethod
-    def _stored_keys(s: Session, source_id: int | None, guid_keys: list[str], link_keys: list[str]) -> set[str]:
-        """Which of the keys are stored: guid keys of ``source_id``'s items, and link keys of any."""
-        known: set[str] = set()
-        for chunk in _chunks(guid_keys, 500):
-            known.update(s.scalars(select(ItemRow.guid_key).where(ItemRow.source_id == source_id,
-                                                                  ItemRow.guid_key.in_(chunk))))
+    def _stored_keys(s: Session, guid_keys: list[tuple[int | None, str]], link_keys: list[str]) -> set:
+        """Which of the keys are stored: (source id, guid key) pairs, and link keys of any source."""
+        known: set = set()
+        by_source: dict[int, set[str]] = {}
+        for source_id, key in guid_keys:
+            if source_id is not None:
+                by_source.setdefault(source_id, set()).add(key)
+        conn = s.connection()
+        mark = _marks(conn.dialect, 1)
+        # one statement for many sources: a probe of the (source_id, guid_key) index per pair
+        parts: list[str] = []
+        params: list = []
+        for source_id, keys in sorted(by_source.items()):
+            for chunk in _chunks(sorted(keys), 500):
+                parts.append(f"SELECT source_id, guid_key FROM items WHERE source_id = {mark} "
+                             f"AND guid_key IN ({_marks(conn.dialect, len(chunk))})")
+                params += [source_id, *chunk]
+                if len(params) >= 2000 or len(parts) >= 400:
+                    known.update(map(tuple, conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params))))
+                    parts, params = [], []
+        if parts:
+            known.update(map(tuple, conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params))))
         for chunk in _chunks(link_keys, 500):
             known.update(s.scalars(select(ItemRow.link_key).where(ItemRow.link_key.in_(chunk))))
         return known
@@ -1140,75 +1204,80 @@ class Store:
                     found.by_key.setdefault((kind, key), []).append(item_id)
         return found
 
-    def _write_plan(self, s: Session, source_id: int, source: str, plan: list[_Planned],
-                    channels: Sequence[tuple[str, object]], now: datetime,
-                    policy: StoryPolicy) -> tuple[list[StoredItem], int]:
+    def _write_plan(self, s: Session, plan: _Plan) -> tuple[list[list[StoredItem]], list[int]]:
         """Insert the planned stories, items, fingerprints and band keys (a few multi-row
-        statements), then the alerts and outbox rows."""
-        if not plan:
-            return [], 0
-        titles: dict[int, str] = {}
-        for p in plan:
+        statements for the whole group), then the alerts and outbox rows; returns each poll's
+        stored items and its count of alerts."""
+        stored: list[list[StoredItem]] = [[] for _ in plan.polls]
+        alerts = [0] * len(plan.polls)
+        items = plan.items
+        if not items:
+            return stored, alerts
+        titles: dict[int, tuple[str, datetime]] = {}
+        for p in items:
             if p.story < 0:
-                titles.setdefault(p.story, p.new.item.title[:2000])
+                titles.setdefault(p.story, (p.new.item.title[:2000], plan.now[p.poll]))
         story_ids: dict[int, int] = {}
         if titles:
             # Plain multi-row inserts, ids read back after (RETURNING in parameter order makes
             # SQLAlchemy send one statement per row). Polls are serialised while they write
             # stories (see commit_poll), so the new stories are the ids above the old maximum.
             before = s.scalar(select(func.max(StoryRow.id))) or 0
-            s.execute(StoryRow.__table__.insert(), [{"title": t, "created_at": now} for t in titles.values()])
+            s.execute(StoryRow.__table__.insert(), [{"title": t, "created_at": at} for t, at in titles.values()])
             opened = list(s.scalars(select(StoryRow.id).where(StoryRow.id > before).order_by(StoryRow.id)))
             if len(opened) != len(titles):
                 raise RuntimeError(f"expected {len(titles)} new stories, found {len(opened)}: concurrent writer?")
             story_ids = dict(zip(titles, opened, strict=True))
-        for p in plan:
+        for p in items:
             p.story = story_ids.get(p.story, p.story)
+        before = s.scalar(select(func.max(ItemRow.id))) or 0
         s.execute(ItemRow.__table__.insert(), [{
-            "source_id": source_id, "story_id": p.story, "guid": p.new.item.guid, "guid_key": p.guid_key,
+            "source_id": p.source_id, "story_id": p.story, "guid": p.new.item.guid, "guid_key": p.guid_key,
             "link": p.new.item.link, "canonical_link": p.new.item.canonical_link, "link_key": p.link_key,
             "title": p.new.item.title, "summary": p.new.item.summary, "content": p.new.item.content,
-            "published_at": p.new.item.published, "first_seen_at": now, "fresh": p.new.fresh,
-        } for p in plan])
-        id_of: dict[str, int] = {}
-        for chunk in _chunks([p.guid_key for p in plan], 500):
-            id_of.update((key, item_id) for key, item_id in s.execute(
-                select(ItemRow.guid_key, ItemRow.id).where(ItemRow.source_id == source_id, ItemRow.guid_key.in_(chunk))))
-        item_ids = [id_of[p.guid_key] for p in plan]
+            "published_at": p.new.item.published, "first_seen_at": plan.now[p.poll], "fresh": p.new.fresh,
+        } for p in items])
+        # the rows just inserted (polls are serialised while they write items, see commit_poll)
+        id_of = {(source_id, key): item_id for source_id, key, item_id in s.execute(
+            select(ItemRow.source_id, ItemRow.guid_key, ItemRow.id).where(ItemRow.id > before))}
+        if len(id_of) != len(items):
+            raise RuntimeError(f"expected {len(items)} new items, found {len(id_of)}: concurrent writer?")
+        item_ids = [id_of[(p.source_id, p.guid_key)] for p in items]
         s.execute(FingerprintRow.__table__.insert(), [{
             "item_id": item_id, "story_id": p.story, "at": p.fingerprint.at, "size": p.fingerprint.size,
             "signature": p.fingerprint.signature, "lead_key": p.fingerprint.lead_key,
             "title_key": p.fingerprint.title_key, "title": p.fingerprint.title, "words": p.fingerprint.words or None,
-        } for p, item_id in zip(plan, item_ids, strict=True)])
-        _insert_bands(s, [(p.fingerprint, item_id) for p, item_id in zip(plan, item_ids, strict=True)])
+        } for p, item_id in zip(items, item_ids, strict=True)])
+        _insert_bands(s, [(p.fingerprint, item_id) for p, item_id in zip(items, item_ids, strict=True)])
 
-        joined = sorted({p.story for p in plan if p.joined})
-        alerted: dict[int, int] = {}  # story -> its alert, made before this poll
-        outlets: set[int] = set()  # joined stories this source already carried
+        joined = sorted({p.story for p in items if p.joined})
+        alerted: dict[int, int] = {}  # story -> its alert, made before this group
+        carried: set[tuple[int, int]] = set()  # (story, source) pairs: a source's items in a story
         new_ids = set(item_ids)
+        notify = any(policy.notify_on_repost for policy in plan.policy)
         for chunk in _chunks(joined, 500):
             alerted.update((story, alert) for story, alert in s.execute(
                 select(AlertRow.story_id, AlertRow.id).where(AlertRow.story_id.in_(chunk))))
-            if policy.notify_on_repost:
+            if notify:
                 # by story only (ix_items_story; a story has few items), the source checked here:
                 # filtering on source_id in SQL can make SQLite walk the source's whole history
-                outlets.update(story for story, src, item in s.execute(
+                carried.update((story, src) for story, src, item in s.execute(
                     select(ItemRow.story_id, ItemRow.source_id, ItemRow.id).where(ItemRow.story_id.in_(chunk)))
-                    if src == source_id and item not in new_ids)
-        stored: list[StoredItem] = []
-        alerts = 0
+                    if item not in new_ids)
         alerted_now: set[int] = set()
-        for p, item_id in zip(plan, item_ids, strict=True):
-            made = False
+        for p, item_id in zip(items, item_ids, strict=True):
+            poll, _src = plan.polls[p.poll]
+            now, made = plan.now[p.poll], False
             if p.story not in alerted and p.story not in alerted_now:
                 if p.new.fresh and p.new.hits:
-                    alerts += self._add_alert(s, p.story, item_id, p.new.hits, channels, now)
+                    alerts[p.poll] += self._add_alert(s, p.story, item_id, p.new.hits, poll.channels, now)
                     alerted_now.add(p.story)
                     made = True
-            elif p.story in alerted and policy.notify_on_repost and p.story not in outlets:
+            elif (p.story in alerted and plan.policy[p.poll].notify_on_repost
+                  and (p.story, p.source_id) not in carried):
                 self._add_update(s, alerted[p.story], now)
-            outlets.add(p.story)
-            stored.append(StoredItem(item_id, p.story, source, p.new.item, p.new.fresh, p.joined, made))
+            carried.add((p.story, p.source_id))
+            stored[p.poll].append(StoredItem(item_id, p.story, poll.source, p.new.item, p.new.fresh, p.joined, made))
         return stored, alerts
 
     @staticmethod

@@ -77,10 +77,10 @@ def test_a_group_commit_and_a_heartbeat_on_the_same_sources_do_not_deadlock(pg_u
     try:
         assert len(store.claim_sources("a", T0, LEASE, 100)) == 10
         first_written, heartbeat_sent = threading.Event(), threading.Event()
-        commit_one = store._commit_one
+        mark_success = store._mark_success
 
         def pausing(s, *args):
-            out = commit_one(s, *args)
+            out = mark_success(s, *args)
             s.flush()
             if not first_written.is_set():
                 first_written.set()  # s9's row is written: let the heartbeat start on the rest
@@ -88,7 +88,7 @@ def test_a_group_commit_and_a_heartbeat_on_the_same_sources_do_not_deadlock(pg_u
                 time.sleep(0.5)
             return out
 
-        store._commit_one = pausing
+        store._mark_success = pausing
         ok = FetchResult(url="u", status="ok", http_status=200)
         polls = [PollCommit(name, ok, [], (), T0, schedule=PollSchedule(T0 + timedelta(minutes=5), 300.0))
                  for name in ("s9", "s0")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -516,6 +517,81 @@ def test_commit_polls_writes_polls_in_order_in_one_transaction_and_rolls_back_a_
             "sputnik": 1, "reposter": 1, "almanar": 0, "third": 0}
     assert deliveries(s) == [("hook", "alert", "pending"), ("mail", "alert", "pending")]
     s.close()
+
+
+def _group_polls() -> list[PollCommit]:
+    """Polls that meet each other: reposts across sources, an alerted story joined by two new
+    outlets (updates), a link another source has, a guid this source has, a copy within a poll."""
+    brief = "North Korea fired two ballistic missiles into the sea on Tuesday, Seoul's military said."
+    return [
+        PollCommit("reposter", OK, [NewItem(repost(), True, HIT),
+                                    # the original's link under another guid: an exact copy, dropped
+                                    NewItem(original(guid="orig-again"), True, HIT),
+                                    NewItem(make("b1", "https://reposter.example/b1", "Missiles fired", brief,
+                                                 NOW - timedelta(minutes=9)), True, HIT)], CHANNELS, NOW, REPOSTS),
+        PollCommit("almanar", OK, [NewItem(later_event(), True, HIT),
+                                   NewItem(make("b2", "https://almanar.example/b2", "Missiles fired", brief,
+                                                NOW - timedelta(minutes=8)), True, HIT),
+                                   NewItem(make("b3", "https://almanar.example/b3", "Missiles fired", brief,
+                                                NOW - timedelta(minutes=7)), True, ())], CHANNELS, NOW, REPOSTS),
+        # another outlet of the alerted story (one update per channel in all, not one each)
+        PollCommit("third", OK, [NewItem(repost(guid="third-copy", link="https://third.example/copy"), True, HIT),
+                                 # the same guid as the reposter's item: another source, so stored
+                                 NewItem(make("b1", "https://third.example/b1", "Missiles fired", brief,
+                                              NOW - timedelta(minutes=6)), True, HIT)], CHANNELS, NOW, REPOSTS),
+        # its own guid again (dropped), and a new item
+        PollCommit("reposter", OK, [NewItem(make("b1", "https://reposter.example/b1-moved", "x", brief, NOW), True, HIT),
+                                    NewItem(replace(later_event(), guid="later-2", link="https://reposter.example/later",
+                                                    canonical_link="https://reposter.example/later"), True, HIT)],
+                   CHANNELS, NOW, REPOSTS),
+    ]
+
+
+def _summary(s: Store, outcomes: list) -> tuple:
+    """What a group of polls left, independent of row ids."""
+    with Session(s.engine) as db:
+        guid_of = {i: f"{src}/{g}" for i, g, src in db.execute(
+            select(ItemRow.id, ItemRow.guid, SourceRow.name).join(SourceRow, SourceRow.id == ItemRow.source_id))}
+        stories: dict[int, set[str]] = {}
+        for item_id, story in db.execute(select(ItemRow.id, ItemRow.story_id)):
+            stories.setdefault(story, set()).add(guid_of[item_id])
+        alerts = db.execute(sa.text("SELECT a.item_id, d.channel, d.kind, d.status FROM deliveries d "
+                                    "JOIN alerts a ON a.id = d.alert_id")).all()
+        totals = {r.name: r.items_total or 0 for r in db.scalars(select(SourceRow))}
+    return (sorted(sorted(g) for g in stories.values()),
+            sorted((guid_of[i], channel, kind, status) for i, channel, kind, status in alerts),
+            totals,
+            [[(guid_of[st.id], st.joined, st.alerted) for st in o.stored] + [o.alerts] for o in outcomes])
+
+
+def test_a_group_of_polls_written_as_one_leaves_what_committing_them_one_by_one_leaves(db_url, tmp_path):
+    """The group path plans and writes several polls as one; its result must be the sequential one."""
+    def prepared(url: str) -> Store:
+        s = fresh_store(url)
+        s.commit_poll("sputnik", OK, [NewItem(original(), True, HIT)], CHANNELS, NOW - timedelta(minutes=30), REPOSTS)
+        send_all(s)  # its alert went out: new outlets of its story get an update
+        return s
+
+    one_by_one = prepared(f"sqlite:///{tmp_path}/sequential.db")
+    expected = _summary(one_by_one, [one_by_one.commit_polls([poll])[0] for poll in _group_polls()])
+    one_by_one.close()
+    grouped = prepared(db_url)
+    planned: list[int] = []
+    commit_group = grouped._commit_group
+    grouped._commit_group = lambda s, polls: planned.append(len(polls)) or commit_group(s, polls)
+    got = _summary(grouped, grouped.commit_polls(_group_polls()))
+    grouped.close()
+    assert planned == [4]  # as one group (not poll by poll, the fallback)
+    assert got == expected
+    stories, rows, totals, outcomes = got
+    # and that result is the right one
+    assert sorted(["sputnik/orig", "reposter/repost", "third/third-copy"]) in stories
+    assert sorted(["reposter/b1", "almanar/b2", "almanar/b3", "third/b1"]) in stories
+    assert sorted(["almanar/later", "reposter/later-2"]) in stories
+    assert [r for r in rows if r[2] == "update"] == [("sputnik/orig", "hook", "update", "pending"),
+                                                      ("sputnik/orig", "mail", "update", "pending")]
+    assert totals == {"sputnik": 1, "reposter": 3, "almanar": 3, "third": 2}
+    assert [o[-1] for o in outcomes] == [1, 1, 0, 0]  # the brief's alert, the later event's
 
 
 def race(stores: list[Store], copies: list[tuple[str, Item]], now: datetime) -> list:
