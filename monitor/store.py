@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -929,9 +931,9 @@ class Store:
         guid_of.update((_key(i.canonical_link), i.guid) for i in items if i.canonical_link)
         with self._session() as s:
             src = s.scalar(select(SourceRow.id).where(SourceRow.name == source))
-            guid_keys = [(src, _key(i.guid)) for i in items] if src is not None else []
-            link_keys = [_key(i.canonical_link) for i in items if i.canonical_link]
-            return {guid_of[k[1] if isinstance(k, tuple) else k] for k in self._stored_keys(s, guid_keys, link_keys)}
+            guids, links = self._stored_keys(s, [(src, _key(i.guid)) for i in items] if src is not None else [],
+                                             [_key(i.canonical_link) for i in items if i.canonical_link])
+            return {guid_of[k] for _, k in guids} | {guid_of[k] for k in links}
 
     def record_failure(self, source: str, result: FetchResult, now: datetime | None = None,
                        health: SourceHealthPolicy | None = None, schedule: PollSchedule | None = None) -> None:
@@ -1102,15 +1104,15 @@ class Store:
         group = _Plan(polls)
         keyed = [(k, src.id, new, _key(new.item.guid), _key(new.item.canonical_link) if new.item.canonical_link else None)
                  for k, (poll, src) in enumerate(polls) for new in poll.new_items]
-        known = self._stored_keys(s, [(source_id, g) for _, source_id, _, g, _ in keyed],
-                                  [link for *_, link in keyed if link])
+        guids, links = self._stored_keys(s, [(source_id, g) for _, source_id, _, g, _ in keyed],
+                                         [link for *_, link in keyed if link])
         fresh: list[tuple[int, int, NewItem, str, str | None, Fingerprint]] = []
         for k, source_id, new, guid_key, link_key in keyed:
-            if (source_id, guid_key) in known or (link_key and link_key in known):
+            if (source_id, guid_key) in guids or (link_key and link_key in links):
                 continue  # stored already (by an earlier poll, or earlier in this group)
-            known.add((source_id, guid_key))
+            guids.add((source_id, guid_key))
             if link_key:
-                known.add(link_key)
+                links.add(link_key)
             item, now = new.item, group.now[k]
             at = item.published if item.published is not None and item.published < now else now
             fresh.append((k, source_id, new, guid_key, link_key,
@@ -1146,31 +1148,27 @@ class Store:
         return group
 
     @staticmethod
-    def _stored_keys(s: Session, guid_keys: list[tuple[int | None, str]], link_keys: list[str]) -> set:
-        """Which of the keys are stored: (source id, guid key) pairs, and link keys of any source."""
-        known: set = set()
-        by_source: dict[int, set[str]] = {}
-        for source_id, key in guid_keys:
-            if source_id is not None:
-                by_source.setdefault(source_id, set()).add(key)
+    def _stored_keys(s: Session, guid_keys: Iterable[tuple[int, str]],
+                     link_keys: Iterable[str]) -> tuple[set[tuple[int, str]], set[str]]:
+        """Which of the keys are stored: the (source id, guid key) pairs, and the link keys (of
+        any source)."""
         conn = s.connection()
         mark = _marks(conn.dialect, 1)
-        # one statement for many sources: a probe of the (source_id, guid_key) index per pair
-        parts: list[str] = []
-        params: list = []
-        for source_id, keys in sorted(by_source.items()):
-            for chunk in _chunks(sorted(keys), 500):
+        guids: set[tuple[int, str]] = set()
+        # a statement for many sources: a UNION ALL of one index probe per source (at most
+        # 400 parts, under SQLite's limit of 500 on a compound SELECT)
+        for chunk in _chunks(sorted(set(guid_keys)), 400):
+            parts, params = [], []
+            for source_id, pairs in groupby(chunk, key=itemgetter(0)):
+                keys = [key for _, key in pairs]
                 parts.append(f"SELECT source_id, guid_key FROM items WHERE source_id = {mark} "
-                             f"AND guid_key IN ({_marks(conn.dialect, len(chunk))})")
-                params += [source_id, *chunk]
-                if len(params) >= 2000 or len(parts) >= 400:
-                    known.update(map(tuple, conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params))))
-                    parts, params = [], []
-        if parts:
-            known.update(map(tuple, conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params))))
-        for chunk in _chunks(link_keys, 500):
-            known.update(s.scalars(select(ItemRow.link_key).where(ItemRow.link_key.in_(chunk))))
-        return known
+                             f"AND guid_key IN ({_marks(conn.dialect, len(keys))})")
+                params += [source_id, *keys]
+            guids.update(map(tuple, conn.exec_driver_sql(" UNION ALL ".join(parts), tuple(params))))
+        links: set[str] = set()
+        for chunk in _chunks(list(link_keys), 500):
+            links.update(s.scalars(select(ItemRow.link_key).where(ItemRow.link_key.in_(chunk))))
+        return guids, links
 
     @staticmethod
     def _stored_copies(s: Session, fps: list[Fingerprint]) -> _Copies:
