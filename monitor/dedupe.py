@@ -51,6 +51,7 @@ import zlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 
 import numpy as np
 
@@ -253,9 +254,9 @@ def shingles(words: list[str]) -> set[int]:
     """32-bit hashes of the word ``SHINGLE``-grams (of the words themselves when fewer)."""
     if len(words) < SHINGLE:
         grams = words
-    else:
-        grams = [" ".join(words[i:i + SHINGLE]) for i in range(len(words) - SHINGLE + 1)]
-    return {zlib.crc32(g.encode("utf-8")) for g in grams}
+    else:  # the n-grams: word i with the SHINGLE - 1 after it (the shorter slices end the zip)
+        grams = map(" ".join, zip(*(words[i:] for i in range(SHINGLE)), strict=False))
+    return set(map(zlib.crc32, map(str.encode, grams)))
 
 
 #: English function words and newswire filler: not content words.
@@ -286,7 +287,18 @@ def _stem(word: str) -> str:
 def content_words(title_key: tuple[str, ...], words: list[str]) -> set[str]:
     """The content words of a story (its headline's and its text's words, function words,
     one-letter words and digits out, lightly stemmed)."""
-    return {_stem(w) for w in (*title_key, *words) if len(w) > 1 and w not in STOPWORDS and not w.isdigit()}
+    found = set(map(_content_word, title_key))
+    found.update(map(_content_word, words))
+    found.discard("")
+    return found
+
+
+@lru_cache(maxsize=1 << 16)
+def _content_word(word: str) -> str:
+    """``word`` stemmed, or "" when it is not a content word."""
+    if len(word) < 2 or word in STOPWORDS or word.isdigit():
+        return ""
+    return _stem(word)
 
 
 _NUMBER = re.compile(r"\d+(?:[,.]\d+)*")

@@ -245,7 +245,7 @@ def normalize_word(segment: str) -> tuple[str, ...]:
 def words_of(text: str) -> tuple[str, ...]:
     """The normalised words of ``text``, as the matcher sees them (see the module rules)."""
     if text.isascii():
-        return tuple(m.lower() for m in _ASCII_SEGMENT_RE.findall(text) if m)
+        return tuple(filter(None, _ASCII_SEGMENT_RE.findall(text.lower())))  # the pattern ignores case
     out: list[str] = []
     for segment in _SEGMENT_RE.findall(text.translate(_APOSTROPHE_TABLE)):
         if segment:
