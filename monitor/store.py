@@ -22,11 +22,14 @@ Rules:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
+import logging
 import math
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -69,6 +72,7 @@ from . import dedupe
 from .dedupe import Fingerprint
 from .model import DEFAULT_SEVERITY, FetchResult, Item, ItemKey, Notice, StoredItem, WatchlistHit, join_text
 
+log = logging.getLogger("monitor.store")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
 STORY_LOCK = 0x6E657773  # "news"
@@ -599,6 +603,59 @@ def safe_url(url: str) -> str:
         return "<invalid database URL>"
 
 
+#: A writer copies the WAL back into the database itself (SQLite's autocheckpoint) only when
+#: it holds this many pages; normally the checkpointer thread has done it long before.
+WAL_BACKSTOP_PAGES = 40_000
+#: The checkpointer runs at most this often while writes come in.
+CHECKPOINT_EVERY_S = 0.5
+
+
+class _Checkpointer:
+    """Copies a SQLite database's WAL back into the database file (a PASSIVE checkpoint) from a
+    thread of its own, soon after writes, so that a writing poll never waits for it: a
+    checkpoint writes every page changed since the last one to its place in the file and
+    fsyncs it, up to a tenth of a second with a big database. Writers and readers go on
+    meanwhile (SQLite allows one checkpointer beside them). Started on the first write."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._uri = f"file:{quote(str(Path(path).expanduser().resolve()))}?mode=rw"  # never creates a file
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def poke(self) -> None:
+        """Writes were committed: checkpoint soon."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopping.is_set():
+                    self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            try:  # a connection of its own each time: none is held open between writes
+                with contextlib.closing(sqlite3.connect(self._uri, uri=True, timeout=30, isolation_level=None)) as conn:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as e:  # busy or failing: the next write pokes it again
+                log.warning("WAL checkpoint of %s failed: %s", self.path, e)
+            if self._stopping.wait(CHECKPOINT_EVERY_S):
+                return
+
+    def close(self) -> None:
+        with self._lock:
+            self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
@@ -625,7 +682,9 @@ def make_engine(url: str) -> Engine:
             # story lookups and band-key inserts touch random index pages: a bigger page cache
             # and rarer checkpoints keep them off the disk (bounded: 32 MB per connection)
             cur.execute("PRAGMA cache_size=-32768")
-            cur.execute("PRAGMA wal_autocheckpoint=10000")
+            # the WAL is copied back into the database by a thread of its own (_Checkpointer);
+            # a writer does it itself only when that falls this far behind (160 MB of WAL)
+            cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
             cur.close()
             # SQLAlchemy, not the driver, begins transactions (see _sqlite_begin)
             dbapi_conn.isolation_level = None
@@ -687,6 +746,9 @@ class Store:
         # SQLite takes one writer at a time: polls' writes queue for one thread of their own
         # (Pipeline._write) instead of holding shared executor threads while they wait
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer") if self._write_lock is not None else None
+        db = self.engine.url.database if self._write_lock is not None else None
+        self._checkpointer = (_Checkpointer(db) if db and db != ":memory:" and not db.startswith("file:")
+                              and not self.engine.url.query else None)
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
@@ -699,6 +761,8 @@ class Store:
             return
         with self._write_lock, self._write.begin() as s:
             yield s
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     @classmethod
     def open_readonly(cls, url: str) -> Store:
@@ -758,6 +822,8 @@ class Store:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.shutdown(wait=True)  # a write under way finishes first
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------ sources

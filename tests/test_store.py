@@ -2,6 +2,7 @@
 atomic poll commit and the outbox's at-most-once bookkeeping."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -74,6 +75,33 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     with s.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     s.close()
+
+
+def test_sqlite_wal_is_copied_into_the_database_file_by_the_checkpointer_thread(tmp_path):
+    """Writes reach the database file itself soon after they commit, without waiting for
+    SQLite's own checkpoint (which a writer would run, and wait for, only at 40,000 WAL
+    pages): a copy of the file alone, without its WAL, holds them."""
+    import shutil
+    import sqlite3
+    import time
+
+    s = fresh_store(f"sqlite:///{tmp_path}/m.db")
+    deadline = time.monotonic() + 20
+    names: list[str] = []
+    while time.monotonic() < deadline:
+        shutil.copyfile(tmp_path / "m.db", tmp_path / "copy.db")  # the file alone: no -wal beside it
+        with contextlib.closing(sqlite3.connect(tmp_path / "copy.db")) as c:
+            try:
+                names = sorted(n for (n,) in c.execute("SELECT name FROM sources"))
+            except sqlite3.OperationalError:  # no sources table in the file yet
+                names = []
+        if names:
+            break
+        time.sleep(0.05)
+    assert names == ["other", "wire"]
+    assert (tmp_path / "m.db-wal").exists()  # the connections are still open: it was not a closing checkpoint
+    s.close()
+    assert not any(t.name == "db-checkpoint" for t in threading.enumerate())
 
 
 def test_commit_poll_stores_items_alerts_outbox_and_http_state(db_url):
