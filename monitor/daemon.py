@@ -247,19 +247,21 @@ class Daemon:
         return max(4, 2 * self.cfg.fetch.concurrency)
 
     async def _prune(self) -> None:
-        """Drop the story band rows of items older than the story window (and a day for clocks
-        and late lookups): the band index stays the size of the window. Hourly in the daemon,
-        at the end of ``--once``; a failure is logged and tried again next time."""
+        """Drop the story band rows and fingerprints of items older than the story window (and
+        a day for clocks and late lookups): the story indexes stay the size of the window.
+        Hourly in the daemon, at the end of ``--once``; a failure is logged and tried again
+        next time."""
         before = datetime.now(UTC) - self.cfg.stories.window - PRUNE_MARGIN
         started = time.perf_counter()
         try:
             with self._job():
-                rows = await asyncio.to_thread(self.store.prune_story_bands, before, self._stop.is_set)
+                bands, fingerprints = await asyncio.to_thread(self.store.prune_story_keys, before, self._stop.is_set)
         except Exception as e:  # noqa: BLE001 - the database is down or busy: next time
-            log.warning("pruning story bands failed: %s: %s", e.__class__.__name__, e)
+            log.warning("pruning story keys failed: %s: %s", e.__class__.__name__, e)
             return
-        if rows:
-            event(log, "pruned", story_bands=rows, first_seen_before=before.isoformat(timespec="seconds"),
+        if bands or fingerprints:
+            event(log, "pruned", story_bands=bands, fingerprints=fingerprints,
+                  first_seen_before=before.isoformat(timespec="seconds"),
                   seconds=round(time.perf_counter() - started, 1))
 
     @contextlib.contextmanager

@@ -192,7 +192,7 @@ class BandRow(Base):
     are the bulk of the rows written and read: the smaller the index, the more of it cached."""
 
     __tablename__ = "story_bands"
-    # by item: pruning drops the rows of items older than the story window (prune_story_bands)
+    # by item: pruning drops the rows of items older than the story window (prune_story_keys)
     __table_args__ = (Index("ix_story_bands_item", "item_id"), {"sqlite_with_rowid": False})
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     item_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # items.id (no foreign key: it costs)
@@ -1102,28 +1102,33 @@ class Store:
             outcomes.append(PollOutcome(stored[k], alerts[k]))
         return outcomes
 
-    #: Items whose band rows one pruning transaction deletes (each row is a random index page to
-    #: rewrite, as when it was inserted): polls wait for no more than that.
+    #: Items whose story keys one pruning transaction deletes (each row is a random index page
+    #: to rewrite, as when it was inserted): polls wait for no more than that.
     PRUNE_CHUNK = 500
 
-    def prune_story_bands(self, before: datetime, stop: Callable[[], bool] | None = None) -> int:
-        """Delete the LSH band rows of the items first seen before ``before`` (a story lookup
-        never reaches them once they are older than the story window), a chunk of items per
-        transaction (until ``stop()`` says so); returns how many rows went. Their fingerprint
-        rows stay (lead and title lookups reach back NEAR_DAYS only). Safe to run on several
-        replicas at once."""
+    def prune_story_keys(self, before: datetime, stop: Callable[[], bool] | None = None) -> tuple[int, int]:
+        """Delete the LSH band rows and the fingerprint rows of the items first seen before
+        ``before`` (a story lookup never reaches them once they are older than the story
+        window: band lookups check the window, lead and title lookups reach back NEAR_DAYS),
+        a chunk of items per transaction (until ``stop()`` says so); returns how many band
+        rows and fingerprint rows went. The items and their stories stay. Safe to run on
+        several replicas at once."""
         with self._session() as s:
             upto = s.scalar(select(ItemRow.id).where(ItemRow.first_seen_at < before)
                             .order_by(ItemRow.first_seen_at.desc()).limit(1))
-        deleted = 0
+        bands = fingerprints = 0
         while upto is not None and not (stop is not None and stop()):
             with self._writing() as s:
-                low = s.scalar(select(func.min(BandRow.item_id)))
+                lows = [s.scalar(select(func.min(BandRow.item_id))),
+                        s.scalar(select(func.min(FingerprintRow.item_id)))]
+                low = min((x for x in lows if x is not None), default=None)
                 if low is None or low > upto:
                     break
                 high = min(upto, low + self.PRUNE_CHUNK - 1)
-                deleted += s.execute(delete(BandRow).where(BandRow.item_id >= low, BandRow.item_id <= high)).rowcount
-        return deleted
+                bands += s.execute(delete(BandRow).where(BandRow.item_id >= low, BandRow.item_id <= high)).rowcount
+                fingerprints += s.execute(delete(FingerprintRow).where(
+                    FingerprintRow.item_id >= low, FingerprintRow.item_id <= high)).rowcount
+        return bands, fingerprints
 
     @staticmethod
     def _mark_success(s: Session, src: SourceRow, result: FetchResult, now: datetime,
@@ -1241,7 +1246,7 @@ class Store:
         with one of ``fps``: three queries for the whole poll, of (key, item) pairs only, from
         the indexes; the fingerprints compared are loaded after (``_Copies.load``), each once,
         however many keys it shares. Band rows hold no time (they are pruned a day after the
-        window, see ``prune_story_bands``): ``_Copies.candidates`` checks ``window`` on the
+        window, see ``prune_story_keys``): ``_Copies.candidates`` checks ``window`` on the
         loaded fingerprints."""
         found = _Copies()
         times = [fp.at for fp in fps if fp.at is not None]

@@ -610,7 +610,7 @@ def test_hostile_sources_under_load_do_not_stop_the_good_ones(tmp_path, feeds):
     assert "parse pool broken" not in r.stderr
 
 
-def test_run_once_prunes_story_bands_of_items_older_than_the_window(tmp_path, feeds, receiver):
+def test_run_once_prunes_story_keys_of_items_older_than_the_window(tmp_path, feeds, receiver):
     sources = serve(feeds, {"/wire.xml": rss("Wire", "https://wire.example/", [
         dict(title="North Korea test-fires new ICBM", link="https://wire.example/new",
              description="The missile was launched on a lofted trajectory, state media said on Tuesday, "
@@ -628,6 +628,8 @@ def test_run_once_prunes_story_bands_of_items_older_than_the_window(tmp_path, fe
     r = monitor("run", "--once", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     assert "pruned" in r.stderr
-    with sqlite3.connect(tmp_path / "m.db") as db:  # only the new item's band rows are left
-        assert db.execute("select count(distinct item_id) from story_bands").fetchone()[0] == 1
+    with sqlite3.connect(tmp_path / "m.db") as db:  # only the new item's band rows and fingerprint are left
+        new_id = db.execute("select id from items where link = 'https://wire.example/other'").fetchone()[0]
+        assert db.execute("select distinct item_id from story_bands").fetchall() == [(new_id,)]
+        assert db.execute("select item_id from fingerprints").fetchall() == [(new_id,)]
         assert db.execute("select count(*) from items").fetchone()[0] == 2

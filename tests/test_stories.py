@@ -646,15 +646,18 @@ def test_two_launches_on_different_days_are_two_stories(db_url, gap):
     s.close()
 
 
-def test_pruning_drops_the_band_rows_of_items_older_than_the_window(db_url):
+def test_pruning_drops_the_story_keys_of_items_older_than_the_window(db_url):
     s = fresh_store(db_url)
     old = s.commit_poll("sputnik", OK, [NewItem(original(NOW - timedelta(days=10)), True, HIT)], CHANNELS,
                         NOW - timedelta(days=10))
     brief = s.commit_poll("third", OK, [NewItem(make("b", "https://third.example/b", BRIEF.title, BRIEF.text,
                                                      NOW - timedelta(days=9)), True, HIT)], CHANNELS,
                           NOW - timedelta(days=9))
+    photo = s.commit_poll("third", OK, [NewItem(make("p", "https://third.example/p", "Photos: the parade", "",
+                                                     NOW - timedelta(days=9)), True, HIT)], CHANNELS,
+                          NOW - timedelta(days=9))  # a headline-only page: a fingerprint without band rows
     recent = s.commit_poll("almanar", OK, [NewItem(later_event(), True, HIT)], CHANNELS, NOW)
-    old_ids = [old.stored[0].id, brief.stored[0].id]
+    old_ids = [old.stored[0].id, brief.stored[0].id, photo.stored[0].id]
     s.PRUNE_CHUNK = 1  # one item per transaction: the loop must go on until the cut-off
 
     def bands() -> dict[int, int]:
@@ -664,13 +667,21 @@ def test_pruning_drops_the_band_rows_of_items_older_than_the_window(db_url):
                 out[item_id] = out.get(item_id, 0) + 1
             return out
 
+    def fingerprints() -> set[int]:
+        with Session(s.engine) as db:
+            return set(db.scalars(select(FingerprintRow.item_id)))
+
     before = bands()
     assert before[old_ids[0]] == dedupe.BANDS and before[old_ids[1]] == dedupe.WORD_BANDS
-    assert s.prune_story_bands(NOW - timedelta(days=8)) == dedupe.BANDS + dedupe.WORD_BANDS
+    assert old_ids[2] not in before and fingerprints() == {*old_ids, recent.stored[0].id}
+    assert s.prune_story_keys(NOW - timedelta(days=8)) == (dedupe.BANDS + dedupe.WORD_BANDS, 3)
     assert bands() == {recent.stored[0].id: dedupe.BANDS}
-    assert s.prune_story_bands(NOW - timedelta(days=8)) == 0  # nothing left to prune
-    with Session(s.engine) as db:  # the items and their fingerprints stay
-        assert set(db.scalars(select(FingerprintRow.item_id))) >= set(old_ids)
+    assert fingerprints() == {recent.stored[0].id}
+    assert s.prune_story_keys(NOW - timedelta(days=8)) == (0, 0)  # nothing left to prune
+    with Session(s.engine) as db:  # the items stay, in their stories
+        assert {i.id: i.story_id for i in db.scalars(select(ItemRow).where(ItemRow.id.in_(old_ids)))} == {
+            old.stored[0].id: old.stored[0].story_id, brief.stored[0].id: brief.stored[0].story_id,
+            photo.stored[0].id: photo.stored[0].story_id}
     # the recent story still merges
     out = s.commit_poll("reposter", OK, [NewItem(make("again", "https://repost.example/002", TITLE_002, seed("002"),
                                                      NOW), True, HIT)], CHANNELS, NOW + timedelta(minutes=1))
