@@ -43,10 +43,7 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-
-from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from typing import TYPE_CHECKING
 
 from . import metrics
 from .batch import usable_cpus
@@ -58,6 +55,9 @@ from .notify import Notifier
 from .parse import ParsePool
 from .pipeline import Pipeline, PollReport
 from .store import SourceState, Store, safe_url
+
+if TYPE_CHECKING:  # the HTTP server and the scheduler are imported when started: `run --once` needs neither
+    from aiohttp import web
 
 log = logging.getLogger("monitor.daemon")
 
@@ -147,6 +147,9 @@ class Daemon:
             await asyncio.to_thread(self.store.register_replica, self.replica, socket.gethostname(), os.getpid())
             event(log, "replica", id=self.replica, lease=f"{self.cfg.replicas.lease.total_seconds():g}s")
             self._by_name = {s.name: s for s in self.sources}
+            from apscheduler.schedulers.asyncio import AsyncIOScheduler
+            from apscheduler.triggers.interval import IntervalTrigger
+
             scheduler = AsyncIOScheduler(timezone=UTC)
             self._scheduler = scheduler
             scheduler.add_job(self._claim_job, IntervalTrigger(seconds=self.cfg.replicas.claim_every.total_seconds()),
@@ -229,6 +232,8 @@ class Daemon:
                 return False
             restart = [key for key in ("database", "server", "fetch") if getattr(new, key) != getattr(self.cfg, key)]
             if new.replicas.claim_every != self.cfg.replicas.claim_every:
+                from apscheduler.triggers.interval import IntervalTrigger
+
                 self._scheduler.reschedule_job(
                     "claim", trigger=IntervalTrigger(seconds=new.replicas.claim_every.total_seconds()))
             self.cfg, self.matcher, self.notifier = new, matcher, notifier
@@ -373,6 +378,8 @@ class Daemon:
     async def _start_http(self) -> web.AppRunner | None:
         if not self.cfg.server.port:
             return None
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
@@ -389,6 +396,8 @@ class Daemon:
         return runner
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
         try:
             counts = await asyncio.wait_for(asyncio.to_thread(self.store.counts), 5)
         except Exception as e:  # noqa: BLE001
@@ -401,6 +410,8 @@ class Daemon:
         """200 once this replica claims and delivers work and its database answers; 503 while
         it starts, when it stops, or when the database does not answer (a load balancer or
         Kubernetes then leaves it out; /healthz says whether it should be restarted)."""
+        from aiohttp import web
+
         if not self._ready or self._stop.is_set():
             return web.json_response({"status": "not ready", "replica": self.replica}, status=503)
         try:
@@ -411,6 +422,8 @@ class Daemon:
         return web.json_response({"status": "ready", "replica": self.replica})
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
         return web.Response(body=metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
