@@ -19,8 +19,8 @@ Rules:
   (one worker per usable CPU, forkserver; started by the first such feed) when there are
   enough sources to pay for it. The event loop never waits for a parse.
 - The outbox is swept every ``delivery.interval`` and at once after a poll created alerts.
-- Story band rows of items older than ``stories.window`` (and a day) are pruned hourly and
-  at the end of ``--once``, so the band index stays the size of the window.
+- Story band rows and fingerprints of items older than ``stories.window`` (and a day) are
+  pruned hourly and at the end of ``--once``, so the story indexes stay the size of the window.
 - ``/healthz`` and ``/metrics`` are served on ``server.host:server.port`` (port 0: off).
 - SIGTERM/SIGINT: stop claiming, cancel polls in flight (their work is redone next time;
   nothing is half-written because a poll commits in one transaction), let sends in flight
