@@ -4,7 +4,9 @@ Rules:
 - One ClientSession per Fetcher (TCPConnector limit = fetch.concurrency) and a semaphore of the
   same size around each fetch; the User-Agent from the config on every request.
 - Politeness per host: at most ``fetch.per_host`` requests in flight to one host, and request
-  starts at least ``fetch.host_delay`` apart.
+  starts at least ``fetch.host_delay`` apart. A host's entry is dropped once it is idle (nothing
+  in flight or waiting, its delay over) when the table is swept, so a long-running daemon that
+  fetches article pages from ever new hosts (full text) keeps a table the size of what is active.
 - ``429``/``503`` with ``Retry-After`` (seconds or an HTTP date, capped at a day) are errors
   carrying ``retry_after``; ``Cache-Control: max-age`` is reported as ``max_age``: the
   scheduler (monitor.polling) honours both.
@@ -37,6 +39,7 @@ from .config import FetchConfig
 from .model import FetchResult
 
 MAX_REDIRECTS = 5
+HOST_SWEEP_MIN = 1024  # per-host entries kept before idle ones are first dropped
 CHUNK = 64 * 1024
 INFLATE_STEP = 1024 * 1024  # most bytes one zlib call may produce
 ACCEPT = "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, application/xml;q=0.9, text/xml;q=0.9, */*;q=0.5"
@@ -55,6 +58,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
         self._hosts: dict[str, _Host] = {}
+        self._sweep_at = HOST_SWEEP_MIN  # the table size at which idle hosts are dropped next
 
     async def __aenter__(self) -> Fetcher:
         cfg = self.cfg
@@ -81,18 +85,22 @@ class Fetcher:
         if self._session is None or self._slots is None:
             raise RuntimeError("Fetcher used outside `async with`")
         host = self._host(url)
-        async with host.slots, self._slots:
-            await host.wait_turn(_seconds(self.cfg.host_delay))
-            started = time.monotonic()
-            try:
-                # The session's total timeout covers the body as well; this bounds our own work too.
-                async with asyncio.timeout(_seconds(self.cfg.timeout) + 1):
-                    result = await self._get(url, etag, last_modified)
-            except FetchError as e:
-                result = FetchResult(url=url, status="error", error=str(e))
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
-                result = FetchResult(url=url, status="error", error=self._describe(e, url))
-            return _with_elapsed(result, time.monotonic() - started)
+        host.users += 1
+        try:
+            async with host.slots, self._slots:
+                await host.wait_turn(_seconds(self.cfg.host_delay))
+                started = time.monotonic()
+                try:
+                    # The session's total timeout covers the body as well; this bounds our own work too.
+                    async with asyncio.timeout(_seconds(self.cfg.timeout) + 1):
+                        result = await self._get(url, etag, last_modified)
+                except FetchError as e:
+                    result = FetchResult(url=url, status="error", error=str(e))
+                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+                    result = FetchResult(url=url, status="error", error=self._describe(e, url))
+                return _with_elapsed(result, time.monotonic() - started)
+        finally:
+            host.users -= 1
 
     def _host(self, url: str) -> _Host:
         try:
@@ -101,8 +109,22 @@ class Fetcher:
             key = ""
         host = self._hosts.get(key)
         if host is None:
+            if len(self._hosts) >= self._sweep_at:
+                self._sweep()
             host = self._hosts[key] = _Host(self.cfg.per_host)
         return host
+
+    def _sweep(self) -> None:
+        """Drop the entries of idle hosts. Run when the table reaches twice its size after the
+        last sweep (at least HOST_SWEEP_MIN), so its cost per new host is constant."""
+        now = time.monotonic()
+        self._hosts = {key: host for key, host in self._hosts.items() if not host.idle(now)}
+        self._sweep_at = max(HOST_SWEEP_MIN, 2 * len(self._hosts))
+
+    @property
+    def hosts_tracked(self) -> int:
+        """How many hosts have a politeness entry now (idle ones included until the next sweep)."""
+        return len(self._hosts)
 
     async def _get(self, url: str, etag: str | None, last_modified: str | None) -> FetchResult:
         if not url.lower().startswith(("http://", "https://")):
@@ -178,8 +200,14 @@ class _Host:
 
     def __init__(self, per_host: int):
         self.slots = asyncio.Semaphore(per_host)
+        self.users = 0  # fetches holding or waiting for a slot of this host
         self._next = 0.0
         self._lock = asyncio.Lock()
+
+    def idle(self, now: float) -> bool:
+        """Nothing in flight or waiting, and the next start is not held back: dropping this
+        entry changes nothing for the next request to the host."""
+        return self.users == 0 and self._next <= now
 
     async def wait_turn(self, delay: float) -> None:
         if delay <= 0:

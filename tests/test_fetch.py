@@ -14,6 +14,7 @@ from feedserver import ENTITY_BOMB, XXE, FeedServer, SilentServer, atom, repeat,
 from sinks import free_port
 
 from monitor.config import FetchConfig
+from monitor import fetch as fetch_module
 from monitor.fetch import Fetcher, fetch_sync
 from monitor.parse import FeedParseError, parse_feed
 
@@ -395,6 +396,35 @@ def test_per_host_limit_and_politeness_delay(server):
     assert all(r.ok for r in asyncio.run(many(per_host=6, host_delay="0.15s")))
     gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.14  # request starts to one host are spaced out
+
+
+def test_idle_hosts_are_dropped_from_the_politeness_table_and_hosts_held_back_are_kept(monkeypatch):
+    """Full text fetches article pages from ever new hosts: a long-running daemon must not keep
+    an entry for each host it ever saw, nor forget one whose politeness delay is still running."""
+    monkeypatch.setattr(fetch_module, "HOST_SWEEP_MIN", 8)
+    port = free_port()  # nothing listens: every 127.0.0.N refuses at once (all loopback)
+
+    def url(n: int) -> str:
+        return f"http://127.0.0.{n}:{port}/feed.xml"
+
+    async def run():
+        async with Fetcher(cfg()) as f:  # no host delay: a host is idle once its fetch is over
+            for n in range(2, 102):
+                assert not (await f.fetch(url(n))).ok
+                assert f.hosts_tracked <= 8
+        async with Fetcher(cfg(host_delay="0.6s")) as f:
+            for n in range(2, 22):  # all within their delay: none may be dropped
+                await f.fetch(url(n))
+            assert f.hosts_tracked == 20
+            started = time.monotonic()
+            await f.fetch(url(2))  # its turn comes 0.6 s after its first start
+            assert time.monotonic() - started >= 0.3
+            await asyncio.sleep(0.7)
+            for n in range(30, 50):  # the table is swept when it doubles (at 32 here): the first 20 are idle
+                await f.fetch(url(n))
+            assert f.hosts_tracked <= 20  # 40 without the sweep
+
+    asyncio.run(run())
 
 
 @pytest.mark.parametrize("status", [429, 503])
