@@ -13,8 +13,8 @@ from aiohttp import web
 from feedserver import ENTITY_BOMB, XXE, FeedServer, SilentServer, atom, repeat, rss
 from sinks import free_port
 
-from monitor.config import FetchConfig
 from monitor import fetch as fetch_module
+from monitor.config import FetchConfig
 from monitor.fetch import Fetcher, fetch_sync
 from monitor.parse import FeedParseError, parse_feed
 
