@@ -1227,6 +1227,30 @@ class _Loader:
                     self.problems.add(main.order, line, f"{main.name}:{line}: {_fmt_loc(loc)}: unknown {label} "
                                                         f"'{name}' ({name_hint(name, known, none)})")
 
+    @staticmethod
+    def warn_routes_reaching_no_channel(cfg: Config, main: _Doc) -> None:
+        """A route whose channels all refuse the watchlists it matches (the admin channel with no
+        ``watchlists``, say) delivers its hits nowhere, and unless it says ``continue`` no later
+        route sees them: almost surely a mistake, and a silent one at run time."""
+        for i, route in enumerate(cfg.routes):
+            _Loader._warn_route_reaching_no_channel(cfg, main, i, route)
+
+    @staticmethod
+    def _warn_route_reaching_no_channel(settings: Config, main: _Doc, i: int, route: RouteConfig) -> None:
+        by_name = {c.name: c for c in settings.channels}
+        named = [by_name[n] for n in route.channels if n in by_name]
+        matched = route.match.watchlist if route.match.watchlist is not None else [w.name for w in settings.watchlists]
+        if not named or len(named) < len(route.channels) or not matched:
+            return  # a route to nowhere (channels: []) is a deliberate drop; unknown names are errors
+        if any(c.wants(w) for c in named for w in matched):
+            return
+        hints = [f"'{c.name}' takes {'only the watchlists it names (none)' if c.watchlists is None else ', '.join(c.watchlists) or 'no watchlists'}"
+                 for c in named]
+        line = main.line(("routes", i, "channels"))
+        log.warning("%s:%d: routes[%d]: none of its channels takes the watchlists it matches (%s; %s): their "
+                    "hits are delivered nowhere%s", main.name, line, i, ", ".join(matched), "; ".join(hints),
+                    "" if route.continue_ else " and no later route sees them")
+
     def _add(self, entry: _Entry, line: int, text: str) -> None:
         self.problems.add(entry.doc.order, line, text)
 
@@ -1467,7 +1491,9 @@ def load_config(path: str | Path, env: Mapping[str, str] | None = None, *, check
     db_url = env.get(_DATABASE_ENV)
     if db_url and db_url.strip():
         update["database"] = settings.database.model_copy(update={"url": db_url.strip()})
-    return settings.model_copy(update=update)
+    cfg = settings.model_copy(update=update)
+    loader.warn_routes_reaching_no_channel(cfg, main)
+    return cfg
 
 
 # --------------------------------------------------------------------------- summary

@@ -1181,6 +1181,35 @@ def test_routes_without_a_match_for_a_hit_fall_back_to_every_channel():
     assert cfg.route(WatchlistHit("missile-tests", 1), "wire") == ["a", "b"]
 
 
+def test_a_route_whose_channels_take_none_of_its_watchlists_is_a_warning_naming_its_line(caplog):
+    """Hits routed only to channels that refuse them would be delivered nowhere, silently."""
+    write("cfg.yaml", DELIVERY_BASE + """
+    channels:
+      - {name: admin, url: "json://127.0.0.1/a"}
+      - {name: desk, url: "json://127.0.0.1/d", watchlists: [missile-tests]}
+      - {name: pager, url: "json://127.0.0.1/p"}
+    routes:
+      - match: {severity: critical}
+        channels: [admin]
+      - match: {watchlist: deployments}
+        channels: [desk]
+        continue: true
+      - match: {watchlist: deployments}
+        channels: [desk, pager]
+      - match: {source: wire}
+        channels: []
+    """)
+    with caplog.at_level(logging.WARNING, logger="monitor.config"):
+        load_config("cfg.yaml", env={})
+    assert [r.getMessage() for r in caplog.records] == [
+        "cfg.yaml:9: routes[0]: none of its channels takes the watchlists it matches (missile-tests, "
+        "deployments; 'admin' takes only the watchlists it names (none)): their hits are delivered nowhere "
+        "and no later route sees them",
+        "cfg.yaml:11: routes[1]: none of its channels takes the watchlists it matches (deployments; 'desk' "
+        "takes missile-tests): their hits are delivered nowhere",
+    ]
+
+
 def test_bad_delivery_keys_name_file_line_and_key():
     write("cfg.yaml", DELIVERY_BASE + """
     channels:
