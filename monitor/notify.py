@@ -21,7 +21,9 @@ Rules:
   more than one outlet carried the story), ``outlet_count``, ``published`` (``YYYY-MM-DD
   HH:MM UTC`` or ``unknown``), ``watchlists`` (each ``name``, ``severity``, ``score``
   (formatted), ``terms``), ``terms`` (all matched terms), ``snippet``, ``update``,
-  ``heading`` (``[wl, ...] title``), ``id``), ``digest`` (bool), ``count``, ``folded``,
+  ``heading`` (``[wl, ...] title``), ``id``), ``digest`` (bool), ``count`` (the stories in
+  the message, listed or not), ``omitted`` (how many of them a digest does not list: it lists
+  at most ``DIGEST_LIST_MAX``, the most severe, newest first among equals), ``folded``,
   ``since``/``until`` (formatted, or None), ``groups`` (each ``watchlist``, ``severity``,
   ``alerts``: a story is listed under every watchlist it matched; groups by severity,
   highest first, then name), ``subject`` (the message's one-line subject) and ``channel``.
@@ -78,7 +80,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -113,6 +115,9 @@ Kind = Literal["email", "slack", "other"]
 SUBJECT_MAX = 200  # one-line titles / email subjects
 TITLE_MAX = 300  # the story title inside a body
 SNIPPET_MAX = 1000
+#: Stories listed in one digest message; the others are only counted (``omitted``), so a
+#: busy period cannot make a message no mail server or chat service accepts.
+DIGEST_LIST_MAX = 100
 SLACK_TEXT_MAX = 2900  # Slack rejects a section text over 3000 characters
 REASON_MAX = 300
 NOTICE_LINE_MAX = 2000
@@ -638,11 +643,12 @@ def _groups(alerts: list[SimpleNamespace]) -> list[SimpleNamespace]:
 
 
 def _context(alerts: list[SimpleNamespace], *, digest: bool, subject: str, channel: str, folded: int = 0,
-             since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+             since: datetime | None = None, until: datetime | None = None, omitted: int = 0) -> dict[str, Any]:
     return {
         "alerts": alerts,
         "digest": digest,
-        "count": len(alerts),
+        "count": len(alerts) + omitted,
+        "omitted": omitted,
         "folded": folded,
         "since": _utc(since) if since else None,
         "until": _utc(until) if until else None,
@@ -711,9 +717,23 @@ def render(n: Notification, kind: Kind, template: Template | str | os.PathLike[s
 def render_digest(d: Digest, kind: Kind, template: Template | str | os.PathLike[str] | None = None) -> Message:
     """Several stories in one message (``d.entries`` newest first), same template as alerts."""
     subject = digest_subject(d)
-    context = _context([_alert_entry(n) for n in d.entries], digest=True, subject=subject, channel=d.channel,
-                       folded=d.folded, since=d.since, until=d.until)
+    listed = _most_severe(d.entries, DIGEST_LIST_MAX)
+    context = _context([_alert_entry(n) for n in listed], digest=True, subject=subject, channel=d.channel,
+                       folded=d.folded, since=d.since, until=d.until, omitted=len(d.entries) - len(listed))
     return _message(kind, subject, _render(kind, template, context))
+
+
+def _most_severe(entries: Sequence[Notification], limit: int) -> list[Notification]:
+    """At most ``limit`` of ``entries``: the most severe (by their most severe watchlist), the
+    newest first among equals (``entries`` come newest first), in their given order."""
+    if len(entries) <= limit:
+        return list(entries)
+
+    def rank(i: int) -> tuple[int, int]:
+        hits = entries[i].watchlists
+        return -max((_severity_rank(w.severity) for w in hits), default=-1), i
+
+    return [entries[i] for i in sorted(sorted(range(len(entries)), key=rank)[:limit])]
 
 
 def render_notice(notice: Notice, kind: Kind) -> Message:

@@ -13,6 +13,7 @@ import pytest
 from apprise.plugins.slack import NotifySlack
 from sinks import SilentServer, free_port
 
+from monitor import notify
 from monitor.config import ChannelConfig
 from monitor.model import Digest, Notice, Notification, WatchlistHit
 from monitor.notify import (
@@ -516,9 +517,29 @@ def test_slack_digest_stays_under_the_section_limit_dropping_whole_lines():
     entries = tuple(story(i, f"Story {i} & <b>", i % 60, WatchlistHit("wl", 1, ("icbm",))) for i in range(200))
     body = render_digest(Digest("desk", entries), "slack").body
     assert len(body) <= SLACK_TEXT_MAX and body.endswith("\n…")
-    for line in body.split("\n")[1:-1]:
+    lines = body.split("\n")
+    assert lines[1].startswith("_The 100 most severe of these 200 stories are listed")  # never cut: it leads
+    for line in lines[2:-1]:
         assert line == "" or line.startswith(("*wl*", "• <https://news.example.org/")), line
         assert line.count("<") == line.count(">")  # no half link
+
+
+@pytest.mark.parametrize("kind", ["email", "slack", "other"])
+def test_a_large_digest_lists_the_most_severe_stories_and_counts_the_rest(kind, monkeypatch):
+    monkeypatch.setattr(notify, "DIGEST_LIST_MAX", 3)
+    entries = tuple(  # newest first; stories 4 and 1 critical, the others info
+        story(i, f"Story number {i}", i, WatchlistHit("wl", 1, ("icbm",), "critical" if i in (4, 1) else "info"))
+        for i in range(6, 0, -1))
+    message = render_digest(Digest("desk", entries), kind)
+    assert message.title in ("[digest] 6 stories", "")
+    body = message.body
+    listed = [i for i in range(1, 7) if f"Story number {i}" in body]
+    assert listed == [1, 4, 6]  # both critical ones, then the newest info one
+    assert _positions(body, "Story number 4", "Story number 1") == sorted(_positions(body, "Story number 4",
+                                                                                     "Story number 1"))
+    assert "The 3 most severe of these 6 stories are listed; 3 more are not" in body
+    small = render_digest(Digest("desk", entries[:3]), kind).body
+    assert "most severe of these" not in small and all(f"Story number {i}" in small for i in (6, 5, 4))
 
 
 # --------------------------------------------------------------------------- notices
