@@ -1231,25 +1231,25 @@ class _Loader:
     def warn_routes_reaching_no_channel(cfg: Config, main: _Doc) -> None:
         """A route whose channels all refuse the watchlists it matches (the admin channel with no
         ``watchlists``, say) delivers its hits nowhere, and unless it says ``continue`` no later
-        route sees them: almost surely a mistake, and a silent one at run time."""
+        route sees them: almost surely a mistake, and a silent one at run time. A route to
+        nowhere (``channels: []``) is a deliberate drop; unknown names were errors already."""
+        by_name = {c.name: c for c in cfg.channels}
+        every = [w.name for w in cfg.watchlists]
         for i, route in enumerate(cfg.routes):
-            _Loader._warn_route_reaching_no_channel(cfg, main, i, route)
-
-    @staticmethod
-    def _warn_route_reaching_no_channel(settings: Config, main: _Doc, i: int, route: RouteConfig) -> None:
-        by_name = {c.name: c for c in settings.channels}
-        named = [by_name[n] for n in route.channels if n in by_name]
-        matched = route.match.watchlist if route.match.watchlist is not None else [w.name for w in settings.watchlists]
-        if not named or len(named) < len(route.channels) or not matched:
-            return  # a route to nowhere (channels: []) is a deliberate drop; unknown names are errors
-        if any(c.wants(w) for c in named for w in matched):
-            return
-        hints = [f"'{c.name}' takes {'only the watchlists it names (none)' if c.watchlists is None else ', '.join(c.watchlists) or 'no watchlists'}"
-                 for c in named]
-        line = main.line(("routes", i, "channels"))
-        log.warning("%s:%d: routes[%d]: none of its channels takes the watchlists it matches (%s; %s): their "
-                    "hits are delivered nowhere%s", main.name, line, i, ", ".join(matched), "; ".join(hints),
-                    "" if route.continue_ else " and no later route sees them")
+            named = [by_name[n] for n in route.channels if n in by_name]
+            matched = every if route.match.watchlist is None else route.match.watchlist
+            if not named or len(named) < len(route.channels) or not matched:
+                continue
+            if any(c.wants(w) for c in named for w in matched):
+                continue
+            # a channel with no ``watchlists`` wants them all, unless it is the admin channel
+            takes = ["only the watchlists it names (none)" if c.watchlists is None
+                     else ", ".join(c.watchlists) or "no watchlists" for c in named]
+            hints = "; ".join(f"'{c.name}' takes {t}" for c, t in zip(named, takes, strict=True))
+            line = main.line(("routes", i, "channels"))
+            log.warning("%s:%d: routes[%d]: none of its channels takes the watchlists it matches (%s; %s): their "
+                        "hits are delivered nowhere%s", main.name, line, i, ", ".join(matched), hints,
+                        "" if route.continue_ else " and no later route sees them")
 
     def _add(self, entry: _Entry, line: int, text: str) -> None:
         self.problems.add(entry.doc.order, line, text)
