@@ -395,7 +395,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
     t0 = time.perf_counter()
     if n <= 0:
         return {"items": 0, "rows": 0, "seconds": 0.0}
-    bench.store.engine.dispose()  # no other connection: the journal mode can change
+    bench.store.disconnect()  # no other connection: the journal mode can change
     conn = sqlite3.connect(bench.path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")

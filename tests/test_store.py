@@ -104,6 +104,28 @@ def test_sqlite_wal_is_copied_into_the_database_file_by_the_checkpointer_thread(
     assert not any(t.name == "db-checkpoint" for t in threading.enumerate())
 
 
+def test_sqlite_writes_go_through_one_connection_with_the_big_page_cache_and_readers_keep_small_ones(tmp_path):
+    """SQLite memory stays bounded: only the one writing connection (story lookups and band
+    inserts run in it) has the big page cache; the pooled reading connections have small ones."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monitor.store import READER_CACHE_KB, WRITER_CACHE_KB
+
+    s = fresh_store(f"sqlite:///{tmp_path}/m.db")
+    names = [f"src{n}" for n in range(8)]
+    s.sync_sources([(n, f"http://127.0.0.1/{n}.xml") for n in names])
+    with ThreadPoolExecutor(4) as pool:  # writers in several threads at once still share one connection
+        list(pool.map(lambda i: s.commit_poll(names[i], OK, [NewItem(item(i), True)], [], NOW), range(len(names))))
+    with s._writing() as w:
+        assert w.execute(text("PRAGMA cache_size")).scalar() == -WRITER_CACHE_KB
+    assert s._write_engine.pool.checkedin() == 1
+    with s._session() as r1, s._session() as r2:
+        for r in (r1, r2):
+            assert r.execute(text("PRAGMA cache_size")).scalar() == -READER_CACHE_KB
+            assert r.execute(text("SELECT count(*) FROM items")).scalar() == 8
+    s.close()
+
+
 def test_commit_poll_stores_items_alerts_outbox_and_http_state(db_url):
     s = fresh_store(db_url)
     out = s.commit_poll("wire", OK, [NewItem(item(1), True, HIT), NewItem(item(2), True)],
