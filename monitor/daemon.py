@@ -42,6 +42,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -82,6 +83,7 @@ class Daemon:
         self._pipeline: Pipeline | None = None  # the daemon's current one (a reload makes a new one)
         self._fetcher: Fetcher | None = None
         self._pool: ParsePool | None = None
+        self._work: ThreadPoolExecutor | None = None  # the polls' work threads (work_threads)
         self._jobs: set[asyncio.Task] = set()  # scheduler jobs running now
         self._by_name: dict[str, SourceConfig] = {}
         self._reloads: set[asyncio.Future] = set()
@@ -110,8 +112,9 @@ class Daemon:
     async def run_once(self) -> int:
         await self.prepare()
         async with Fetcher(self.cfg.fetch) as fetcher:
-            with parse_pool(len(self.sources)) as pool:
-                pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier, parse_pool=pool)
+            with parse_pool(len(self.sources)) as pool, work_threads() as work:
+                pipeline = Pipeline(self.cfg, self.store, self.matcher, fetcher, self.notifier, parse_pool=pool,
+                                    work=work)
                 states = await asyncio.to_thread(self.store.source_states)
                 reports = await asyncio.gather(*(self._bounded_poll(pipeline, s, states.get(s.name))
                                                  for s in self.sources))
@@ -132,7 +135,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         await self.prepare()
         runner = await self._start_http()
-        with parse_pool(len(self.sources)) as pool:
+        with parse_pool(len(self.sources)) as pool, work_threads() as work:
+            self._work = work
             await self._serve(runner, pool)
         if runner is not None:
             await runner.cleanup()
@@ -197,7 +201,7 @@ class Daemon:
 
     def _make_pipeline(self) -> Pipeline:
         return Pipeline(self.cfg, self.store, self.matcher, self._fetcher, self.notifier,
-                        on_alert=self._wake.set, parse_pool=self._pool, replica=self.replica)
+                        on_alert=self._wake.set, parse_pool=self._pool, replica=self.replica, work=self._work)
 
     def _on_hup(self) -> None:
         event(log, "signal", signal="SIGHUP")
@@ -440,6 +444,20 @@ def parse_pool(sources: int) -> Iterator[ParsePool | None]:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["monitor.parse"])
     pool = ParsePool(cpus, ctx)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def work_threads() -> Iterator[ThreadPoolExecutor]:
+    """Threads for the polls' CPU work (parsing, known keys, fingerprints, matching), one per
+    usable CPU and at least 2 (so a slow database read does not hold up every other poll).
+    More only contend for the interpreter lock: with the default executor's 6 threads on 2
+    CPUs, a first poll of 1,000 feeds x 30 items took ~24 s, with 2 ~21 s. Blocking I/O
+    (sends, store reads and writes) stays on the default executor and the store's writer."""
+    pool = ThreadPoolExecutor(max_workers=max(2, usable_cpus()), thread_name_prefix="poll-work")
     try:
         yield pool
     finally:

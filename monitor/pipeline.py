@@ -33,7 +33,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import BrokenExecutor
+from concurrent.futures import BrokenExecutor, Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -156,8 +156,11 @@ class Pipeline:
 
     def __init__(self, cfg: Config, store: Store, matcher: Matcher, fetcher: Fetcher, notifier: Notifier,
                  on_alert: Callable[[], None] | None = None, parse_pool: ParsePool | None = None,
-                 replica: str | None = None):
+                 replica: str | None = None, work: Executor | None = None):
         self.cfg = cfg
+        # threads for a poll's CPU work (parsing, known keys, normalising, fingerprints,
+        # matching); None: the event loop's default executor
+        self.work = work
         # with replicas sharing the database, a channel is delivered by the replica holding
         # its lease (Store.claim_channel); None: this process is the only sender
         self.replica = replica
@@ -283,7 +286,7 @@ class Pipeline:
         """Plain RSS 2.0 / Atom 1.0 in a thread (lxml: quick); a feed that needs feedparser in
         the parse pool (started by the first such feed; threads until it is up)."""
         body = result.body or b""
-        plain = await asyncio.to_thread(parse_plain, body, result.content_type)
+        plain = await self._cpu(parse_plain, body, result.content_type)
         if plain is not None:
             return plain
         args = (body, result.url, result.content_type, False)
@@ -297,7 +300,13 @@ class Pipeline:
                     self.parse_pool = None
                     event(log, "parse pool broken", logging.ERROR, error=f"{e.__class__.__name__}: {e}",
                           fallback="threads")
-        return await asyncio.to_thread(parse_feed, *args)
+        return await self._cpu(parse_feed, *args)
+
+    async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the work threads (see ``work``)."""
+        if self.work is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.work, fn, *args)
 
     async def _process(self, source: SourceConfig, state: SourceState, result: FetchResult,
                        done_with_body: Callable[[], None] | None = None) -> PollReport:
@@ -327,11 +336,11 @@ class Pipeline:
         if feed.warning:
             event(log, "feed warning", logging.DEBUG, source=source.name, warning=feed.warning)
         # which entries are new (stored ones are not even normalised), in one trip off the event loop
-        count, fresh = await asyncio.to_thread(self._fresh_items, source.name, feed.entries)
+        count, fresh = await self._cpu(self._fresh_items, source.name, feed.entries)
         if source.full_text and fresh:
             fresh = await self.full_text.complete(source.name, fresh)
         now = utcnow()
-        new_items = await asyncio.to_thread(self._analyse, fresh, now)
+        new_items = await self._cpu(self._analyse, fresh, now)
         rate = blend_rate(state.items_per_day, published_rate((e.published for e in feed.entries), now))
         hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
         schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)

@@ -8,6 +8,7 @@ import random
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -270,6 +271,38 @@ def test_polls_arriving_while_a_commit_is_written_go_together_in_the_next_one(tm
         if name != "n7":
             assert [st.item.guid for st in outcome.stored] == [f"{name}-1"] and not outcome.stored[0].joined
             assert rig.state(name).etag == '"e"'
+    rig.store.close()
+
+
+def test_a_polls_cpu_work_runs_on_the_work_threads_sized_to_the_machine(tmp_path, srv):
+    """Parsing, the known-key lookup and the analysis run on the daemon's work threads (one per
+    usable CPU, at least 2), not on the event loop's default executor."""
+    from monitor.batch import usable_cpus
+    from monitor.daemon import work_threads
+
+    now = datetime.now(UTC)
+    rig = Rig(tmp_path, f"sqlite:///{tmp_path}/m.db", srv,
+              {"wire": srv.feed("/w.xml", rss("Wire", "https://w.example/", items(4, now, timedelta(hours=1))))})
+    ran: list[str] = []
+
+    async def go(work):
+        async with Fetcher(rig.cfg.fetch) as f:
+            p = Pipeline(rig.cfg, rig.store, Matcher(rig.cfg.matcher_watchlists()), f, Notifier([]), work=work)
+            for name in ("_fresh_items", "_analyse"):
+                real = getattr(p, name)
+
+                def spy(*args, _real=real, _name=name):
+                    ran.append(f"{_name} on {threading.current_thread().name.split('_')[0]}")
+                    return _real(*args)
+
+                setattr(p, name, spy)
+            return await p.poll(rig.cfg.sources[0])
+
+    with work_threads() as work:
+        assert work._max_workers == max(2, usable_cpus())
+        report = asyncio.run(go(work))
+    assert (report.status, report.new) == ("ok", 4)
+    assert ran == ["_fresh_items on poll-work", "_analyse on poll-work"]
     rig.store.close()
 
 
