@@ -1291,13 +1291,13 @@ class Store:
         for kind, keys, span in lookups:
             table, column = _COPY_KEYS[kind]
             for chunk in _chunks(keys, 2000):
-                sql = f"SELECT {column}, item_id FROM {table} WHERE {column} IN ({when.marks(len(chunk))})"
+                sql = f"FROM {table} WHERE {column} IN ({when.marks(len(chunk))})"
                 params: tuple = tuple(chunk)
                 if span is not None:
                     sql += f" AND at >= {when.mark} AND at <= {when.mark}"
                     params += (when.bind(span[0]), when.bind(span[1]))
-                for key, item_id in conn.exec_driver_sql(sql, params):
-                    found.by_key.setdefault((kind, key), []).append(item_id)
+                for key, item_id in _rows(conn, (column, "item_id"), sql, params):
+                    found.by_key.setdefault((kind, int(key) if kind == "band" else key), []).append(int(item_id))
         return found
 
     def _write_plan(self, s: Session, plan: _Plan) -> tuple[list[list[StoredItem]], list[int]]:
@@ -1309,6 +1309,8 @@ class Store:
         items = plan.items
         if not items:
             return stored, alerts
+        conn = s.connection()
+        when = _DateTimeIO(conn.dialect)
         titles: dict[int, tuple[str, datetime]] = {}
         for p in items:
             if p.story < 0:
@@ -1319,32 +1321,31 @@ class Store:
             # SQLAlchemy send one statement per row). Polls are serialised while they write
             # stories (see commit_poll), so the new stories are the ids above the old maximum.
             before = s.scalar(select(func.max(StoryRow.id))) or 0
-            s.execute(StoryRow.__table__.insert(), [{"title": t, "created_at": at} for t, at in titles.values()])
-            opened = list(s.scalars(select(StoryRow.id).where(StoryRow.id > before).order_by(StoryRow.id)))
+            _insert(conn, "stories", ("title", "created_at"), [(t, when.bind(at)) for t, at in titles.values()])
+            opened = sorted(int(i) for (i,) in _rows(conn, ("id",), f"FROM stories WHERE id > {when.mark}", (before,)))
             if len(opened) != len(titles):
                 raise RuntimeError(f"expected {len(titles)} new stories, found {len(opened)}: concurrent writer?")
             story_ids = dict(zip(titles, opened, strict=True))
         for p in items:
             p.story = story_ids.get(p.story, p.story)
         before = s.scalar(select(func.max(ItemRow.id))) or 0
-        s.execute(ItemRow.__table__.insert(), [{
-            "source_id": p.source_id, "story_id": p.story, "guid": p.new.item.guid, "guid_key": p.guid_key,
-            "link": p.new.item.link, "canonical_link": p.new.item.canonical_link, "link_key": p.link_key,
-            "title": p.new.item.title, "summary": p.new.item.summary, "content": p.new.item.content,
-            "published_at": p.new.item.published, "first_seen_at": plan.now[p.poll], "fresh": p.new.fresh,
-        } for p in items])
+        _insert(conn, "items", _ITEM_COLUMNS, [(
+            p.source_id, p.story, p.new.item.guid, p.guid_key, p.new.item.link, p.new.item.canonical_link,
+            p.link_key, p.new.item.title, p.new.item.summary, p.new.item.content, when.bind(p.new.item.published),
+            when.bind(plan.now[p.poll]), p.new.fresh,
+        ) for p in items])
         # the rows just inserted (polls are serialised while they write items, see commit_poll)
-        id_of = {(source_id, key): item_id for source_id, key, item_id in s.execute(
-            select(ItemRow.source_id, ItemRow.guid_key, ItemRow.id).where(ItemRow.id > before))}
+        id_of = {(int(source_id), key): int(item_id) for source_id, key, item_id in _rows(
+            conn, ("source_id", "guid_key", "id"), f"FROM items WHERE id > {when.mark}", (before,))}
         if len(id_of) != len(items):
             raise RuntimeError(f"expected {len(items)} new items, found {len(id_of)}: concurrent writer?")
         item_ids = [id_of[(p.source_id, p.guid_key)] for p in items]
-        s.execute(FingerprintRow.__table__.insert(), [{
-            "item_id": item_id, "story_id": p.story, "at": p.fingerprint.at, "size": p.fingerprint.size,
-            "signature": p.fingerprint.signature, "lead_key": p.fingerprint.lead_key,
-            "title_key": p.fingerprint.title_key, "title": p.fingerprint.title, "words": p.fingerprint.words or None,
-        } for p, item_id in zip(items, item_ids, strict=True)])
-        _insert_bands(s, [(p.fingerprint, item_id) for p, item_id in zip(items, item_ids, strict=True)])
+        _insert(conn, "fingerprints", _FINGERPRINT_COLUMNS, [(
+            item_id, p.story, when.bind(p.fingerprint.at), p.fingerprint.size, p.fingerprint.signature,
+            p.fingerprint.lead_key, p.fingerprint.title_key, p.fingerprint.title, p.fingerprint.words or None,
+        ) for p, item_id in zip(items, item_ids, strict=True)])
+        _insert(conn, "story_bands", ("band_key", "item_id"), [
+            (band, item_id) for p, item_id in zip(items, item_ids, strict=True) for band in set(p.fingerprint.bands)])
 
         joined = sorted({p.story for p in items if p.joined})
         alerted: dict[int, int] = {}  # story -> its alert, made before this group
@@ -1834,15 +1835,44 @@ def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None
     return q
 
 
-def _insert_bands(s: Session, fingerprints: list[tuple[Fingerprint, int]]) -> None:
-    """Insert the band keys of (fingerprint, item id) pairs: 8 or 16 rows per item, the bulk of a
-    poll's rows, so they go to the driver as plain tuples instead of through per-row
-    parameter processing."""
-    rows = [(band, item_id) for fp, item_id in fingerprints for band in set(fp.bands)]
+#: Bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32 is 32766).
+SQLITE_MAX_PARAMS = 32_000
+_ITEM_COLUMNS = ("source_id", "story_id", "guid", "guid_key", "link", "canonical_link", "link_key", "title",
+                 "summary", "content", "published_at", "first_seen_at", "fresh")
+_FINGERPRINT_COLUMNS = ("item_id", "story_id", "at", "size", "signature", "lead_key", "title_key", "title", "words")
+
+# Why the hot writes and reads below are shaped for SQLite as they are: the driver lets go of the
+# interpreter lock around every step of a statement (each row inserted by executemany, each
+# row read), and while the polls' work threads are busy, taking it back waits for their switch
+# interval (5 ms). A group commit of 500 items took ~0.24 ms an item alone and ~80 ms an item
+# beside one busy Python thread. So on SQLite a group's rows go in as multi-row VALUES
+# statements and the lookups' rows come back packed into one string: a statement is one step.
+
+
+def _insert(conn, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """Insert ``rows`` (values as the driver takes them) into ``table``. On SQLite as multi-row
+    VALUES statements of up to SQLITE_MAX_PARAMS parameters (see above); elsewhere one
+    executemany."""
     if not rows:
         return
-    conn = s.connection()
-    conn.exec_driver_sql(f"INSERT INTO story_bands (band_key, item_id) VALUES ({_marks(conn.dialect, 2)})", rows)
+    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+    one = f"({_marks(conn.dialect, len(columns))})"
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql(head + one, rows)
+        return
+    for chunk in _chunks(rows, max(1, SQLITE_MAX_PARAMS // len(columns))):
+        conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(v for row in chunk for v in row))
+
+
+def _rows(conn, columns: tuple[str, ...], tail: str, params: tuple) -> list[tuple]:
+    """The rows of ``SELECT columns tail``. On SQLite they come back packed into one string by
+    group_concat (see above), so values are text there (convert them) and the columns must
+    not be NULL or hold the ASCII separators 0x1e and 0x1f; elsewhere as the driver gives them."""
+    if conn.dialect.name != "sqlite":
+        return conn.exec_driver_sql(f"SELECT {', '.join(columns)} {tail}", params).fetchall()
+    packed = conn.exec_driver_sql(f"SELECT group_concat({' || char(31) || '.join(columns)}, char(30)) {tail}",
+                                  params).scalar()
+    return [tuple(row.split("\x1f")) for row in packed.split("\x1e")] if packed else []
 
 
 def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
@@ -1880,12 +1910,19 @@ class _Copies:
         """Read the fingerprints (and stories) of stored items ``refs``."""
         conn = s.connection()
         when = _DateTimeIO(conn.dialect)
+        packed = conn.dialect.name == "sqlite"  # as text, in one string (see _rows)
+        columns = (("item_id", "story_id", "at", "size", "hex(signature)", "ifnull(lead_key, '')", "ifnull(title, '')",
+                    "hex(words)") if packed else
+                   ("item_id", "story_id", "at", "size", "signature", "lead_key", "title", "words"))
         for chunk in _chunks(sorted(set(refs) - self.fingerprints.keys()), 500):
-            sql = ("SELECT item_id, story_id, at, size, signature, lead_key, title, words FROM fingerprints "
-                   f"WHERE item_id IN ({when.marks(len(chunk))})")
-            for item_id, story_id, at, size, signature, lead_key, title, words in conn.exec_driver_sql(sql, tuple(chunk)):
-                fp = Fingerprint(bytes(signature), size, lead_key, title, (), when.result(at), bytes(words or b""))
-                self.fingerprints[item_id] = (fp, story_id)
+            tail = f"FROM fingerprints WHERE item_id IN ({when.marks(len(chunk))})"
+            for item_id, story_id, at, size, signature, lead_key, title, words in _rows(conn, columns, tail,
+                                                                                      tuple(chunk)):
+                if packed:
+                    signature, words = bytes.fromhex(signature), bytes.fromhex(words)
+                fp = Fingerprint(bytes(signature), int(size), lead_key or None, title or "", (), when.result(at),
+                                 bytes(words or b""))
+                self.fingerprints[int(item_id)] = (fp, int(story_id))
 
     def candidates(self, fp: Fingerprint, keys: list[tuple[str, object]], stored: Iterable[int],
                    window: timedelta) -> list[tuple[int, Fingerprint, int]]:
