@@ -396,7 +396,8 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
     if n <= 0:
         return {"items": 0, "rows": 0, "seconds": 0.0}
     bench.store.disconnect()  # no other connection: the journal mode can change
-    conn = sqlite3.connect(bench.path, isolation_level=None)
+    # the store's checkpointer thread may still be copying the WAL back: wait for it
+    conn = sqlite3.connect(bench.path, isolation_level=None, timeout=120)
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute(f"PRAGMA cache_size=-{FILL_CACHE_KB}")
