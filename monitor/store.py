@@ -758,17 +758,17 @@ class Store:
         self.engine = engine or make_engine(url)
         self._session = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock() if self.engine.dialect.name == "sqlite" else None
+        file = _sqlite_file(self.engine)
         # On a SQLite file, writes (one at a time, under _write_lock) have a connection of their
         # own with the big page cache; readers' connections keep small ones (make_engine).
-        self._write_engine = (make_engine(url, writer=True) if engine is None and _sqlite_file(self.engine)
-                              else None)
+        self._write_engine = make_engine(url, writer=True) if engine is None and file else None
         # sessions that write: on SQLite they hold the write lock from their first statement
         self._write = sessionmaker((self._write_engine or self.engine).execution_options(sqlite_write=True),
                                    expire_on_commit=False)
         # SQLite takes one writer at a time: polls' writes queue for one thread of their own
         # (Pipeline._write) instead of holding shared executor threads while they wait
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="db-writer") if self._write_lock is not None else None
-        self._checkpointer = _Checkpointer(self.engine.url.database) if _sqlite_file(self.engine) else None
+        self._checkpointer = _Checkpointer(self.engine.url.database) if file else None
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:
