@@ -145,9 +145,13 @@ def test_exact_duplicates_by_guid_per_source_and_by_link_across_sources(db_url):
     s.commit_poll("wire", OK, [NewItem(item(1), True)], now=NOW)
     same_guid_other_link = Item("g1", "https://example.org/x", "https://example.org/x", "T", "", "", NOW)
     same_link_other_guid = Item("zz", "https://example.org/1", "https://example.org/1", "T", "", "", NOW)
-    assert s.known_keys("wire", [same_guid_other_link, same_link_other_guid]) == {"g1", "zz"}
-    # another source may reuse a guid (guids are only trusted per source) but not a link
-    assert s.known_keys("other", [same_guid_other_link, same_link_other_guid]) == {"zz"}
+    no_link = Item("g1", None, None, "T", "", "", NOW)
+    for _ in range(2):  # the first ask finds the source's id, later ones take the short way (one statement on SQLite)
+        assert s.known_keys("wire", [same_guid_other_link, same_link_other_guid]) == {"g1", "zz"}
+        assert s.known_keys("wire", [no_link]) == {"g1"}
+        # another source may reuse a guid (guids are only trusted per source) but not a link
+        assert s.known_keys("other", [same_guid_other_link, same_link_other_guid]) == {"zz"}
+        assert s.known_keys("other", [no_link]) == set()
     # a duplicate that slips past known_keys (a concurrent poll) is dropped by the unique index
     out = s.commit_poll("other", OK, [NewItem(same_link_other_guid, True, HIT)], [("hook", wants_all)], NOW)
     assert out.stored == [] and out.alerts == 0
@@ -189,6 +193,49 @@ def test_failure_then_success_tracks_source_health(db_url):
     s.commit_poll("wire", OK, [], now=NOW)
     assert s.failing_sources() == []
     s.close()
+
+
+def test_quiet_polls_on_sqlite_in_one_statement_leave_what_the_orm_leaves(tmp_path, monkeypatch):
+    """record_quiet_polls writes SQLite's rows with one UPDATE … FROM (VALUES …); the rows and
+    the recovery notices are those the ORM path (PostgreSQL's, and SQLite's before 3.33) leaves."""
+    import monitor.store as store_module
+    from monitor.store import PollSchedule, SourceHealthPolicy
+
+    health = SourceHealthPolicy(after=timedelta(hours=6), notify=True)
+    not_modified = FetchResult(url="u", status="not_modified", http_status=304, etag='"v2"', last_modified=None)
+
+    def scenario(path, one_statement: bool) -> tuple[list, list]:
+        monkeypatch.setattr(store_module, "SQLITE_UPDATE_FROM", one_statement)
+        s = fresh_store(f"sqlite:///{path}")
+        s.sync_sources([("wire", "http://127.0.0.1/wire.xml"), ("other", "http://127.0.0.1/other.xml"),
+                        ("third", "http://127.0.0.1/third.xml")])
+        s.record_failure("wire", FetchResult(url="u", status="error", error="HTTP 500"), NOW - timedelta(hours=7), health)
+        s.record_failure("wire", FetchResult(url="u", status="error", error="timed out"), NOW, health)
+        s.commit_poll("third", OK, [], now=NOW - timedelta(hours=1),
+                      schedule=PollSchedule(NOW, 600.0, 3.0, "b" * 40))
+        s.record_quiet_polls([
+            ("wire", not_modified, NOW, PollSchedule(NOW + timedelta(minutes=5), 300.0, 12.0, "a" * 40)),
+            ("other", OK, NOW, None),
+            ("third", not_modified, NOW - timedelta(minutes=1), PollSchedule(NOW + timedelta(minutes=9), None)),
+            ("third", not_modified, NOW, PollSchedule(NOW + timedelta(minutes=10), None)),  # the last one wins
+        ])
+        with s.engine.connect() as c:
+            sources = [tuple(r) for r in c.execute(text(
+                "SELECT name, url, etag, last_modified, last_polled_at, last_success_at, last_status, last_error, "
+                "failing_since, consecutive_failures, failure_notice_at, next_poll_at, poll_interval, "
+                "items_per_day, body_hash, leased_by, lease_until FROM sources ORDER BY name"))]
+            notices = [tuple(r) for r in c.execute(text(
+                "SELECT kind, status, subject, body, next_attempt_at, created_at FROM notices ORDER BY id"))]
+        with pytest.raises(KeyError, match="unknown source 'gone'"):
+            s.record_quiet_polls([("gone", OK, NOW, None)])
+        s.close()
+        return sources, notices
+
+    sources, notices = scenario(tmp_path / "one.db", True)
+    assert (sources, notices) == scenario(tmp_path / "orm.db", False)
+    assert [n[0] for n in notices] == ["source_failing", "source_recovered"]
+    wire = sources[[row[0] for row in sources].index("wire")]
+    assert wire[6:11] == ("not_modified", None, None, 0, None) and wire[2] == '"v2"'
 
 
 def test_changed_source_url_forgets_http_cache_state(db_url):
