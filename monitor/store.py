@@ -866,7 +866,10 @@ class Store:
         # plain rows and statements, no ORM objects: a start-up (and each --once run) reads
         # every source
         with self._writing() as s:
-            urls = {name: url for name, url in s.execute(select(SourceRow.name, SourceRow.url))}
+            urls = {}
+            for source_id, name, url in s.execute(select(SourceRow.id, SourceRow.name, SourceRow.url)):
+                urls[name] = url
+                self._source_ids[name] = source_id
             missing = [{"name": name, "url": url, "consecutive_failures": 0, "items_total": 0, "created_at": now}
                        for name, url in dict(sources).items() if name not in urls]
             if missing:
