@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import heapq
+import json
 import logging
 import math
 import sqlite3
@@ -955,10 +956,34 @@ class Store:
              .limit(limit)
              .with_for_update(skip_locked=True))
         with self._writing() as s:
+            conn = s.connection()
+            if conn.dialect.name == "sqlite" and SQLITE_ONE_STEP:
+                return self._claim_sqlite(conn, replica, now, lease, limit)
             rows = list(s.scalars(q))
             for row in rows:
                 row.leased_by, row.lease_until = replica, now + lease
             return [_source_state(r) for r in rows]
+
+    @staticmethod
+    def _claim_sqlite(conn, replica: str, now: datetime, lease: timedelta, limit: int) -> list[SourceState]:
+        """``claim_sources`` on SQLite in two statements of one step each (see ``_insert``): the
+        due sources' states packed into one JSON array (NULLs and any text survive it), then
+        one UPDATE of their leases. The daemon claims every ``claim_every``, beside busy polls."""
+        when = _DateTimeIO(conn.dialect)
+        stamp = when.bind(now)
+        packed = conn.exec_driver_sql(
+            "SELECT json_group_array(json_array(id, name, etag, last_modified, consecutive_failures, poll_interval, "
+            "items_per_day, body_hash, next_poll_at)) FROM (SELECT * FROM sources WHERE retired_at IS NULL "
+            "AND (next_poll_at IS NULL OR next_poll_at <= ?) AND (lease_until IS NULL OR lease_until < ?) "
+            "ORDER BY next_poll_at ASC NULLS FIRST, id LIMIT ?)", (stamp, stamp, limit)).scalar()
+        rows = json.loads(packed) if packed else []
+        if not rows:
+            return []
+        conn.exec_driver_sql(f"UPDATE sources SET leased_by = ?, lease_until = ? WHERE id IN ({when.marks(len(rows))})",
+                             (replica, when.bind(now + lease), *(row[0] for row in rows)))
+        return [SourceState(name, etag, modified, failures or 0, interval, per_day, body_hash,
+                            when.result(next_at) if next_at is not None else None)
+                for _, name, etag, modified, failures, interval, per_day, body_hash, next_at in rows]
 
     def release_sources(self, replica: str, names: Iterable[str]) -> None:
         """Give up leases on ``names`` without polling them (they stay due)."""
@@ -1211,7 +1236,7 @@ class Store:
             return
         with self._writing() as s:
             conn = s.connection()
-            if conn.dialect.name == "sqlite" and SQLITE_UPDATE_FROM:
+            if conn.dialect.name == "sqlite" and SQLITE_ONE_STEP:
                 self._quiet_polls_sqlite(s, conn, polls)
                 return
             rows = self._source_rows(s, [name for name, *_ in polls])
@@ -1928,8 +1953,10 @@ def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None
 
 #: Bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32 is 32766).
 SQLITE_MAX_PARAMS = 32_000
-#: ``UPDATE … FROM`` (SQLite 3.33): quiet polls are recorded in one statement (else by the ORM).
-SQLITE_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33)
+#: On SQLite, quiet polls are recorded and sources claimed in statements of one step each (see
+#: below; ``UPDATE … FROM`` needs SQLite 3.33); else, and on PostgreSQL, through the ORM. Tests
+#: set it False to compare the two.
+SQLITE_ONE_STEP = sqlite3.sqlite_version_info >= (3, 33)
 _ITEM_COLUMNS = ("source_id", "story_id", "guid", "guid_key", "link", "canonical_link", "link_key", "title",
                  "summary", "content", "published_at", "first_seen_at", "fresh")
 _FINGERPRINT_COLUMNS = ("item_id", "story_id", "at", "size", "signature", "lead_key", "title_key", "title", "words")

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import ROOT
 from feedserver import FeedServer, rss
+from sqlalchemy import text
 
 from monitor.model import FetchResult
 from monitor.store import PollCommit, PollSchedule, Store
@@ -64,6 +65,43 @@ def test_recording_the_poll_ends_the_lease_and_sets_the_next_poll(store):
     assert st.name not in others and len(others) == 9  # not due again before its next poll
     assert st.name in names(store.claim_sources("c", T0 + timedelta(minutes=5), LEASE, 100))
     assert store.source_state(st.name).next_poll_at == T0 + timedelta(minutes=5)
+
+
+def test_claims_on_sqlite_in_one_step_statements_are_what_the_orm_claims(tmp_path, monkeypatch):
+    """On SQLite claim_sources reads the due states packed into one JSON array and updates the
+    leases in one statement; states (NULLs, text, times), order, limit and leases are the ORM
+    path's (PostgreSQL's)."""
+    import monitor.store as store_module
+
+    def scenario(path, one_step: bool) -> list:
+        monkeypatch.setattr(store_module, "SQLITE_ONE_STEP", one_step)
+        s = Store(f"sqlite:///{path}")
+        s.upgrade()
+        s.sync_sources([(n, f"http://127.0.0.1:9/{n}.xml") for n in NAMES], NAMES[:-1], now=T0)  # the last retired
+        odd = FetchResult(url="u", status="not_modified", http_status=304, etag='W/"x|\x1f\u00e9"',
+                          last_modified="Mon, 23 Nov 2026 11:00:00 GMT")
+        s.record_quiet_polls([(NAMES[1], odd, T0, PollSchedule(T0 - timedelta(minutes=1), 300.0, 2.5, "c" * 40)),
+                              (NAMES[2], odd, T0, PollSchedule(T0 + timedelta(minutes=1), 60.0)),
+                              (NAMES[3], odd, T0, PollSchedule(T0 - timedelta(minutes=3), None))])
+        s.record_failure(NAMES[4], FetchResult(url="u", status="error", error="HTTP 500"), T0,
+                         schedule=PollSchedule(T0 - timedelta(minutes=2)))
+        out = [s.claim_sources("a", T0, LEASE, 4), s.claim_sources("b", T0, LEASE, 100),
+               s.claim_sources("c", T0 + timedelta(minutes=2), LEASE, 100)]
+        with s.engine.connect() as c:
+            out.append([tuple(r) for r in c.execute(text(
+                "SELECT name, leased_by, lease_until FROM sources ORDER BY name"))])
+        s.close()
+        return out
+
+    one_step = scenario(tmp_path / "one.db", True)
+    assert one_step == scenario(tmp_path / "orm.db", False)
+    a, b, c, _ = one_step
+    # never polled first, then the most overdue; not the retired one, nor one not due yet
+    assert [st.name for st in a] == ["s0", "s5", "s6", "s7"] and [st.name for st in b] == ["s8", "s3", "s4", "s1"]
+    assert b[1].etag == 'W/"x|\x1f\u00e9"' and b[1].next_poll_at == T0 - timedelta(minutes=3)
+    assert b[3].items_per_day == 2.5 and b[3].poll_interval == 300.0 and b[3].body_hash == "c" * 40
+    assert b[2].consecutive_failures == 1 and a[0].etag is None and a[0].next_poll_at is None
+    assert [st.name for st in c] == ["s0", "s5", "s6", "s7", "s8", "s3", "s4", "s1", "s2"]  # the leases ran out
 
 
 def test_a_group_commit_and_a_heartbeat_on_the_same_sources_do_not_deadlock(pg_url):

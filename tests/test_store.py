@@ -205,7 +205,7 @@ def test_quiet_polls_on_sqlite_in_one_statement_leave_what_the_orm_leaves(tmp_pa
     not_modified = FetchResult(url="u", status="not_modified", http_status=304, etag='"v2"', last_modified=None)
 
     def scenario(path, one_statement: bool) -> tuple[list, list]:
-        monkeypatch.setattr(store_module, "SQLITE_UPDATE_FROM", one_statement)
+        monkeypatch.setattr(store_module, "SQLITE_ONE_STEP", one_statement)
         s = fresh_store(f"sqlite:///{path}")
         s.sync_sources([("wire", "http://127.0.0.1/wire.xml"), ("other", "http://127.0.0.1/other.xml"),
                         ("third", "http://127.0.0.1/third.xml")])
