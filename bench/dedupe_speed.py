@@ -395,8 +395,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
     t0 = time.perf_counter()
     if n <= 0:
         return {"items": 0, "rows": 0, "seconds": 0.0}
-    bench.store.disconnect()  # no other connection: the journal mode can change
-    # the store's checkpointer thread may still be copying the WAL back: wait for it
+    bench.store.disconnect()  # no other connection (its checkpointer's neither): the journal mode can change
     conn = sqlite3.connect(bench.path, isolation_level=None, timeout=120)
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
@@ -631,6 +630,7 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
     window = timedelta(days=window_days)
     rows = []
     fill_total = 0.0
+    bench = None
     try:
         progress(f"creating {path} and generating texts ...")
         bench = open_bench(path, seed, corpus, window)
@@ -657,8 +657,9 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
                          **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()},
                          "items_after": items_after, "stories_after": stories_after,
                          "db_mb_after": round(bench.db_mb(), 1)})
-        bench.store.close()
     finally:
+        if bench is not None:
+            bench.store.close()  # its writer and checkpointer threads too, also when a size failed
         if tmpdir is not None and not keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
     base = rows[0]

@@ -628,23 +628,26 @@ class _Checkpointer:
         self.path = path
         self._uri = f"file:{quote(str(Path(path).expanduser().resolve()))}?mode=rw"  # never creates a file
         self._wake = threading.Event()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # the running thread's
         self._thread: threading.Thread | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def poke(self) -> None:
         """Writes were committed: checkpoint soon."""
         if self._thread is None:
             with self._lock:
-                if self._thread is None and not self._stopping.is_set():
-                    self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
+                if self._thread is None and not self._closed:
+                    self._stopping = threading.Event()
+                    self._thread = threading.Thread(target=self._run, args=(self._stopping,), name="db-checkpoint",
+                                                    daemon=True)
                     self._thread.start()
         self._wake.set()
 
-    def _run(self) -> None:
+    def _run(self, stopping: threading.Event) -> None:
         while True:
             self._wake.wait()
-            if self._stopping.is_set():
+            if stopping.is_set():
                 return
             self._wake.clear()
             try:  # a connection of its own each time: none is held open between writes
@@ -652,15 +655,24 @@ class _Checkpointer:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error as e:  # busy or failing: the next write pokes it again
                 log.warning("WAL checkpoint of %s failed: %s", self.path, e)
-            if self._stopping.wait(CHECKPOINT_EVERY_S):
+            if stopping.wait(CHECKPOINT_EVERY_S):
                 return
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """End the thread, after the checkpoint under way if any (then no connection of it is
+        open); the next ``poke`` starts another."""
         with self._lock:
+            thread, self._thread = self._thread, None
             self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
+        if thread is not None:
+            thread.join()
+
+    def close(self) -> None:
+        """``stop`` for good: no thread is started again."""
+        with self._lock:
+            self._closed = True
+        self.stop()
 
 
 def make_engine(url: str, writer: bool = False) -> Engine:
@@ -842,8 +854,11 @@ class Store:
                 f"(latest {head}): use a newer monitor")
 
     def disconnect(self) -> None:
-        """Close every pooled connection now (the next use opens new ones): for tools that
-        must be the database file's only user for a moment."""
+        """Close every pooled connection now, and the checkpointer's (the next use opens new
+        ones, the next write starts the checkpointer again): for tools that must be the
+        database file's only user for a moment."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         if self._write_engine is not None:
             self._write_engine.dispose()
         self.engine.dispose()
@@ -852,7 +867,7 @@ class Store:
         if self.writer is not None:
             self.writer.shutdown(wait=True)  # a write under way finishes first
         if self._checkpointer is not None:
-            self._checkpointer.close()
+            self._checkpointer.close()  # before disconnect() (which would only pause it)
         self.disconnect()
 
     # ------------------------------------------------------------ sources
