@@ -77,7 +77,7 @@ def cli() -> None:
 @click.option("--once", is_flag=True, help="Poll every source once, send what is due, and exit.")
 def run(config_path: str, once: bool) -> None:
     """Run the daemon (or one cycle with --once)."""
-    from .daemon import Daemon, ServeError
+    from .daemon import Daemon, ServeError, freeze_start_up
     from .store import DatabaseError
 
     logs.setup()  # config warnings (e.g. a disabled channel) get the same line format
@@ -85,6 +85,7 @@ def run(config_path: str, once: bool) -> None:
     logs.setup(cfg.logging.level, cfg.logging.format)
     try:
         daemon = Daemon(cfg)
+        freeze_start_up()
         import asyncio
 
         code = asyncio.run(daemon.run_once() if once else daemon.run_forever())
