@@ -198,6 +198,7 @@ class SourceConfig(Strict):
     max_interval: Duration | None = None  # default: fetch.max_interval
     enabled: bool = True
     full_text: bool = False  # fetch each new item's page and use its main text (monitor.fulltext)
+    source_alert_after: Duration | None = None  # this source's alerts.source_alert_after
 
     @model_validator(mode="after")
     def _bounds(self) -> SourceConfig:
@@ -1555,8 +1556,14 @@ def summarize(cfg: Config) -> str:
     lines.append(f"delivery: retries {format_duration(d.retry_initial)} doubling to {format_duration(d.retry_max)}; "
                  f"dead-lettered after {d.max_attempts} attempts or {format_duration(d.max_age)}; "
                  f"source notices after {format_duration(cfg.alerts.source_alert_after)}"
+                 f"{_own_notice_delays(cfg)}"
                  f"{'' if cfg.admin_channel else ' (no admin channel: notices are only logged)'}")
     return "\n".join(lines)
+
+
+def _own_notice_delays(cfg: Config) -> str:
+    own = sum(src.source_alert_after is not None for src in cfg.sources)
+    return f" ({own} source{'s' if own != 1 else ''} with their own)" if own else ""
 
 
 def _number(value: float) -> str:

@@ -252,7 +252,9 @@ class Pipeline:
         if result.retry_after is not None:  # the server said when: never earlier than that
             delay = max(delay, timedelta(seconds=result.retry_after))
         schedule = PollSchedule(now + delay)
-        await self._write(self.store.record_failure, source.name, result, now, self._health, schedule)
+        health = self._health if source.source_alert_after is None else replace(self._health,
+                                                                                 after=source.source_alert_after)
+        await self._write(self.store.record_failure, source.name, result, now, health, schedule)
         return PollReport(source.name, "error", error=result.error, next_poll_at=schedule.next_poll_at,
                           failures=failures, interval=self._interval(source, state).total_seconds())
 

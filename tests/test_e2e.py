@@ -561,6 +561,26 @@ def test_admin_channel_hears_of_a_failing_source_and_its_recovery(tmp_path, feed
     assert len(hook_texts(receiver)) == 2
 
 
+def test_a_source_may_have_its_own_source_alert_after(tmp_path, smtp):
+    def dead() -> str:
+        return f"http://127.0.0.1:{free_port()}/gone.xml"  # nothing listens there
+
+    cfg = write_config(tmp_path, f"sqlite:///{tmp_path}/m.db", {}, {"admin": smtp.url(to="ops@example.org")},
+                       alerts={"source_alert_after": "6h"})
+    text = yaml.safe_load(cfg.read_text())
+    text["sources"] = [{"name": "patient", "url": dead()},
+                       {"name": "urgent", "url": dead(), "source_alert_after": "0s"}]
+    cfg.write_text(yaml.safe_dump(text, sort_keys=False))
+    r = monitor("check", "--config", str(cfg))
+    assert r.returncode == 0 and "source notices after 6h (1 source with their own)" in r.stdout, r.stderr
+    r = monitor("run", "--once", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    (notice,) = smtp.wait_for(1)
+    assert notice["Subject"].startswith("[monitor] source 'urgent' failing since")
+    time.sleep(0.5)
+    assert len(smtp.messages) == 1  # 'patient' fails too, but not for 6 hours yet
+
+
 def test_hostile_sources_under_load_do_not_stop_the_good_ones(tmp_path, feeds):
     """Many sources (so feeds are parsed in the worker-process pool), a tenth of them hostile:
     every good one completes the cycle and stores its items; every hostile one is recorded."""
