@@ -994,8 +994,10 @@ class Store:
         rows = json.loads(packed) if packed else []
         if not rows:
             return []
-        conn.exec_driver_sql(f"UPDATE sources SET leased_by = ?, lease_until = ? WHERE id IN ({when.marks(len(rows))})",
-                             (replica, when.bind(now + lease), *(row[0] for row in rows)))
+        until = when.bind(now + lease)
+        for chunk in _chunks([row[0] for row in rows], SQLITE_MAX_PARAMS - 2):
+            conn.exec_driver_sql(f"UPDATE sources SET leased_by = ?, lease_until = ? WHERE id IN ({when.marks(len(chunk))})",
+                                 (replica, until, *chunk))
         return [SourceState(name, etag, modified, failures or 0, interval, per_day, body_hash,
                             when.result(next_at) if next_at is not None else None)
                 for _, name, etag, modified, failures, interval, per_day, body_hash, next_at in rows]
@@ -1296,7 +1298,7 @@ class Store:
                                when.bind(schedule.next_poll_at) if schedule.next_poll_at is not None else None,
                                schedule.interval, schedule.items_per_day, schedule.body_hash))
         one = f"({when.marks(len(columns))})"
-        for chunk in _chunks(values, SQLITE_MAX_PARAMS // len(columns)):
+        for chunk in _chunks(values, max(1, SQLITE_MAX_PARAMS // len(columns))):
             conn.exec_driver_sql(
                 f"WITH v({', '.join(columns)}) AS (VALUES {', '.join([one] * len(chunk))}) "
                 "UPDATE sources SET etag = v.etag, last_modified = v.last_modified, last_polled_at = v.now, "

@@ -95,6 +95,8 @@ def test_claims_on_sqlite_in_one_step_statements_are_what_the_orm_claims(tmp_pat
 
     one_step = scenario(tmp_path / "one.db", True)
     assert one_step == scenario(tmp_path / "orm.db", False)
+    monkeypatch.setattr(store_module, "SQLITE_MAX_PARAMS", 5)  # leases set three at a time
+    assert one_step == scenario(tmp_path / "chunked.db", True)
     a, b, c, _ = one_step
     # never polled first, then the most overdue; not the retired one, nor one not due yet
     assert [st.name for st in a] == ["s0", "s5", "s6", "s7"] and [st.name for st in b] == ["s8", "s3", "s4", "s1"]

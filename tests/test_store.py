@@ -257,6 +257,8 @@ def test_quiet_polls_on_sqlite_in_one_statement_leave_what_the_orm_leaves(tmp_pa
 
     sources, notices = scenario(tmp_path / "one.db", True)
     assert (sources, notices) == scenario(tmp_path / "orm.db", False)
+    monkeypatch.setattr(store_module, "SQLITE_MAX_PARAMS", 25)  # two rows a statement: the chunks add up
+    assert (sources, notices) == scenario(tmp_path / "chunked.db", True)
     assert [n[0] for n in notices] == ["source_failing", "source_recovered"]
     wire = sources[[row[0] for row in sources].index("wire")]
     assert wire[6:11] == ("not_modified", None, None, 0, None) and wire[2] == '"v2"'
