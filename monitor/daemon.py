@@ -246,7 +246,7 @@ class Daemon:
             self._by_name = {s.name: s for s in self.sources}
             self._pipeline = self._make_pipeline()
             logging.getLogger().setLevel(new.logging.level)
-            if gc.get_freeze_count():  # `monitor run` froze what start-up built (see cli.run)
+            if gc.get_freeze_count():  # `monitor run` froze what start-up built (freeze_start_up)
                 gc.unfreeze()  # the old config and matcher may now be collected
                 gc.collect()
                 gc.freeze()  # ... and the new ones leave the collector's sight

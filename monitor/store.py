@@ -1238,11 +1238,7 @@ class Store:
         src.last_polled_at = src.last_success_at = now
         src.last_status, src.last_error = result.status, None
         if src.failure_notice_at is not None:  # it was reported failing: say it recovered
-            s.add(NoticeRow(
-                kind="source_recovered", status="pending", attempts=0, next_attempt_at=now, created_at=now,
-                subject=f"source '{src.name}' recovered",
-                body=(f"Source '{src.name}' ({src.url}) answered again at {now.strftime('%Y-%m-%d %H:%M UTC')} "
-                      f"after failing since {_when(src.failing_since)}.")))
+            s.add(_recovered_notice(src.name, src.url, now, src.failing_since))
             src.failure_notice_at = None
         src.consecutive_failures, src.failing_since = 0, None
 
@@ -1277,13 +1273,8 @@ class Store:
                 missing.discard(name)
                 if not failing:
                     continue
-                now = last[name][1]
-                since = when.result(failing_since) if failing_since is not None else None
-                s.add(NoticeRow(
-                    kind="source_recovered", status="pending", attempts=0, next_attempt_at=now, created_at=now,
-                    subject=f"source '{name}' recovered",
-                    body=(f"Source '{name}' ({url}) answered again at {now.strftime('%Y-%m-%d %H:%M UTC')} "
-                          f"after failing since {_when(since)}.")))
+                s.add(_recovered_notice(name, url, last[name][1],
+                                        when.result(failing_since) if failing_since is not None else None))
         if missing:
             _source_in({}, min(missing))  # raises: unknown source
         columns = ("name", "etag", "last_modified", "now", "status", "scheduled", "next_poll_at", "poll_interval",
@@ -2147,6 +2138,15 @@ def _source_state(row: SourceRow) -> SourceState:
 def _silence(row: SilenceRow) -> Silence:
     return Silence(row.id, row.watchlist, row.query, row.source, row.starts_at, row.ends_at, row.comment,
                    row.created_by, row.created_at)
+
+
+def _recovered_notice(name: str, url: str, now: datetime, failing_since: datetime | None) -> NoticeRow:
+    """The admin notice that source ``name``, reported failing, answered again at ``now``."""
+    return NoticeRow(
+        kind="source_recovered", status="pending", attempts=0, next_attempt_at=now, created_at=now,
+        subject=f"source '{name}' recovered",
+        body=(f"Source '{name}' ({url}) answered again at {now.strftime('%Y-%m-%d %H:%M UTC')} "
+              f"after failing since {_when(failing_since)}."))
 
 
 def _when(t: datetime | None) -> str:
