@@ -986,12 +986,11 @@ class Store:
         one UPDATE of their leases. The daemon claims every ``claim_every``, beside busy polls."""
         when = _DateTimeIO(conn.dialect)
         stamp = when.bind(now)
-        packed = conn.exec_driver_sql(
-            "SELECT json_group_array(json_array(id, name, etag, last_modified, consecutive_failures, poll_interval, "
-            "items_per_day, body_hash, next_poll_at)) FROM (SELECT * FROM sources WHERE retired_at IS NULL "
-            "AND (next_poll_at IS NULL OR next_poll_at <= ?) AND (lease_until IS NULL OR lease_until < ?) "
-            "ORDER BY next_poll_at ASC NULLS FIRST, id LIMIT ?)", (stamp, stamp, limit)).scalar()
-        rows = json.loads(packed) if packed else []
+        rows = _json_rows(conn, ("id", "name", "etag", "last_modified", "consecutive_failures", "poll_interval",
+                                 "items_per_day", "body_hash", "next_poll_at"),
+                          "FROM (SELECT * FROM sources WHERE retired_at IS NULL "
+                          "AND (next_poll_at IS NULL OR next_poll_at <= ?) AND (lease_until IS NULL OR lease_until < ?) "
+                          "ORDER BY next_poll_at ASC NULLS FIRST, id LIMIT ?)", (stamp, stamp, limit))
         if not rows:
             return []
         until = when.bind(now + lease)
@@ -1089,10 +1088,11 @@ class Store:
         outside a transaction (no BEGIN, nothing to roll back). Every poll asks this from a work
         thread, and each call into the driver hands the interpreter lock over (see ``_insert``):
         beside busy threads this took ~28 ms as the four statements of ``_stored_keys``."""
+        dialect = self.engine.dialect
         sql = (f"SELECT group_concat(k, char(30)) FROM (SELECT guid_key AS k FROM items WHERE source_id = ? "
-               f"AND guid_key IN ({', '.join('?' * len(guid_keys))})")
+               f"AND guid_key IN ({_marks(dialect, len(guid_keys))})")
         if link_keys:
-            sql += f" UNION ALL SELECT link_key FROM items WHERE link_key IN ({', '.join('?' * len(link_keys))})"
+            sql += f" UNION ALL SELECT link_key FROM items WHERE link_key IN ({_marks(dialect, len(link_keys))})"
         conn = self.engine.raw_connection()
         try:
             packed = conn.cursor().execute(sql + ")", (source_id, *guid_keys, *link_keys)).fetchone()[0]
@@ -1267,16 +1267,15 @@ class Store:
         when = _DateTimeIO(conn.dialect)
         missing = set(last)
         for chunk in _chunks(sorted(last), 500):
-            for name, url, failing_since, failing in conn.exec_driver_sql(
-                    f"SELECT name, url, failing_since, failure_notice_at IS NOT NULL FROM sources "
-                    f"WHERE name IN ({when.marks(len(chunk))})", tuple(chunk)):
+            for name, url, failing_since, failing in _json_rows(
+                    conn, ("name", "url", "failing_since", "failure_notice_at IS NOT NULL"),
+                    f"FROM sources WHERE name IN ({when.marks(len(chunk))})", tuple(chunk)):
                 missing.discard(name)
-                if not failing:
-                    continue
-                s.add(_recovered_notice(name, url, last[name][1],
-                                        when.result(failing_since) if failing_since is not None else None))
+                if failing:
+                    s.add(_recovered_notice(name, url, last[name][1],
+                                            when.result(failing_since) if failing_since is not None else None))
         if missing:
-            _source_in({}, min(missing))  # raises: unknown source
+            raise _unknown_source(min(missing))
         columns = ("name", "etag", "last_modified", "now", "status", "scheduled", "next_poll_at", "poll_interval",
                    "items_per_day", "body_hash")
         values = []
@@ -1936,8 +1935,12 @@ def _source_in(rows: dict[str, SourceRow], name: str) -> SourceRow:
     """Source ``name``'s row among ``rows`` (``Store._source_rows``)."""
     row = rows.get(name)
     if row is None:
-        raise KeyError(f"unknown source {name!r}; call sync_sources first")
+        raise _unknown_source(name)
     return row
+
+
+def _unknown_source(name: str) -> KeyError:
+    return KeyError(f"unknown source {name!r}; call sync_sources first")
 
 
 def _only(results: list[PollOutcome | Exception]) -> PollOutcome:
@@ -2003,6 +2006,14 @@ def _rows(conn, columns: tuple[str, ...], tail: str, params: tuple) -> list[tupl
     return [tuple(row.split("\x1f")) for row in packed.split("\x1e")] if packed else []
 
 
+def _json_rows(conn, columns: tuple[str, ...], tail: str, params: tuple) -> list[list]:
+    """SQLite: the rows of ``SELECT columns tail`` packed into one JSON array (one step of the
+    driver, like ``_rows``; NULLs and any text survive it, numbers stay numbers)."""
+    packed = conn.exec_driver_sql(f"SELECT json_group_array(json_array({', '.join(columns)})) {tail}",
+                                  params).scalar()
+    return json.loads(packed) if packed else []
+
+
 def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
     """The (kind, key) pairs ``_copies_query`` finds ``fp`` by."""
     keys: list[tuple[str, object]] = [("band", b) for b in fp.bands]
@@ -2060,11 +2071,17 @@ class _Copies:
         earlier items in order."""
         assert fp.at is not None
         near = timedelta(days=dedupe.NEAR_DAYS)
-        refs: set[int] = set()
         stored = set(stored)
-        for kind, key in keys:
-            reach = window if kind == "band" else near
-            for ref in self.by_key.get((kind, key), ()):
+        by_band: set[int] = set()  # (a copy shares several band keys: each ref is checked once)
+        by_other: set[int] = set()
+        for key in keys:
+            found = self.by_key.get(key)
+            if found:
+                (by_band if key[0] == "band" else by_other).update(found)
+        refs: set[int] = set()
+        # a ref found by both is within NEAR_DAYS only if it is within the window (when that is longer)
+        for reach, candidates in ((window, by_band), (near, by_other - by_band if window >= near else by_other)):
+            for ref in candidates:
                 if ref >= 0 and ref not in stored:
                     continue
                 found = self.fingerprints.get(ref)
