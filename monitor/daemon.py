@@ -483,7 +483,7 @@ def parse_pool(sources: int) -> Iterator[ParsePool | None]:
         return
     # forkserver: a clean worker that imports only what parsing needs, not a copy of the daemon
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["monitor.parse"])
+    ctx.set_forkserver_preload(["monitor.parse", "monitor.dedupe"])
     pool = ParsePool(cpus, ctx)
     try:
         yield pool

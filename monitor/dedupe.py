@@ -48,13 +48,14 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
+from .model import Item
 from .query import words_of
 
 NUM_PERM = 64
@@ -332,11 +333,32 @@ class Fingerprint:
         """sha1 of the title words (None when the title has none)."""
         return hashlib.sha1(self.title.encode("utf-8")).hexdigest() if self.title else None
 
-    def values(self) -> np.ndarray:
+    # Derived values are computed once per fingerprint (a stored one is compared with many new
+    # items); cached_property keeps them in the instance's __dict__, not in its fields.
+    @cached_property
+    def _values(self) -> np.ndarray:
         return np.frombuffer(self.signature, dtype="<u4")
+
+    def values(self) -> np.ndarray:
+        return self._values
 
     def word_hashes(self) -> np.ndarray:
         return np.frombuffer(self.words, dtype="<u4")
+
+    @cached_property
+    def word_set(self) -> frozenset[int]:
+        """The content-word and number hashes (of a brief; empty otherwise)."""
+        return frozenset(self.word_hashes().tolist())
+
+    @cached_property
+    def number_set(self) -> frozenset[int]:
+        """The number hashes of a brief's word set."""
+        return frozenset(h for h in self.word_set if h >= _NUMBER_BIT)
+
+    @cached_property
+    def title_set(self) -> frozenset[str]:
+        """The title words, as a set."""
+        return frozenset(self.title.split())
 
 
 def _sha1(words: tuple[str, ...] | list[str]) -> str:
@@ -407,6 +429,12 @@ def fingerprint(title: str, text: str, at: datetime | None = None) -> Fingerprin
                        np.array(word_set, dtype="<u4").tobytes())
 
 
+def fingerprints(items: Iterable[Item]) -> list[Fingerprint]:
+    """``fingerprint(item.title, item.text)`` of each item: many in one call, for a worker
+    process (which also joins each item's text, see ``Item.text``)."""
+    return [fingerprint(item.title, item.text) for item in items]
+
+
 def jaccard(a: Fingerprint, b: Fingerprint) -> float:
     """Estimated Jaccard similarity of the two shingle sets (0 when either has no text)."""
     if not a.signature or not b.signature:
@@ -426,23 +454,22 @@ def containment(a: Fingerprint, b: Fingerprint, j: float | None = None) -> float
 
 def numbers_disagree(a: Fingerprint, b: Fingerprint) -> bool:
     """Whether two briefs state different figures: both have numbers, and none in common."""
-    wa, wb = a.word_hashes(), b.word_hashes()
-    na, nb = wa[wa >= _NUMBER_BIT], wb[wb >= _NUMBER_BIT]
-    return na.size > 0 and nb.size > 0 and np.intersect1d(na, nb, assume_unique=True).size == 0
+    na, nb = a.number_set, b.number_set
+    return bool(na) and bool(nb) and na.isdisjoint(nb)
 
 
 def word_jaccard(a: Fingerprint, b: Fingerprint) -> float:
     """Jaccard similarity of two short texts' content-word sets (0 unless both have one)."""
     if not a.words or not b.words:
         return 0.0
-    wa, wb = a.word_hashes(), b.word_hashes()
-    common = np.intersect1d(wa, wb, assume_unique=True).size
-    return common / (wa.size + wb.size - common)
+    wa, wb = a.word_set, b.word_set
+    common = len(wa & wb)
+    return common / (len(wa) + len(wb) - common)
 
 
 def title_overlap(a: Fingerprint, b: Fingerprint) -> float:
     """Share of the shorter title's words that the other title has (0 when one has none)."""
-    wa, wb = set(a.title.split()), set(b.title.split())
+    wa, wb = a.title_set, b.title_set
     if not wa or not wb:
         return 0.0
     return len(wa & wb) / min(len(wa), len(wb))

@@ -297,12 +297,15 @@ class Pipeline:
             try:
                 return await asyncio.get_running_loop().run_in_executor(pool, parse_feed, *args)
             except BrokenExecutor as e:
-                # a worker died (or could not start): parse in threads from now on, never lose the poll
-                if self.parse_pool is pool:
-                    self.parse_pool = None
-                    event(log, "parse pool broken", logging.ERROR, error=f"{e.__class__.__name__}: {e}",
-                          fallback="threads")
+                self._pool_broken(pool, e)
         return await self._cpu(parse_feed, *args)
+
+    def _pool_broken(self, pool: ParsePool, e: BrokenExecutor) -> None:
+        """A worker died (or could not start): parse and fingerprint in threads from now on,
+        never lose the poll."""
+        if self.parse_pool is pool:
+            self.parse_pool = None
+            event(log, "parse pool broken", logging.ERROR, error=f"{e.__class__.__name__}: {e}", fallback="threads")
 
     async def _cpu(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the work threads (see ``work``)."""
@@ -342,7 +345,7 @@ class Pipeline:
         if source.full_text and fresh:
             fresh = await self.full_text.complete(source.name, fresh)
         now = utcnow()
-        new_items = await self._cpu(self._analyse, fresh, now)
+        new_items = await self._analysed(fresh, now)
         rate = blend_rate(state.items_per_day, published_rate((e.published for e in feed.entries), now))
         hint = max((h for h in (feed.ttl, result.max_age) if h), default=None)
         schedule = self._success_schedule(source, state, now, len(new_items), rate, hint, body_hash)
@@ -384,12 +387,38 @@ class Pipeline:
                  for thing, key in unique if key.guid not in known]
         return len(unique), fresh
 
+    async def _analysed(self, items: list[Item], now: datetime) -> list[NewItem]:
+        """``_analyse(items, now)`` off the event loop. Many items have their fingerprints made
+        in the parse pool's worker processes (on another CPU) while a thread matches them."""
+        pool = self.parse_pool
+        if pool is None or len(items) < POOL_FINGERPRINTS or not pool.wanted():
+            return await self._cpu(self._analyse, items, now)
+        try:
+            made = asyncio.get_running_loop().run_in_executor(pool, dedupe.fingerprints, items)
+        except BrokenExecutor as e:  # (submit raises at once when the pool broke earlier)
+            self._pool_broken(pool, e)
+            return await self._cpu(self._analyse, items, now)
+        try:
+            matched = await self._cpu(self._match, items, now)
+        finally:
+            try:
+                fingerprints = await made
+            except BrokenExecutor as e:
+                self._pool_broken(pool, e)
+                fingerprints = await self._cpu(dedupe.fingerprints, items)
+        return [NewItem(it, fresh, hits, fp) for it, (fresh, hits), fp in zip(items, matched, fingerprints, strict=True)]
+
     def _analyse(self, items: list[Item], now: datetime) -> list[NewItem]:
         """Match and fingerprint new items (CPU work, run off the event loop)."""
+        return [NewItem(it, fresh, hits, dedupe.fingerprint(it.title, it.text))
+                for it, (fresh, hits) in zip(items, self._match(items, now), strict=True)]
+
+    def _match(self, items: list[Item], now: datetime) -> list[tuple[bool, tuple[WatchlistHit, ...]]]:
+        """For each item: whether it is fresh enough to alert, and the watchlists it matched
+        (only fresh ones are matched)."""
         fresh = [is_fresh(it, now, self.cfg.alerts.max_age) for it in items]
         found = iter(self.matcher.match_many([(it.title, it.text) for it, f in zip(items, fresh, strict=True) if f]))
-        return [NewItem(it, f, tuple(next(found)) if f else (), dedupe.fingerprint(it.title, it.text))
-                for it, f in zip(items, fresh, strict=True)]
+        return [(f, tuple(next(found)) if f else ()) for f in fresh]
 
     # ------------------------------------------------------------ delivery
     def hits_for(self, channel: str, d: PendingDelivery) -> tuple[WatchlistHit, ...]:
@@ -616,6 +645,9 @@ QUIET_BATCH_WAIT = 0.02
 #: New items one group commit of polls holds at most (see Pipeline._commit): the write lock is
 #: held for the whole group, a fraction of a second.
 COMMIT_GROUP_ITEMS = 500
+#: A poll with at least this many new items has their fingerprints made in the parse pool's
+#: workers (when it has them): below, shipping the texts costs about what it saves.
+POOL_FINGERPRINTS = 8
 
 
 def _retrieved(future: asyncio.Future) -> None:

@@ -3,6 +3,7 @@ and real databases (next poll, interval, failure backoff, Retry-After, unchanged
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import sqlite3
@@ -348,6 +349,82 @@ def test_plain_feeds_never_start_the_parse_pool_and_the_first_feed_needing_feedp
     with sqlite3.connect(tmp_path / "m.db") as db:
         assert {r[0] for r in db.execute("select i.title from items i join sources s on s.id = i.source_id "
                                          "where s.name = 'rdf2'")} == {"Bomber flight", "Carrier visit", "Talks"}
+
+
+def _story_items(n: int, start: datetime) -> list[dict]:
+    """Items with texts of their own, long enough to have band keys; the second a copy of the first."""
+    rng = random.Random(5)
+    vocab = [f"w{k:03d}" for k in range(400)]
+    out = [dict(title=f"Region {k} reports " + " ".join(rng.sample(vocab, 4)), link=f"https://s.example/{k}",
+                guid=f"s{k}", description=" ".join(rng.sample(vocab, 40)) + ".",
+                published=start - k * timedelta(minutes=7)) for k in range(n)]
+    out[1] = dict(out[0], link="https://s.example/copy", guid="copy", published=start - timedelta(minutes=3))
+    return out
+
+
+def _stored_fingerprints(path: Path) -> list[tuple]:
+    with sqlite3.connect(path) as db:
+        return db.execute("select i.guid, i.story_id, f.size, f.signature, f.lead_key, f.title_key, f.title, f.words "
+                          "from items i join fingerprints f on f.item_id = i.id order by i.guid").fetchall()
+
+
+def _kill_workers(pool) -> None:
+    # Killing one worker breaks the pool, whose manager then ends and reaps
+    # the others: a worker may be gone by the time its turn comes.
+    for proc in list(pool._processes.values()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, 9)
+        proc.join(10)
+
+
+@pytest.mark.parametrize("workers", ["up", "killed"])
+def test_a_poll_of_many_new_items_has_them_fingerprinted_in_the_parse_pool_and_stores_what_threads_store(
+        tmp_path, srv, workers, caplog):
+    from monitor import dedupe, pipeline
+    from monitor.daemon import PARSE_POOL_MIN_SOURCES, parse_pool
+
+    now = datetime.now(UTC)
+    entries = _story_items(pipeline.POOL_FINGERPRINTS + 4, now)
+    url = srv.feed("/many.xml", rss("Many", "https://s.example/", entries))
+
+    def run(where: Path, pool):
+        where.mkdir()
+        rig = Rig(where, f"sqlite:///{where}/m.db", srv, {"many": url})
+        submitted: list = []
+
+        async def go():
+            async with Fetcher(rig.cfg.fetch) as f:
+                p = Pipeline(rig.cfg, rig.store, Matcher(rig.cfg.matcher_watchlists()), f, Notifier([]),
+                             parse_pool=pool)
+                report = await p.poll(rig.cfg.sources[0])
+                return report, p.parse_pool
+
+        if pool is not None:
+            submit = pool.submit
+            pool.submit = lambda fn, *args, **kw: (submitted.append(fn), submit(fn, *args, **kw))[1]
+        report, left = asyncio.run(go())
+        rig.store.close()
+        return report, left, submitted, _stored_fingerprints(where / "m.db")
+
+    threads = run(tmp_path / "threads", None)
+    with parse_pool(PARSE_POOL_MIN_SOURCES) as pool:
+        if pool is None:
+            pytest.skip("one usable CPU: no parse pool")
+        deadline = time.monotonic() + 60
+        while not pool.wanted() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.wanted()
+        if workers == "killed":
+            _kill_workers(pool)
+        report, left, submitted, stored = run(tmp_path / "pool", pool)
+    assert threads[0].new == report.new == len(entries)
+    assert stored == threads[3]  # the same fingerprints, the same stories
+    assert len({story for _, story, *_ in stored}) == len(entries) - 1  # the copy joined its original
+    assert dedupe.fingerprints in submitted  # sent to the workers
+    if workers == "up":
+        assert left is pool and "parse pool broken" not in caplog.text
+    else:  # made in a thread instead, and the pipeline stops using the pool
+        assert left is None and "parse pool broken" in caplog.text
 
 
 def test_the_parse_pool_starts_its_workers_when_first_wanted_and_parses_in_them():
