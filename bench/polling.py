@@ -45,6 +45,16 @@ What one run does (defaults: 2,000 feeds of 50 items, 10% of them changed per st
      (counting ``<item>`` elements), no other work. Done twice: *full* (plain GETs, the
      fetches of a first poll) and *conditional* (after another 10% of the files changed,
      GETs with the ETag and Last-Modified of the full run: the fetches of a steady cycle).
+  4b. **floor** (in the bench process, not a target): a lower bound for the first poll. The
+     stages a first poll cannot skip, run one after another in one thread over the items of
+     the feed files (as they are then): parse (the lxml fast path), normalise, fingerprint,
+     match the shipped watchlists, and a bare insert of the rows it stores (items,
+     fingerprints, band keys, a story each; stdlib sqlite3 into the project's schema, 500
+     items a transaction, no story planning, no foreign-key checks), as CPU seconds; divided
+     by the CPUs and scaled to the naive run's items, the best a first poll could do with
+     every stage spread perfectly over every CPU and nothing else (no fetching, scheduling,
+     dedupe planning or alerting). Printed with naive / floor: the most the first poll's
+     ratio could be on this machine.
   5. ``monitor run --once --config CFG`` as a **whole process**, as cron runs it: a first poll
      on a fresh database, then (after another 10% of the files changed) a steady cycle. Peak
      memory: the peak RSS of the ``monitor`` process, from GNU time's ``%M`` (the command
@@ -773,6 +783,89 @@ def limit_run(urls: list[str], validators: list[tuple[str | None, str | None]] |
 # --------------------------------------------------------------------------- the run
 
 
+def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
+    """A lower bound for the project's first poll: the CPU seconds of the work it cannot skip,
+    each stage over every item in turn in this thread, with no fetching, scheduling, story
+    planning, alerting or threads: parse (the lxml fast path), normalise, fingerprint, match
+    the shipped watchlists, and a bare insert of the rows a first poll stores (items,
+    fingerprints, band keys; one story each) with the stdlib's sqlite3 into the project's
+    schema, 500 items a transaction, no foreign-key checks. Divided by the CPUs, that is the
+    best a first poll could do if the stages ran in parallel on every CPU with nothing else."""
+    import hashlib
+
+    from monitor import dedupe
+    from monitor.config import load_config
+    from monitor.matcher import Matcher
+    from monitor.normalize import normalize_entry
+    from monitor.parse import parse_plain
+    from monitor.store import Store
+
+    cfg = load_config(config, env=clean_env())
+    matcher = Matcher(cfg.matcher_watchlists())
+    cpu = time.process_time
+    t = cpu()
+    parsed = [parse_plain(body, "application/rss+xml") for body in bodies]
+    parse_s = cpu() - t
+    if any(feed is None for feed in parsed):
+        raise BenchError("the floor's feeds did not all take the lxml fast path")
+    entries = [entry for feed in parsed for entry in feed.entries]  # type: ignore[union-attr]
+    t = cpu()
+    items = [normalize_entry(entry) for entry in entries]
+    normalize_s = cpu() - t
+    t = cpu()
+    fingerprints = dedupe.fingerprints(items)
+    fingerprint_s = cpu() - t
+    t = cpu()
+    hits = matcher.match_many([(item.title, item.text) for item in items])
+    match_s = cpu() - t
+
+    db = work / "floor.db"
+    store = Store(f"sqlite:///{db}")
+    store.upgrade()
+    store.sync_sources([("floor", "http://127.0.0.1/floor.xml")])
+    store.close()
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    (source_id,) = conn.execute("SELECT id FROM sources").fetchone()
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def key(text: str) -> str:
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+    t = cpu()
+    story = 0
+    for start in range(0, len(items), 500):
+        chunk = list(zip(items[start:start + 500], fingerprints[start:start + 500], strict=True))
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO stories (id, title, created_at) VALUES (?, ?, ?)",
+                         [(story + k + 1, item.title, now) for k, (item, _) in enumerate(chunk)])
+        conn.executemany(
+            "INSERT INTO items (id, source_id, story_id, guid, guid_key, link, canonical_link, link_key, title, "
+            "summary, content, published_at, first_seen_at, fresh) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(story + k + 1, source_id, story + k + 1, item.guid, key(item.guid), item.link, item.canonical_link,
+              key(item.canonical_link) if item.canonical_link else None, item.title, item.summary, item.content,
+              now, now, True) for k, (item, _) in enumerate(chunk)])
+        conn.executemany(
+            "INSERT INTO fingerprints (item_id, story_id, at, size, signature, lead_key, title_key, title, words) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(story + k + 1, story + k + 1, now, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
+              fp.words or None) for k, (_, fp) in enumerate(chunk)])
+        conn.executemany("INSERT INTO story_bands (band_key, item_id) VALUES (?, ?)",
+                         [(band, story + k + 1) for k, (_, fp) in enumerate(chunk) for band in set(fp.bands)])
+        conn.execute("COMMIT")
+        story += len(chunk)
+    insert_s = cpu() - t
+    conn.close()
+    stages = {"parse": parse_s, "normalize": normalize_s, "fingerprint": fingerprint_s, "match": match_s,
+              "insert": insert_s}
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    total = sum(stages.values())
+    return {"feeds": len(bodies), "items": len(items), "hits": sum(map(len, hits)), "cpus": cpus,
+            "stages_cpu_s": {k: round(v, 3) for k, v in stages.items()}, "cpu_s": round(total, 3),
+            "ms_per_item": round(1000 * total / max(1, len(items)), 4), "seconds": round(total / cpus, 3)}
+
+
 @dataclass
 class Settings:
     feeds: int = 2000
@@ -847,6 +940,13 @@ def run(s: Settings) -> dict:
         phases["limit_steady"] = {**cond, "changed": changed}
         progress(f"  full {full['seconds']:,.2f} s, conditional {cond['seconds']:,.2f} s")
 
+        # 4b. the floor: the first poll's unavoidable stages, as CPU seconds
+        progress(f"floor: parse, normalise, fingerprint, match and insert the {s.feeds:,} feeds' items, "
+                 "one stage after another ...")
+        phases["floor"] = stage_floor([(site / feeds.path(k).lstrip("/")).read_bytes() for k in range(len(feeds))],
+                                      cfg1, work)
+        progress(f"  {phases['floor']['cpu_s']:,.1f} s of CPU ({phases['floor']['ms_per_item']:.3f} ms per item)")
+
         # 5. monitor run --once as a process
         db2 = work / "cli.db"
         cfg2 = write_config(work / "monitor-cli.yaml", db2, nginx.base, feeds, s.concurrency)
@@ -883,6 +983,8 @@ def run(s: Settings) -> dict:
             shutil.rmtree(tmp, ignore_errors=True)
 
     naive_s = phases["naive"]["seconds"]
+    floor = phases["floor"]  # scaled to the items the naive run parsed (the feeds have changed since the first poll)
+    floor["seconds"] = round(floor["ms_per_item"] * phases["naive"]["items"] / 1000 / floor["cpus"], 3)
     for name, p in phases.items():
         p["vs_naive"] = 1.0 if name == "naive" else ratio(naive_s, p["seconds"])
     ratios = {
@@ -892,6 +994,7 @@ def run(s: Settings) -> dict:
         "first_vs_limit": ratio(phases["first_poll"]["seconds"], phases["limit_full"]["seconds"]),
         "cli_first_vs_naive": phases["cli_first"]["vs_naive"],
         "cli_steady_vs_naive": phases["cli_steady"]["vs_naive"],
+        "naive_vs_floor": phases["floor"]["vs_naive"],
     }
     targets = [
         {"name": "first poll: faster than naive", "value": ratios["first_vs_naive"],
@@ -981,6 +1084,13 @@ def print_report(r: dict, out=None) -> None:
           f"failed, {f['new']:,} new, {f['stored']:,} stored in {f['stories']:,} stories, {f['alerts_stored']:,} alerts; "
           f"steady {st['changed']:,} feeds changed, {st['new']:,} new, {st['alerts_stored']:,} alerts; "
           f"config + Daemon() {f['config_and_daemon_seconds']:.2f} s (not in the times)", file=out)
+    fl = ph["floor"]
+    stages = ", ".join(f"{name} {sec:,.2f}" for name, sec in fl["stages_cpu_s"].items())
+    print(f"  floor of a first poll (its unavoidable stages, one after another in one thread): {stages} = "
+          f"{fl['cpu_s']:,.2f} s of CPU for {fl['items']:,} items ({fl['ms_per_item']:.3f} ms per item); spread "
+          f"perfectly over {fl['cpus']} CPUs with nothing else, {fl['seconds']:,.2f} s for the naive run's items: "
+          f"a first poll can be at most {fl['vs_naive']:.2f}x faster than naive here "
+          f"(target {TARGET_FIRST_VS_NAIVE:g}x)", file=out)
     for key, label in (("first_poll", "first poll"), ("steady", "steady cycle")):
         lag = ph[key]["lag_ms"]
         print(f"  event-loop lag, {label}: p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, max {lag['max']:.1f} ms "

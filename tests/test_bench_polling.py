@@ -22,7 +22,7 @@ NGINX = Path("/usr/sbin/nginx")
 FEEDS, ITEMS, BIG, BIG_ITEMS = 20, 5, 50, 5
 CHANGED = 2  # 10% of 20 feeds, per change round
 
-PHASES = ("first_poll", "steady", "naive", "limit_full", "limit_steady", "cli_first", "cli_steady", "memory")
+PHASES = ("first_poll", "steady", "naive", "limit_full", "limit_steady", "floor", "cli_first", "cli_steady", "memory")
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +67,7 @@ def test_every_phase_has_positive_times_and_consistent_ratios(tiny):
     assert r["steady_vs_naive"] == phases["steady"]["vs_naive"]
     assert r["steady_vs_limit"] == pytest.approx(phases["steady"]["seconds"] / phases["limit_steady"]["seconds"],
                                                  rel=0.02, abs=0.01)
+    assert r["naive_vs_floor"] == phases["floor"]["vs_naive"]
     assert r["first_vs_limit"] == pytest.approx(phases["first_poll"]["seconds"] / phases["limit_full"]["seconds"],
                                                 rel=0.02, abs=0.01)
     for name in ("first_poll", "steady"):
@@ -110,6 +111,17 @@ def test_the_work_was_real(tiny):
     assert ph["naive"]["errors"] == 0
     assert ph["limit_full"]["status"] == {"200": FEEDS}
     assert ph["limit_steady"]["status"] == {"200": CHANGED, "304": FEEDS - CHANGED}
+    # the floor: every item of the files as they were after the second change round, each stage
+    # timed, every row inserted; its time is for the naive run's items on every CPU
+    floor = ph["floor"]
+    assert floor["items"] == FEEDS * ITEMS + 2 * CHANGED
+    assert set(floor["stages_cpu_s"]) == {"parse", "normalize", "fingerprint", "match", "insert"}
+    assert all(v >= 0 for v in floor["stages_cpu_s"].values())
+    assert floor["cpu_s"] == pytest.approx(sum(floor["stages_cpu_s"].values()), abs=0.01)
+    assert floor["seconds"] == pytest.approx(floor["ms_per_item"] * ph["naive"]["items"] / 1000 / floor["cpus"],
+                                             abs=0.002)
+    assert count(work / "floor.db") == count(work / "floor.db", "fingerprints") == floor["items"]
+    assert count(work / "floor.db", "story_bands") > 0
     # monitor run --once: a fresh database after two change rounds, then a third
     cli_first, cli_steady = ph["cli_first"], ph["cli_steady"]
     assert cli_first["stored"] == FEEDS * ITEMS + 2 * CHANGED
@@ -132,6 +144,7 @@ def test_text_report(bench, tiny, capsys):
                   "monitor run --once, first poll", f"monitor run --once, {BIG} sources x {BIG_ITEMS}"):
         assert any(line.strip().startswith(label) for line in lines), label
     assert any("event-loop lag, steady cycle: p50" in line for line in lines)
+    assert any(line.strip().startswith("floor of a first poll") and "at most" in line for line in lines)
     targets = [line for line in lines if line.rstrip().endswith((" OK", " MISSED"))]
     assert len(targets) == len(report["targets"])
 
