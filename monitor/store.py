@@ -998,7 +998,7 @@ class Store:
             conn.exec_driver_sql(f"UPDATE sources SET leased_by = ?, lease_until = ? WHERE id IN ({when.marks(len(chunk))})",
                                  (replica, until, *chunk))
         return [SourceState(name, etag, modified, failures or 0, interval, per_day, body_hash,
-                            when.result(next_at) if next_at is not None else None)
+                            when.result(next_at))
                 for _, name, etag, modified, failures, interval, per_day, body_hash, next_at in rows]
 
     def release_sources(self, replica: str, names: Iterable[str]) -> None:
@@ -1272,8 +1272,7 @@ class Store:
                     f"FROM sources WHERE name IN ({when.marks(len(chunk))})", tuple(chunk)):
                 missing.discard(name)
                 if failing:
-                    s.add(_recovered_notice(name, url, last[name][1],
-                                            when.result(failing_since) if failing_since is not None else None))
+                    s.add(_recovered_notice(name, url, last[name][1], when.result(failing_since)))
         if missing:
             raise _unknown_source(min(missing))
         columns = ("name", "etag", "last_modified", "now", "status", "scheduled", "next_poll_at", "poll_interval",
@@ -1285,7 +1284,7 @@ class Store:
                 values.append((name, result.etag, result.last_modified, stamp, result.status, 0, None, None, None, None))
             else:
                 values.append((name, result.etag, result.last_modified, stamp, result.status, 1,
-                               when.bind(schedule.next_poll_at) if schedule.next_poll_at is not None else None,
+                               when.bind(schedule.next_poll_at),
                                schedule.interval, schedule.items_per_day, schedule.body_hash))
         one = f"({when.marks(len(columns))})"
         for chunk in _chunks(values, max(1, SQLITE_MAX_PARAMS // len(columns))):
@@ -2117,7 +2116,8 @@ class _DateTimeIO:
     def marks(self, n: int) -> str:
         return _marks(self.dialect, n)
 
-    def bind(self, value: datetime) -> object:
+    # None stays None both ways (UTCDateTime)
+    def bind(self, value: datetime | None) -> object:
         return self._bind(value) if self._bind is not None else value
 
     def result(self, value: object) -> datetime:
