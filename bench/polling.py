@@ -49,8 +49,8 @@ What one run does (defaults: 2,000 feeds of 50 items, 10% of them changed per st
      stages a first poll cannot skip, run one after another in one thread over the items of
      the feed files (as they are then): parse (the lxml fast path), normalise, fingerprint,
      match the shipped watchlists, and a bare insert of the rows it stores (items,
-     fingerprints, band keys, a story each; stdlib sqlite3 into the project's schema, 500
-     items a transaction, no story planning, no foreign-key checks), as CPU seconds; divided
+     fingerprints, band keys, a story each; the store's own multi-row INSERTs into its schema,
+     500 items a transaction, no story planning, no foreign-key checks), as CPU seconds; divided
      by the CPUs and scaled to the naive run's items, the best a first poll could do with
      every stage spread perfectly over every CPU and nothing else (no fetching, scheduling,
      dedupe planning or alerting). Printed with naive / floor: the most the first poll's
@@ -788,17 +788,17 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     each stage over every item in turn in this thread, with no fetching, scheduling, story
     planning, alerting or threads: parse (the lxml fast path), normalise, fingerprint, match
     the shipped watchlists, and a bare insert of the rows a first poll stores (items,
-    fingerprints, band keys; one story each) with the stdlib's sqlite3 into the project's
-    schema, 500 items a transaction, no foreign-key checks. ``run`` divides it by the CPUs:
+    fingerprints, band keys; one story each) with the store's own multi-row statements
+    (``monitor.store._insert``) into its schema, 500 items a transaction, no foreign-key checks. ``run`` divides it by the CPUs:
     the best a first poll could do if the stages ran in parallel on every CPU with nothing else."""
-    import hashlib
+    from sqlalchemy import create_engine
 
     from monitor import dedupe
     from monitor.config import load_config
     from monitor.matcher import Matcher
     from monitor.normalize import normalize_entry
     from monitor.parse import parse_plain
-    from monitor.store import Store
+    from monitor.store import _FINGERPRINT_COLUMNS, _ITEM_COLUMNS, Store, _DateTimeIO, _insert, _key
 
     cfg = load_config(config, env=clean_env())
     matcher = Matcher(cfg.matcher_watchlists())
@@ -824,39 +824,32 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     store.upgrade()
     store.sync_sources([("floor", "http://127.0.0.1/floor.xml")])
     store.close()
-    conn = sqlite3.connect(db, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    (source_id,) = conn.execute("SELECT id FROM sources").fetchone()
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-
-    def key(text: str) -> str:
-        return hashlib.sha1(text.encode("utf-8")).hexdigest()
-
+    engine = create_engine(f"sqlite:///{db}")  # the file is in WAL mode already; no foreign-key checks
     t = cpu()
-    story = 0
-    for start in range(0, len(items), 500):
-        chunk = list(zip(items[start:start + 500], fingerprints[start:start + 500], strict=True))
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO stories (id, title, created_at) VALUES (?, ?, ?)",
-                         [(story + k + 1, item.title, now) for k, (item, _) in enumerate(chunk)])
-        conn.executemany(
-            "INSERT INTO items (id, source_id, story_id, guid, guid_key, link, canonical_link, link_key, title, "
-            "summary, content, published_at, first_seen_at, fresh) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(story + k + 1, source_id, story + k + 1, item.guid, key(item.guid), item.link, item.canonical_link,
-              key(item.canonical_link) if item.canonical_link else None, item.title, item.summary, item.content,
-              now, now, True) for k, (item, _) in enumerate(chunk)])
-        conn.executemany(
-            "INSERT INTO fingerprints (item_id, story_id, at, size, signature, lead_key, title_key, title, words) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(story + k + 1, story + k + 1, now, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
-              fp.words or None) for k, (_, fp) in enumerate(chunk)])
-        conn.executemany("INSERT INTO story_bands (band_key, item_id) VALUES (?, ?)",
-                         [(band, story + k + 1) for k, (_, fp) in enumerate(chunk) for band in set(fp.bands)])
-        conn.execute("COMMIT")
-        story += len(chunk)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
+        when = _DateTimeIO(conn.dialect)
+        now = when.bind(datetime.now(UTC))
+        (source_id,) = conn.exec_driver_sql("SELECT id FROM sources").one()
+        conn.commit()  # (the statements above began a transaction)
+        done = 0  # a fresh database: the k-th item inserted (and its story) gets id k
+        for start in range(0, len(items), 500):
+            chunk = list(zip(items[start:start + 500], fingerprints[start:start + 500], strict=True))
+            ids = range(done + 1, done + len(chunk) + 1)
+            with conn.begin():
+                _insert(conn, "stories", ("title", "created_at"), [(item.title, now) for item, _ in chunk])
+                _insert(conn, "items", _ITEM_COLUMNS, [(
+                    source_id, i, item.guid, _key(item.guid), item.link, item.canonical_link,
+                    _key(item.canonical_link) if item.canonical_link else None, item.title, item.summary,
+                    item.content, when.bind(item.published), now, True) for i, (item, _) in zip(ids, chunk, strict=True)])
+                _insert(conn, "fingerprints", _FINGERPRINT_COLUMNS, [(
+                    i, i, now, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title, fp.words or None)
+                    for i, (_, fp) in zip(ids, chunk, strict=True)])
+                _insert(conn, "story_bands", ("band_key", "item_id"),
+                        [(band, i) for i, (_, fp) in zip(ids, chunk, strict=True) for band in set(fp.bands)])
+            done += len(chunk)
     insert_s = cpu() - t
-    conn.close()
+    engine.dispose()
     stages = {"parse": parse_s, "normalize": normalize_s, "fingerprint": fingerprint_s, "match": match_s,
               "insert": insert_s}
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
