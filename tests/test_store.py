@@ -77,6 +77,11 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
     s.close()
 
 
+def _checkpointers() -> int:
+    """Store checkpointer threads running now."""
+    return sum(t.name == "db-checkpoint" for t in threading.enumerate())
+
+
 def test_sqlite_wal_is_copied_into_the_database_file_by_the_checkpointer_thread(tmp_path):
     """Writes reach the database file itself soon after they commit, without waiting for
     SQLite's own checkpoint (which a writer would run, and wait for, only at 40,000 WAL
@@ -85,7 +90,7 @@ def test_sqlite_wal_is_copied_into_the_database_file_by_the_checkpointer_thread(
     import sqlite3
     import time
 
-    before = sum(t.name == "db-checkpoint" for t in threading.enumerate())  # (another test's may be running)
+    before = _checkpointers()  # (another test's may be running)
     s = fresh_store(f"sqlite:///{tmp_path}/m.db")
     deadline = time.monotonic() + 20
     names: list[str] = []
@@ -102,7 +107,7 @@ def test_sqlite_wal_is_copied_into_the_database_file_by_the_checkpointer_thread(
     assert names == ["other", "wire"]
     assert (tmp_path / "m.db-wal").exists()  # the connections are still open: it was not a closing checkpoint
     s.close()
-    assert sum(t.name == "db-checkpoint" for t in threading.enumerate()) == before
+    assert _checkpointers() == before
 
 
 def test_disconnect_leaves_the_sqlite_file_to_the_caller_and_the_next_write_checkpoints_again(tmp_path):
@@ -111,21 +116,18 @@ def test_disconnect_leaves_the_sqlite_file_to_the_caller_and_the_next_write_chec
     bench's fill failed with 'database is locked' under load); the next write starts it again."""
     import sqlite3
 
-    def checkpointers() -> int:
-        return sum(t.name == "db-checkpoint" for t in threading.enumerate())
-
-    before = checkpointers()  # (another test's store may still be closing)
+    before = _checkpointers()  # (another test's store may still be closing)
     s = fresh_store(f"sqlite:///{tmp_path}/m.db")  # writes: the checkpointer thread runs
-    assert checkpointers() == before + 1
+    assert _checkpointers() == before + 1
     s.disconnect()
-    assert checkpointers() == before
+    assert _checkpointers() == before
     with contextlib.closing(sqlite3.connect(tmp_path / "m.db", timeout=0, isolation_level=None)) as c:
         assert c.execute("PRAGMA journal_mode=DELETE").fetchone() == ("delete",)
         assert c.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
     s.sync_sources([("third", "http://127.0.0.1/third.xml")])
-    assert checkpointers() == before + 1 and s.source_state("third") is not None
+    assert _checkpointers() == before + 1 and s.source_state("third") is not None
     s.close()
-    assert checkpointers() == before
+    assert _checkpointers() == before
 
 
 def test_sqlite_writes_go_through_one_connection_with_the_big_page_cache_and_readers_keep_small_ones(tmp_path):
