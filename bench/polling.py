@@ -789,8 +789,9 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     planning, alerting or threads: parse (the lxml fast path), normalise, fingerprint, match
     the shipped watchlists, and a bare insert of the rows a first poll stores (items,
     fingerprints, band keys; one story each) with the store's own multi-row statements
-    (``monitor.store._insert``) into its schema, 500 items a transaction, no foreign-key checks. ``run`` divides it by the CPUs:
-    the best a first poll could do if the stages ran in parallel on every CPU with nothing else."""
+    (``monitor.store._insert``) into its schema, 500 items a transaction, no foreign-key
+    checks. ``run`` divides it by the CPUs: the best a first poll could do if the stages ran in
+    parallel on every CPU with nothing else."""
     from sqlalchemy import create_engine
 
     from monitor import dedupe
