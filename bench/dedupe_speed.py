@@ -6,7 +6,8 @@ Usage (from the project root)::
 
     .venv/bin/python bench/dedupe_speed.py [--sizes 10000,100000,1000000] [--measure N]
                                            [--reposts F] [--poll N] [--window DAYS] [--seed N]
-                                           [--db PATH] [--keep] [--corpus DIR] [--json] [--strict]
+                                           [--db PATH] [--keep] [--corpus DIR]
+                                           [--collisions corpus|none|RATE] [--json] [--strict]
 
 What one run does (defaults: sizes 10,000, 100,000 and 1,000,000, 5,000 measured items per
 size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
@@ -30,7 +31,16 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      keys — a signature's band keys are hashes, uniform 64-bit values, so they are drawn
      directly instead of hashing each random signature with ``dedupe.band_keys`` — unique
      lead and title keys, and a size, band count and content-word blob length (briefs)
-     taken from a real fingerprint of a generated text. 2% of them (at least 1,000 per fill) are *real*: generated texts
+     taken from a real fingerprint of a generated text. Some of their band keys are
+     *colliding* ones (``--collisions corpus``, the default): unrelated news shares band keys
+     now and then (same-topic briefs, an agency's stock phrases), and every stored item that
+     shares one with a new item is a candidate the store reads and compares. How often is
+     measured on the corpus (``collision_rates``: pairs of ``items.jsonl`` sharing a band key,
+     not in one natural duplicate group and not similar enough to be merged, per pair, for
+     briefs and for longer texts), and that many fill items per new item (rate x stored items
+     of its kind) copy one of their keys from the new stories measured later (their texts and
+     fingerprints are made up front). ``--collisions none``: all random, no false candidates.
+     2% of them (at least 1,000 per fill) are *real*: generated texts
      fingerprinted with ``dedupe.fingerprint``, dated within the last 36 hours, a quarter of
      them reposts of earlier real ones in the same story (stories of several items). The
      band rows of each chunk are inserted in key order (the primary key is the lookup index;
@@ -71,6 +81,8 @@ import contextlib
 import ctypes
 import gc
 import hashlib
+import itertools
+import json
 import os
 import random
 import re
@@ -122,6 +134,9 @@ REAL_HOURS = 36
 MEASURED_HOURS = 3
 #: Generated texts the synthetic fill items borrow (title, summary, content, fingerprint size).
 TEXT_POOL = 2048
+#: Band-key collisions per pair of unrelated items when the corpus is missing (briefs, texts):
+#: what ``collision_rates`` measured on ../shared/corpus on 2026-11-24.
+DEFAULT_COLLISIONS = {"brief": 2.3e-4, "text": 8.6e-5}
 #: Real items remembered as originals for the measured reposts.
 RESERVOIR = 5000
 FILL_CHUNK = 25_000
@@ -167,6 +182,61 @@ def load_vocabulary(corpus: Path, rng: random.Random, top: int = 20_000) -> Voca
     ranked = [w for w, _ in counts.most_common(top)]
     cum = cumulative(ranked, counts)
     return Vocabulary(ranked, cum, lengths, source)
+
+
+def _kind(fp: Fingerprint) -> str | None:
+    """Which band keys a fingerprint has: a brief's word bands, a text's shingle bands, or none."""
+    return None if not fp.bands else "brief" if fp.words else "text"
+
+
+def collision_rates(corpus: Path) -> dict | None:
+    """How often two unrelated corpus items share a band key: for briefs (word bands) and for
+    texts (shingle bands), the pairs of ``items.jsonl`` that share one, are not in one natural
+    duplicate group (``dup_groups.jsonl``) and are not similar enough to be merged
+    (``dedupe.similarity``, as if published together), per pair of items of that kind.
+    None when the corpus is missing."""
+    fps: dict[str, Fingerprint] = {}
+    for d in corpus_items(corpus):
+        fp = dedupe.fingerprint(d.get("title") or "", join_text(d.get("summary") or "", d.get("text") or ""))
+        if d.get("id") and _kind(fp):
+            fps[d["id"]] = fp
+    if len(fps) < 100:
+        return None
+    group_of: dict[str, int] = {}
+    groups = corpus / "dup_groups.jsonl"
+    if groups.is_file():
+        with groups.open(encoding="utf-8") as f:
+            for k, line in enumerate(f):
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    for i in json.loads(line)["ids"]:
+                        group_of[i] = k
+    by_key: dict[int, list[str]] = {}
+    for i, fp in fps.items():
+        for key in set(fp.bands):
+            by_key.setdefault(key, []).append(i)
+    pairs = {(a, b) for ids in by_key.values() if len(ids) > 1 for a, b in itertools.combinations(sorted(ids), 2)}
+    kinds = Counter(_kind(fp) for fp in fps.values())
+    false = Counter(_kind(fps[a]) for a, b in pairs
+                    if (group_of.get(a, -1) != group_of.get(b, -2)) and dedupe.similarity(fps[a], fps[b]) <= 0)
+    rates = {kind: false[kind] / (n * (n - 1) / 2) if n > 1 else 0.0 for kind, n in kinds.items()}
+    return {"brief": rates.get("brief", 0.0), "text": rates.get("text", 0.0), "items": dict(kinds),
+            "false_pairs": dict(false)}
+
+
+def collision_plan(how: str, corpus: Path) -> dict:
+    """The band-key collision rates the fill reproduces: ``how`` is "corpus" (measured by
+    ``collision_rates``; ``DEFAULT_COLLISIONS`` when the corpus is missing), "none", or a
+    number (per pair, both kinds)."""
+    if how == "none":
+        return {"source": "none", "rates": None}
+    if how != "corpus":
+        rate = float(how)
+        return {"source": "given", "rates": {"brief": rate, "text": rate}}
+    measured = collision_rates(corpus)
+    if measured is None:
+        return {"source": "default (no corpus)", "rates": dict(DEFAULT_COLLISIONS)}
+    return {"source": str(corpus), "rates": {"brief": measured["brief"], "text": measured["text"]},
+            "items": measured["items"], "false_pairs": measured["false_pairs"]}
 
 
 class TextGenerator:
@@ -319,6 +389,13 @@ class Bench:
     reservoir: list[Original] = field(default_factory=list)
     seen_real: int = 0
     serial: int = 0
+    #: The new stories the measured polls will bring, made up front (title, summary, content,
+    #: fingerprint), taken in order by ``make_batches``; fill items copy band keys from them.
+    future: list[tuple[str, str, str, Fingerprint]] = field(default_factory=list)
+    future_next: int = 0
+    #: Per kind ("brief", "text"): the future stories' band keys (one row each) and the chance
+    #: that a fill item's band key is copied from one of them (see ``plan_collisions``).
+    collide: dict[str, tuple[np.ndarray, float]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -351,7 +428,10 @@ class Bench:
         return items, stories
 
 
-def open_bench(path: Path, seed: int, corpus: Path, window: timedelta) -> Bench:
+def open_bench(path: Path, seed: int, corpus: Path, window: timedelta, future: int = 0,
+               collisions: dict[str, float] | None = None) -> Bench:
+    """A new database and its text generator; ``future`` new stories made up front, and fill
+    items colliding with them at ``collisions`` (per pair of one kind; None: never)."""
     rng = random.Random(seed)
     vocab = load_vocabulary(corpus, rng)
     store = Store(f"sqlite:///{path}")
@@ -365,7 +445,28 @@ def open_bench(path: Path, seed: int, corpus: Path, window: timedelta) -> Bench:
     for _ in range(TEXT_POOL):
         title, summary, content = b.gen.item()
         b.pool.append((title, summary, content, dedupe.fingerprint(title, join_text(summary, content))))
+    for _ in range(future):
+        title, summary, content = b.gen.item()
+        b.future.append((title, summary, content, dedupe.fingerprint(title, join_text(summary, content))))
+    if collisions:
+        b.collide = plan_collisions(b.future, collisions)
     return b
+
+
+def plan_collisions(future: list[tuple[str, str, str, Fingerprint]],
+                    rates: dict[str, float]) -> dict[str, tuple[np.ndarray, float]]:
+    """For each kind with future stories: their band keys, and the chance ``q`` that a fill
+    item's band key (each of its B) is one of theirs (a random one's, same band), so that a
+    future story shares a key with ``rate`` x (stored items of its kind) of them on average:
+    N x B x q / F = rate x N, so q = rate x F / B (at most 1)."""
+    plans: dict[str, tuple[np.ndarray, float]] = {}
+    for kind in ("brief", "text"):
+        rows = [fp.bands for *_, fp in future if _kind(fp) == kind]
+        if not rows or not rates.get(kind):
+            continue
+        keys = np.array(rows, dtype=np.int64)
+        plans[kind] = keys, min(1.0, rates[kind] * len(rows) / keys.shape[1])
+    return plans
 
 
 def _at_strings(bench: Bench, ages_s: np.ndarray) -> list[str]:
@@ -408,6 +509,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
     real_mask[nprng.choice(n, size=real_n, replace=False)] = True
     window_s = bench.window.total_seconds()
     rows_total = 0
+    pool_kinds = np.array([_kind(fp) or "" for *_, fp in bench.pool])
     last_report = time.perf_counter()
     done = 0
     while done < n:
@@ -462,6 +564,12 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                 n_bands[k] = len(pfp.bands)
             items.append((iid, src, story, guid, _sha1(guid), link, link, _sha1(link), title, summary, content,
                           at, seen, 1))
+        for kind, (future_keys, q) in bench.collide.items():  # some keys a later measured story will have
+            width_k = future_keys.shape[1]
+            mine = ~real & (pool_kinds[pool_ix] == kind)
+            copied = (nprng.random((m, width_k)) < q) & mine[:, None]
+            rows_k, slots = np.nonzero(copied)
+            keys[rows_k, slots] = future_keys[nprng.integers(0, len(future_keys), size=slots.size), slots]
         # band rows: the synthetic ones from numpy, the real ones as computed; in key order
         band_keys = keys[np.arange(width)[None, :] < n_bands[:, None]]  # row-major: item by item
         band_ids = np.repeat(ids, n_bands)
@@ -529,7 +637,10 @@ def make_batches(bench: Bench, n: int, poll: int, repost_share: float, plain: bo
         src = rng.randrange(SOURCES)
         batch = Batch(f"outlet-{src:02d}", [], [])
         for original in kinds[start:start + poll]:
-            if original is None:
+            if original is None and not plain and bench.future_next < len(bench.future):
+                title, summary, content, _ = bench.future[bench.future_next]
+                bench.future_next += 1
+            elif original is None:
                 title, summary, content = gen.item()
             else:
                 title, summary, content = gen.repost(original.title, original.content)
@@ -619,8 +730,10 @@ def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
 
 def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int = 50, repost_share: float = 0.3,
         window_days: float = 7.0, seed: int = 1, db: Path | None = None, keep: bool = False,
-        corpus: Path = DEFAULT_CORPUS, real_min: int = REAL_MIN) -> dict:
+        corpus: Path = DEFAULT_CORPUS, real_min: int = REAL_MIN, collisions: str = "corpus") -> dict:
     t_start = time.perf_counter()
+    progress(f"band-key collisions: {collisions} ...")
+    rates = collision_plan(collisions, corpus)
     tmpdir = None
     if db is None:
         tmpdir = Path(tempfile.mkdtemp(prefix="dedupe-bench-"))
@@ -633,7 +746,11 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
     bench = None
     try:
         progress(f"creating {path} and generating texts ...")
-        bench = open_bench(path, seed, corpus, window)
+        # the new stories the measured polls bring (each size: its warm-up poll's and its own)
+        future = len(sizes) * sum(k - round(k * repost_share) for k in (poll, n_measure)) if rates["rates"] else 0
+        bench = open_bench(path, seed, corpus, window, future, rates["rates"])
+        kind_share = Counter(_kind(fp) for *_, fp in bench.pool)
+        rates["copy_chance"] = {kind: round(q, 4) for kind, (_, q) in bench.collide.items()}
         check_time_format(bench)
         for size in sizes:
             stored, _ = bench.counts()
@@ -650,7 +767,10 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
             progress(f"  {m['ms_per_item']:.3f} ms/item (fingerprint {m['fingerprint_ms']:.3f} + commit "
                      f"{m['commit_ms']:.3f}; plain commit {m['plain_commit_ms']:.3f}); reposts joined "
                      f"{m['reposts_joined']}/{m['reposts']}; peak RSS +{m['peak_rss_growth_mb']:.1f} MB")
+            expected = sum(rate * stored * kind_share[kind] / len(bench.pool) * kind_share[kind] / len(bench.pool)
+                           for kind, rate in (rates["rates"] or {}).items())
             rows.append({"size": size, "stored": stored, "stories": stories, "db_mb": round(db_mb, 1),
+                         "false_candidates": round(expected, 1),
                          "filled": f["items"], "fill_rows": f["rows"], "fill_seconds": round(f["seconds"], 2),
                          "fill_items_per_s": round(f["items"] / f["seconds"]) if f["seconds"] else None,
                          "fill_rows_per_s": round(f["rows"] / f["seconds"]) if f["seconds"] else None,
@@ -691,6 +811,7 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
         "fill_seconds": round(fill_total, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "collisions": rates,
         "sizes": rows,
         "memory_rule": f"peak RSS growth <= {MEMORY_RATIO:g} x {base['peak_rss_growth_mb']:.1f} MB "
                        f"+ {MEMORY_SLACK_MB:g} MB",
@@ -703,21 +824,29 @@ def print_report(r: dict, out=None) -> None:
     print(f"dedupe speed bench: fingerprint + Store.commit_poll on SQLite; {r['measure']:,} items per size in polls "
           f"of {r['poll']} ({100 * r['reposts_share']:.0f}% reposts of stored items), window "
           f"{r['window_days']:g} days, seed {r['seed']}; vocabulary {r['corpus']}", file=out)
+    c = r["collisions"]
+    if c["rates"]:
+        copy = ", ".join(f"{k} {v:.3f}" for k, v in c.get("copy_chance", {}).items())
+        print(f"  band-key collisions of unrelated items ({c['source']}): briefs {c['rates']['brief']:.2e}, texts "
+              f"{c['rates']['text']:.2e} per pair; a fill key copied from a measured story: {copy}", file=out)
+    else:
+        print("  band-key collisions: none (every fill key random)", file=out)
     print(f"  fill {r['fill_seconds']:,.1f} s in all; run {r['total_seconds']:,.1f} s; process peak RSS "
           f"{r['peak_rss_mb']:,.0f} MB{'; database kept at ' + r['db'] if r['db'] else ''}", file=out)
     head = (f"  {'stored':>10} {'db MB':>8} {'fill s':>7} {'fill it/s':>9}  {'ms/item':>7} {'= fp':>6} "
-            f"{'+ commit':>8} {'p95 poll':>8} {'plain':>6} {'ratio':>6}  {'reposts joined':>14} "
+            f"{'+ commit':>8} {'p95 poll':>8} {'plain':>6} {'ratio':>6} {'false c.':>8}  {'reposts joined':>14} "
             f"{'new joined':>10} {'RSS MB':>7} {'peak +MB':>8}")
     print(head, file=out)
     for s in r["sizes"]:
         fill_rate = f"{s['fill_items_per_s']:,}" if s["fill_items_per_s"] else "-"
         print(f"  {s['stored']:>10,} {s['db_mb']:>8,.0f} {s['fill_seconds']:>7,.1f} {fill_rate:>9}  "
               f"{s['ms_per_item']:>7.3f} {s['fingerprint_ms']:>6.3f} {s['commit_ms']:>8.3f} "
-              f"{s['p95_poll_ms_per_item']:>8.3f} {s['plain_commit_ms']:>6.3f} {s['ratio']:>5.2f}x  "
+              f"{s['p95_poll_ms_per_item']:>8.3f} {s['plain_commit_ms']:>6.3f} {s['ratio']:>5.2f}x {s['false_candidates']:>8,.1f}  "
               f"{s['reposts_joined']:>6,}/{s['reposts']:<7,} {s['new_joined']:>4,}/{s['new_stories']:<5,} "
               f"{s['rss_mb']:>7,.0f} {s['peak_rss_growth_mb']:>8.1f}", file=out)
     print("  (ms/item = fingerprint + commit_poll per item; plain = commit_poll per item with an empty fingerprint;"
-          " ratio = ms/item / ms/item at the smallest size)", file=out)
+          " ratio = ms/item / ms/item at the smallest size; false c. = stored items sharing a band key with a new"
+          " story without being a copy, expected from the collision rates)", file=out)
     print(f"  memory rule: {r['memory_rule']}", file=out)
     for t in r["targets"]:
         print(f"  {t['name']:<36} {t['value']!s:>10}  target {t['target']:<12} {'PASS' if t['pass'] else 'FAIL'}",
@@ -734,6 +863,18 @@ def _sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _collisions(text: str) -> str:
+    if text in ("corpus", "none"):
+        return text
+    try:
+        rate = float(text)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate <= 1:
+        raise argparse.ArgumentTypeError(f"not corpus, none or a rate between 0 and 1: {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
@@ -746,6 +887,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", type=Path, help="SQLite file to create and keep (default: a temporary one)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary database")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="corpus directory (%(default)s)")
+    ap.add_argument("--collisions", default="corpus", type=_collisions,
+                    help="band keys unrelated items share: corpus (measured on it), none, or a rate per pair")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
@@ -758,7 +901,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.db is not None and (args.db.exists() or Path(f"{args.db}-wal").exists()):
         ap.error(f"--db {args.db} exists: name a new file")
     report = run(args.sizes, args.measure, args.poll, args.reposts, args.window, args.seed, args.db, args.keep,
-                 args.corpus)
+                 args.corpus, collisions=args.collisions)
     return emit(report, args.json, args.strict, print_report)
 
 

@@ -8,6 +8,7 @@ import argparse
 import contextlib
 import io
 import json
+import random
 import sqlite3
 from collections import Counter
 
@@ -147,3 +148,110 @@ def test_existing_db_is_refused(bench, tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--db", str(db)])
     assert "exists" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def colliding(bench, tmp_path_factory):
+    """A run at 2,000 stored items, mostly synthetic, whose fill shares band keys with the
+    measured new stories at 1 in 100 pairs; (report, db path)."""
+    db = tmp_path_factory.mktemp("dedupe") / "colliding.db"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(bench, "TEXT_POOL", 300)
+    try:
+        report = bench.run((2000,), n_measure=60, poll=20, db=db, real_min=50, collisions="0.01")
+    finally:
+        mp.undo()
+    return report, db
+
+
+def test_fill_items_share_band_keys_with_the_measured_new_stories_at_the_given_rate(colliding):
+    report, db = colliding
+    assert report["collisions"]["rates"] == {"brief": 0.01, "text": 0.01}
+    assert 0 < report["collisions"]["copy_chance"]["brief"] <= 1
+    conn = sqlite3.connect(db)
+    try:
+        def kind_of(where: str) -> dict[str, int]:
+            return dict(conn.execute(
+                "SELECT CASE WHEN f.words IS NULL THEN 'text' ELSE 'brief' END, count(*) FROM items i "
+                f"JOIN fingerprints f ON f.item_id = i.id WHERE {where} "
+                "AND EXISTS (SELECT 1 FROM story_bands b WHERE b.item_id = i.id) GROUP BY 1").fetchall())
+
+        # synthetic fill items (a story of their own, a title ending in their id) and measured new stories
+        synthetic = kind_of("i.guid LIKE 'fill-%' AND i.title LIKE '% ' || i.id")
+        measured = kind_of("i.guid LIKE 'bench-%' AND i.link LIKE '%/n/%' AND i.id = "
+                           "(SELECT min(o.id) FROM items o WHERE o.story_id = i.story_id)")
+        shared = dict(conn.execute(
+            "SELECT CASE WHEN f.words IS NULL THEN 'text' ELSE 'brief' END, count(DISTINCT b.item_id || '-' || o.item_id) "
+            "FROM items i JOIN fingerprints f ON f.item_id = i.id JOIN story_bands b ON b.item_id = i.id "
+            "JOIN story_bands o ON o.band_key = b.band_key AND o.item_id != b.item_id "
+            "JOIN items x ON x.id = o.item_id AND x.guid LIKE 'fill-%' AND x.title LIKE '% ' || x.id "
+            "WHERE i.guid LIKE 'bench-%' AND i.link LIKE '%/n/%' AND i.id = "
+            "(SELECT min(s.id) FROM items s WHERE s.story_id = i.story_id) GROUP BY 1").fetchall())
+    finally:
+        conn.close()
+    assert synthetic.get("brief", 0) > 500 and measured.get("brief", 0) > 10
+    for kind in measured:
+        expected = 0.01 * synthetic.get(kind, 0) * measured[kind]  # each new story: rate x fill items of its kind
+        assert 0.5 * expected <= shared.get(kind, 0) <= 2 * expected, (kind, shared, expected)
+    row = report["sizes"][0]
+    assert row["false_candidates"] > 5
+    assert row["reposts_joined"] >= 0.9 * row["reposts"]  # the candidates did not crowd out the copies
+
+
+def test_without_collisions_no_fill_key_is_a_measured_storys(bench, tmp_path):
+    db = tmp_path / "none.db"
+    mp = pytest.MonkeyPatch()
+    mp.setattr(bench, "TEXT_POOL", 100)
+    try:
+        report = bench.run((300,), n_measure=20, poll=10, db=db, real_min=20, collisions="none")
+    finally:
+        mp.undo()
+    assert report["collisions"]["rates"] is None and report["sizes"][0]["false_candidates"] == 0
+    conn = sqlite3.connect(db)
+    try:
+        shared = conn.execute(
+            "SELECT count(*) FROM story_bands b JOIN items i ON i.id = b.item_id AND i.guid LIKE 'bench-%' "
+            "JOIN story_bands o ON o.band_key = b.band_key JOIN items x ON x.id = o.item_id "
+            "AND x.guid LIKE 'fill-%' AND x.title LIKE '% ' || x.id").fetchone()[0]
+    finally:
+        conn.close()
+    assert shared == 0
+
+
+#: Two briefs of different launches in one agency's wording: their content words alike (they
+#: share a word band), their figures all different (so not one story).
+LAUNCH = ("The army fired {} ballistic missiles at {} from {} launchers on the eastern coast on Tuesday, flying {} "
+          "kilometres to {} metres high before falling into the sea {} minutes later, officials said. It was the "
+          "{}th launch this year.")
+STRIKE = ("Workers at {} car plants walked out for {} hours on Monday over pay, the union said, after talks on a {} "
+          "percent rise broke down in the {}th round; {} more plants may join within {} days, {} delegates warned.")
+
+
+def test_collision_rates_count_unrelated_pairs_sharing_a_band_key(bench, tmp_path):
+    rng = random.Random(7)
+
+    def word() -> str:
+        return "".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+
+    rows = [{"id": f"x{k}", "title": " ".join(word() for _ in range(6)),
+             "summary": " ".join(word() for _ in range(14)) + ".", "text": ""} for k in range(110)]
+    rows += [
+        {"id": "a", "title": "Army fires ballistic missiles into the sea", "summary": LAUNCH.format(3, 6, 2, 600, 50, 9, 12)},
+        {"id": "b", "title": "Army fires ballistic missiles off the coast", "summary": LAUNCH.format(5, 7, 4, 450, 80, 11, 13)},
+        {"id": "c", "title": "Army fires ballistic missiles into the sea", "summary": LAUNCH.format(3, 6, 2, 600, 50, 9, 12)},
+        {"id": "e", "title": "Car workers strike over pay", "summary": STRIKE.format(21, 22, 23, 24, 25, 26, 27)},
+        {"id": "f", "title": "Car workers walk out over pay", "summary": STRIKE.format(47, 48, 49, 50, 51, 52, 53)},
+    ]
+    for r in rows:
+        r["text"] = ""
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    (tmp_path / "dup_groups.jsonl").write_text(json.dumps({"group": "g", "ids": ["e", "f"]}) + "\n", encoding="utf-8")
+    fps = {r["id"]: dedupe.fingerprint(r["title"], r["summary"]) for r in rows}
+    for x, y in (("a", "b"), ("e", "f")):  # the premise: alike enough to share a key, not one story
+        assert set(fps[x].bands) & set(fps[y].bands) and dedupe.similarity(fps[x], fps[y]) == 0
+    got = bench.collision_rates(tmp_path)
+    assert got["items"] == {"brief": len(rows)}
+    # a-b and c-b; not a-c (a copy), not e-f (one group), and no two fillers
+    assert got["false_pairs"] == {"brief": 2}
+    assert got["brief"] == pytest.approx(2 / (len(rows) * (len(rows) - 1) / 2)) and got["text"] == 0
+    assert bench.collision_rates(tmp_path / "missing") is None
