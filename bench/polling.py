@@ -795,6 +795,7 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     from sqlalchemy import create_engine
 
     from monitor import dedupe
+    from monitor.batch import usable_cpus
     from monitor.config import load_config
     from monitor.matcher import Matcher
     from monitor.normalize import normalize_entry
@@ -853,7 +854,7 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     engine.dispose()
     stages = {"parse": parse_s, "normalize": normalize_s, "fingerprint": fingerprint_s, "match": match_s,
               "insert": insert_s}
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     total = sum(stages.values())
     return {"feeds": len(bodies), "items": len(items), "hits": sum(map(len, hits)), "cpus": cpus,
             "stages_cpu_s": {k: round(v, 3) for k, v in stages.items()}, "cpu_s": round(total, 3),
@@ -1016,7 +1017,7 @@ def run(s: Settings) -> dict:
         "seed": s.seed,
         "corpus": corpus_source,
         "nginx": {"version": version, "port": port},
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": phases["floor"]["cpus"],
         "workdir": str(work) if (tmp is None or s.keep) else None,
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "phases": phases,
