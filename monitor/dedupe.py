@@ -40,15 +40,16 @@ Rules:
   - both have text and are further apart: only near-identical texts (``FAR_JACCARD``);
   - one of them has (almost) no text — a photo or video page, a headline-only entry: the
     title keys are equal and the two are at most ``NEAR_DAYS`` apart.
-  The caller looks only within the story window (default 7 days) and picks the most
-  similar candidate; an item that joins none opens a new story.
+  The caller looks only within the story window (default 7 days), and further than
+  ``NEAR_DAYS`` only at items sharing two band keys or more (a near-identical text shares most
+  of them), and picks the most similar candidate; an item that joins none opens a new story.
 """
 from __future__ import annotations
 
 import hashlib
 import re
 import zlib
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property, lru_cache
@@ -497,3 +498,36 @@ def similarity(a: Fingerprint, b: Fingerprint) -> float:
     if not a.title or a.title != b.title or apart > timedelta(days=NEAR_DAYS):
         return 0.0
     return 0.45 - apart.total_seconds() / 86400 / 100  # headline-only page: below any text match, nearest first
+
+
+_SIGNATURE_BYTES = 4 * NUM_PERM
+
+
+def similarities(a: Fingerprint, others: Sequence[Fingerprint]) -> list[float]:
+    """``[similarity(a, b) for b in others]``, the same values, for many candidates at once
+    (a new item meets up to the store's ``MAX_CANDIDATES``, most of them other stories that
+    share a band key with it): the signatures are compared in one numpy operation, and only
+    the pairs a rule could still join are looked at further; the others are 0 without
+    touching their headlines or word sets."""
+    out = [0.0] * len(others)
+    texts: list[int] = []
+    for i, b in enumerate(others):
+        if a.has_text and b.has_text and len(a.signature) == len(b.signature) == _SIGNATURE_BYTES:
+            texts.append(i)
+        else:
+            out[i] = similarity(a, b)
+    if not texts:
+        return out
+    stacked = np.frombuffer(b"".join([others[i].signature for i in texts]), dtype="<u4").reshape(len(texts), NUM_PERM)
+    same = np.count_nonzero(stacked == a.values(), axis=1).tolist()
+    near, word_near = timedelta(days=NEAR_DAYS), WORD_NEAR
+    for i, n in zip(texts, same, strict=True):
+        b = others[i]
+        j = n / NUM_PERM  # jaccard(a, b)
+        apart = abs(a.at - b.at) if a.at is not None and b.at is not None else timedelta(0)
+        if apart > near:
+            out[i] = j if j >= FAR_JACCARD else 0.0
+        elif (j >= JACCARD or (a.lead_key is not None and a.lead_key == b.lead_key)
+              or (a.words and b.words and apart <= word_near)):
+            out[i] = similarity(a, b)  # a rule may join them: the whole test
+    return out

@@ -464,3 +464,46 @@ def test_briefs_stating_different_figures_are_not_one_story():
     assert not dedupe.numbers_disagree(a, c) and similarity(a, c) > 0
     assert not dedupe.numbers_disagree(a, fingerprint(c.title, "Technology shares gained and oil prices eased on "
                                                       "Monday, lifting the Dow Jones industrial average."))
+
+
+def test_similarities_are_similarity_for_many_candidates_at_once():
+    """``similarities`` (the store compares a new item with all its candidates in one call)
+    gives exactly ``similarity`` of each pair, on corpus reposts and their originals and
+    natural duplicate groups at times
+    that reach every rule: same hour, WORD_NEAR, NEAR_DAYS, far; briefs, long texts, headline
+    only pages."""
+    import random
+
+    from conftest import SHARED
+
+    corpus = SHARED / "corpus"
+    items = {r["id"]: r for r in map(json.loads, (corpus / "items.jsonl").read_text().splitlines())}
+    reposts = [json.loads(line) for line in (corpus / "reposts.jsonl").read_text().splitlines()[:120]]
+    rng = random.Random(4)
+    offsets = [timedelta(0), timedelta(hours=6), timedelta(hours=13), timedelta(days=1.5), timedelta(days=3)]
+    fps = []
+    for r in reposts:
+        original = items[r["repost_of"]]
+        for row in (original, r):
+            fps.append(fingerprint(row["title"], row.get("text") or "", T0 + rng.choice(offsets)))
+    for g in map(json.loads, (corpus / "dup_groups.jsonl").read_text().splitlines()[:150]):
+        for i in g["ids"]:  # natural groups: other outlets' wording, updates (middling similarity)
+            fps.append(fingerprint(items[i]["title"], items[i].get("text") or "", T0 + rng.choice(offsets)))
+    paras, other = original_000().split("\n"), seed("002").split("\n")
+    for k in range(1, len(paras)):  # article 000 cut short, or with its end or start from another
+        fps.append(fingerprint(TITLE_000, "\n".join(paras[:k]), T0))
+        fps.append(fingerprint(TITLE_000, "\n".join(paras[:k] + other[k:]), T0 + rng.choice(offsets)))
+        fps.append(fingerprint(TITLE_000, "\n".join(other[:k] + paras[k:]), T0 + rng.choice(offsets)))
+    fps += [fingerprint(fp.title, "", T0) for fp in fps[:10]]  # headline-only pages
+    fps.append(fingerprint("", "", T0))
+    rules = set()
+    for a in fps:
+        expected = [similarity(a, b) for b in fps]
+        assert dedupe.similarities(a, fps) == expected
+        for b, score in zip(fps, expected, strict=True):
+            if score > 0 and a is not b:
+                apart = abs(a.at - b.at)
+                rules.add("far" if apart > timedelta(days=NEAR_DAYS) else
+                          "text" if score >= JACCARD else "title" if not a.has_text else "other")
+    assert dedupe.similarities(fps[0], []) == []
+    assert rules == {"far", "text", "title", "other"}  # every kind of match was met
