@@ -109,12 +109,13 @@ from _words import corpus_items, cumulative, emit, progress, synthetic_counts  #
 from monitor import dedupe  # noqa: E402
 from monitor.dedupe import Fingerprint  # noqa: E402
 from monitor.model import FetchResult, Item, WatchlistHit, join_text  # noqa: E402
-from monitor.store import NewItem, Store, StoryPolicy, UTCDateTime  # noqa: E402
+from monitor.store import NewItem, Store, StoryPolicy, UTCDateTime, _hour  # noqa: E402
 
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 
 TARGET_MS_PER_ITEM = 1.0
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TARGET_FLAT_RATIO = 1.5
 MEMORY_RATIO = 1.5
 MEMORY_SLACK_MB = 32.0
@@ -476,6 +477,12 @@ def _at_strings(bench: Bench, ages_s: np.ndarray) -> list[str]:
     return [s.replace("T", " ") for s in np.datetime_as_string(stamps, unit="us").tolist()]
 
 
+def _at_hours(bench: Bench, ages_s: np.ndarray) -> np.ndarray:
+    """The band rows' hour (``store._hour``) of the times ``_at_strings`` writes."""
+    now_us = (bench.now - EPOCH) // timedelta(microseconds=1)
+    return (now_us - (ages_s * 1e6).astype(np.int64)) // 3_600_000_000
+
+
 def check_time_format(bench: Bench) -> None:
     """The fill writes datetimes as strings: they must be what the store writes and compares."""
     engine = bench.store.engine
@@ -485,6 +492,8 @@ def check_time_format(bench: Bench) -> None:
     got = _at_strings(bench, np.array([1234.5]))[0]
     if got != want:
         raise RuntimeError(f"fill datetime format {got!r} differs from the store's {want!r}")
+    if int(_at_hours(bench, np.array([1234.5]))[0]) != _hour(when):
+        raise RuntimeError("fill band hours differ from the store's")
 
 
 def _sha1(s: str) -> str:
@@ -520,6 +529,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         ages[real] = nprng.uniform(3600.0, REAL_HOURS * 3600.0, size=int(real.sum()))
         seen_ages = np.maximum(ages - nprng.uniform(0.0, 1800.0, size=m), 0.0)
         ats, seens = _at_strings(bench, ages), _at_strings(bench, seen_ages)
+        hours = _at_hours(bench, ages)
         sigs = nprng.bytes(m * 4 * dedupe.NUM_PERM)
         width = dedupe.BANDS + dedupe.WORD_BANDS
         keys = nprng.integers(-2**63, 2**63 - 1, size=(m, width), dtype=np.int64, endpoint=True)
@@ -527,7 +537,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         sources = nprng.integers(0, len(bench.source_ids), size=m)
         n_bands = np.zeros(m, dtype=np.int64)  # band keys of each synthetic item (its pool text's count)
         stories, items, fps = [], [], []
-        real_bands: list[tuple[int, int]] = []
+        real_bands: list[tuple[int, int, int]] = []
         for k in range(m):
             iid = int(ids[k])
             at, seen = ats[k], seens[k]
@@ -548,7 +558,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                 fp = dedupe.fingerprint(title, join_text(summary, content))
                 fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
                             fp.words or None))
-                real_bands.extend((band, iid) for band in set(fp.bands))
+                real_bands.extend((band, iid, int(hours[k])) for band in set(fp.bands))
                 bench.remember(Original(title, content, story))
             else:
                 ptitle, summary, content, pfp = bench.pool[int(pool_ix[k])]
@@ -572,11 +582,12 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
             keys[rows_k, slots] = future_keys[nprng.integers(0, len(future_keys), size=slots.size), slots]
         # band rows: the synthetic ones from numpy, the real ones as computed; in key order
         band_keys = keys[np.arange(width)[None, :] < n_bands[:, None]]  # row-major: item by item
-        band_ids = np.repeat(ids, n_bands)
+        band_ids, band_hours = np.repeat(ids, n_bands), np.repeat(hours, n_bands)
         if real_bands:
-            rk, ri = zip(*real_bands, strict=True)
+            rk, ri, rh = zip(*real_bands, strict=True)
             band_keys = np.concatenate([band_keys, np.array(rk, dtype=np.int64)])
             band_ids = np.concatenate([band_ids, np.array(ri, dtype=np.int64)])
+            band_hours = np.concatenate([band_hours, np.array(rh, dtype=np.int64)])
         order = np.argsort(band_keys, kind="stable")
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO stories (id, title, created_at) VALUES (?, ?, ?)", stories)
@@ -585,8 +596,9 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", items)
         conn.executemany("INSERT INTO fingerprints (item_id, story_id, at, size, signature, lead_key, title_key, "
                          "title, words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", fps)
-        conn.executemany("INSERT INTO story_bands (band_key, item_id) VALUES (?, ?)",
-                         zip(band_keys[order].tolist(), band_ids[order].tolist(), strict=True))
+        conn.executemany("INSERT INTO story_bands (band_key, item_id, at_hour) VALUES (?, ?, ?)",
+                         zip(band_keys[order].tolist(), band_ids[order].tolist(), band_hours[order].tolist(),
+                             strict=True))
         conn.execute("COMMIT")
         rows_total += len(stories) + 2 * m + len(band_keys)
         next_item += m

@@ -800,7 +800,7 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     from monitor.matcher import Matcher
     from monitor.normalize import normalize_entry
     from monitor.parse import parse_plain
-    from monitor.store import _FINGERPRINT_COLUMNS, _ITEM_COLUMNS, Store, _DateTimeIO, _insert, _key
+    from monitor.store import _FINGERPRINT_COLUMNS, _ITEM_COLUMNS, Store, _DateTimeIO, _hour, _insert, _key
 
     cfg = load_config(config, env=clean_env())
     matcher = Matcher(cfg.matcher_watchlists())
@@ -831,7 +831,8 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
     with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA synchronous=NORMAL")
         when = _DateTimeIO(conn.dialect)
-        now = when.bind(datetime.now(UTC))
+        at = datetime.now(UTC)
+        now, hour = when.bind(at), _hour(at)
         (source_id,) = conn.exec_driver_sql("SELECT id FROM sources").one()
         conn.commit()  # (the statements above began a transaction)
         done = 0  # a fresh database: the k-th item inserted (and its story) gets id k
@@ -847,8 +848,8 @@ def stage_floor(bodies: list[bytes], config: Path, work: Path) -> dict:
                 _insert(conn, "fingerprints", _FINGERPRINT_COLUMNS, [(
                     i, i, now, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title, fp.words or None)
                     for i, (_, fp) in zip(ids, chunk, strict=True)])
-                _insert(conn, "story_bands", ("band_key", "item_id"),
-                        [(band, i) for i, (_, fp) in zip(ids, chunk, strict=True) for band in set(fp.bands)])
+                _insert(conn, "story_bands", ("band_key", "item_id", "at_hour"),
+                        [(band, i, hour) for i, (_, fp) in zip(ids, chunk, strict=True) for band in set(fp.bands)])
             done += len(chunk)
     insert_s = cpu() - t
     engine.dispose()

@@ -28,6 +28,8 @@ from monitor.store import (
     Store,
     StoryPolicy,
     StoryRow,
+    _Copies,
+    _hour,
 )
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -340,8 +342,9 @@ def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
     s.close()
 
 
-#: ``story_bands`` as revisions 0002 to 0007 made it (with a time; the model is 0008's).
+#: ``story_bands`` as revisions 0002 to 0007 made it (with a time), and as 0008 made it (none).
 BANDS_0007 = sa.table("story_bands", sa.column("band_key"), sa.column("at"), sa.column("item_id"))
+BANDS_0008 = sa.table("story_bands", sa.column("band_key"), sa.column("item_id"))
 
 
 def store_at_revision(url: str, revision: str) -> Store:
@@ -407,10 +410,11 @@ def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url
 
 
 def insert_as_before(s: Store, items: list[Item], now: datetime, words: bool,
-                     bands: Callable[[dedupe.Fingerprint], Iterable[int]]) -> dict[str, int]:
+                     bands: Callable[[dedupe.Fingerprint], Iterable[int]], band_times: bool = True) -> dict[str, int]:
     """Store ``items`` (one source, a story each) with Core inserts naming only the columns of
     an older revision, their fingerprints (with ``words`` or without) and the band keys
-    ``bands(fingerprint)`` in the 0002-0007 ``story_bands``; returns {guid: item id}."""
+    ``bands(fingerprint)`` in the 0002-0007 ``story_bands`` (``band_times``) or the 0008 one;
+    returns {guid: item id}."""
     ids: dict[str, int] = {}
     with Session(s.engine) as db, db.begin():
         src_id = db.execute(SourceRow.__table__.insert().values(
@@ -428,8 +432,9 @@ def insert_as_before(s: Store, items: list[Item], now: datetime, words: bool,
                 item_id=item_id, story_id=story_id, at=item.published, size=fp.size, signature=fp.signature,
                 lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title,
                 **({"words": fp.words or None} if words else {})))
-            db.execute(BANDS_0007.insert(), [{"band_key": b, "at": item.published, "item_id": item_id}
-                                             for b in bands(fp)])
+            db.execute((BANDS_0007 if band_times else BANDS_0008).insert(),
+                       [{"band_key": b, "item_id": item_id, **({"at": item.published} if band_times else {})}
+                        for b in bands(fp)])
             ids[item.guid] = item_id
     return ids
 
@@ -487,6 +492,52 @@ def test_migration_0008_makes_the_recent_band_rows_again_from_the_stored_fingerp
         assert [(st.joined, st.story_id) for st in out.stored] == [
             (True, db.get(ItemRow, ids[article.guid]).story_id), (True, db.get(ItemRow, ids["brief"]).story_id)]
     s.close()
+
+
+def test_migration_0009_gives_band_rows_the_hour_of_their_fingerprint(db_url):
+    s = store_at_revision(db_url, "0008")
+    now = datetime.now(UTC).replace(microsecond=0)
+    article = original(now - timedelta(hours=3, minutes=20))
+    brief = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(days=3, minutes=1))
+    # rows as the 0008 code wrote them: band rows without a time
+    ids = insert_as_before(s, [article, brief], now, words=True, bands=lambda fp: fp.bands, band_times=False)
+    s.upgrade()
+    with Session(s.engine) as db:
+        hours = {(b.item_id, b.band_key): b.at_hour for b in db.scalars(select(BandRow))}
+    for item in (article, brief):
+        keys = dedupe.fingerprint(item.title, item.text).bands
+        assert keys and {hours[(ids[item.guid], k)] for k in keys} == {_hour(item.published)}
+    assert _hour(article.published) == int(article.published.timestamp()) // 3600
+    # stories keep merging across the upgrade
+    s.sync_sources(SOURCES)
+    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT)], CHANNELS, now)
+    with Session(s.engine) as db:
+        assert out.stored[0].joined and out.stored[0].story_id == db.get(ItemRow, ids[article.guid]).story_id
+    s.close()
+
+
+def test_stored_refs_ranks_candidates_by_shared_keys_then_nearness_and_leaves_out_unlikely_ones():
+    """Of the stored items sharing a key with a new one, those compared (at most ``limit``):
+    the most keys shared first, then those within NEAR_DAYS, then the nearest; left out: those
+    outside the window (band keys) or NEAR_DAYS (lead and title keys), and those further than
+    NEAR_DAYS sharing a single key (only a near-identical text joins from there, and it shares
+    most of its band keys)."""
+    h = _hour(NOW)
+    copies = _Copies()
+    copies.by_key = {("band", 1): [1, 2, 5], ("band", 2): [1, 3, 4, 5, 6], ("band", 3): [1],
+                     ("lead", "L"): [7, 9], ("title", "T"): [8]}
+    copies.hours = {1: h - 96, 2: h - 1, 3: h - 30, 4: h - 72, 5: h - 120, 6: h - 9 * 24, 7: h - 72, 8: h - 10,
+                    9: h + 2}
+    keys = [("band", 1), ("band", 2), ("band", 3), ("lead", "L"), ("title", "T")]
+    fp = dedupe.fingerprint("", "", NOW)
+    # 1: three keys, four days away; 5: two keys, five days; then one key each: 2 (an hour
+    # away), 9 (its lead, two hours ahead), 8 (its title, 10 hours), 3 (30 hours). Left out:
+    # 4 (one band key, three days), 6 (nine days: outside the window), 7 (its lead, three days)
+    assert copies.stored_refs(fp, keys, timedelta(days=7), 10) == [1, 5, 2, 9, 8, 3]
+    assert copies.stored_refs(fp, keys, timedelta(days=7), 3) == [1, 5, 2]
+    # a 4-day window leaves 5 out; a 1-day one, 1 and 3 too (a lead or title key still reaches NEAR_DAYS)
+    assert copies.stored_refs(fp, keys, timedelta(days=4), 10) == [1, 2, 9, 8, 3]
+    assert copies.stored_refs(fp, keys, timedelta(days=1), 10) == [2, 9, 8]
 
 
 def test_commit_polls_writes_polls_in_order_in_one_transaction_and_rolls_back_a_failing_one_alone(db_url):
