@@ -1342,7 +1342,7 @@ class Store:
         keys_of = [_keys_of(fp) for *_, fp in fresh]
         stored_of = [copies.stored_refs(fp, keys, group.policy[k].window, self.MAX_CANDIDATES)
                      for (k, *_, fp), keys in zip(fresh, keys_of, strict=True)]
-        copies.load(s, {ref for refs in stored_of for ref in refs})
+        copies.load(s, {ref for refs in stored_of for ref, *_ in refs})
         opened = 0
         for (k, source_id, new, guid_key, link_key, fp), keys, stored in zip(fresh, keys_of, stored_of, strict=True):
             # most similar; on a tie the oldest story: a stored one, then one an earlier poll of
@@ -2051,42 +2051,46 @@ class _Copies:
 
     def __init__(self) -> None:
         self.fingerprints: dict[int, tuple[Fingerprint, int]] = {}  # ref -> (fingerprint, story)
-        self.by_key: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> refs
+        self.by_key: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> stored refs
         self.hours: dict[int, int] = {}  # stored ref -> _hour of its fingerprint's at
+        self.own: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> the poll's refs
 
     def add(self, ref: int, fp: Fingerprint, story: int, keys: Iterable[tuple[str, object]]) -> None:
+        """One of the poll's own items (``ref`` < 0), for the items after it."""
         self.fingerprints.setdefault(ref, (fp, story))
         for key in keys:
-            self.by_key.setdefault(key, []).append(ref)
+            self.own.setdefault(key, []).append(ref)
 
-    def stored_refs(self, fp: Fingerprint, keys: list[tuple[str, object]], window: timedelta, limit: int) -> list[int]:
-        """The stored items ``fp`` (with ``_keys_of(fp)``) is compared with: those sharing a
-        band key with it within ``window`` or a lead or title key within NEAR_DAYS, and of
-        those further than NEAR_DAYS only those sharing two keys or more (only a near-identical
-        text joins from that far, and it shares most of its band keys: at Jaccard 0.9, 8 bands
-        of 3 share fewer than two with p = 0.0007). To the hour: ``candidates`` checks the
-        times exactly. At most ``limit``, the likeliest to be its story first: those sharing
-        the most keys (a near copy shares several band keys; a common headline or a stock
-        sentence, one), then those within NEAR_DAYS, then the nearest in time."""
+    def stored_refs(self, fp: Fingerprint, keys: list[tuple[str, object]], window: timedelta,
+                    limit: int) -> list[tuple[int, bool, bool]]:
+        """The stored items ``fp`` (with ``_keys_of(fp)``) is compared with, as (ref, by band,
+        by lead or title): those sharing a band key with it within ``window`` or a lead or
+        title key within NEAR_DAYS, and of those further than NEAR_DAYS only those sharing two
+        keys or more (only a near-identical text joins from that far, and it shares most of its
+        band keys: at Jaccard 0.9, 8 bands of 3 share fewer than two with p = 0.0007). To the
+        hour: ``candidates`` checks the times exactly. At most ``limit``, the likeliest to be
+        its story first: those sharing the most keys (a near copy shares several band keys; a
+        common headline or a stock sentence, one), then those within NEAR_DAYS, then the
+        nearest in time."""
         assert fp.at is not None
-        at = _hour(fp.at)
+        at, hours = _hour(fp.at), self.hours
         near = _hours_in(timedelta(days=dedupe.NEAR_DAYS)) + 1
-        reach = {"band": _hours_in(window) + 1, "lead": near, "title": near}
-        shared: Counter[int] = Counter()
-        within: set[int] = set()
+        reach = _hours_in(window) + 1
+        by_band: Counter[int] = Counter()
+        by_other: Counter[int] = Counter()
         for key in keys:
-            span = reach[key[0]]
-            for ref in self.by_key.get(key, ()):
-                if ref >= 0:
-                    shared[ref] += 1
-                    if abs(self.hours[ref] - at) <= span:
-                        within.add(ref)
+            refs = self.by_key.get(key)
+            if refs:
+                (by_band if key[0] == "band" else by_other).update(refs)
         ranked = []
-        for ref in within:
-            apart, n = abs(self.hours[ref] - at), shared[ref]
-            if apart <= near or n > 1:
-                ranked.append((-n, apart > near, apart, -ref))
-        return [-ref for *_, ref in heapq.nsmallest(limit, ranked)]
+        for ref in by_band.keys() | by_other.keys() if by_other else by_band:
+            apart = abs(hours[ref] - at)
+            band = apart <= reach and ref in by_band
+            other = apart <= near and ref in by_other
+            n = by_band[ref] + by_other[ref]
+            if (band or other) and (apart <= near or n > 1):
+                ranked.append((-n, apart > near, apart, -ref, band, other))
+        return [(-ref, band, other) for *_, ref, band, other in heapq.nsmallest(limit, ranked)]
 
     def load(self, s: Session, refs: Iterable[int]) -> None:
         """Read the fingerprints (and stories) of stored items ``refs``."""
@@ -2106,33 +2110,33 @@ class _Copies:
                                  bytes(words or b""))
                 self.fingerprints[int(item_id)] = (fp, int(story_id))
 
-    def candidates(self, fp: Fingerprint, keys: list[tuple[str, object]], stored: Iterable[int],
+    def candidates(self, fp: Fingerprint, keys: list[tuple[str, object]], stored: Iterable[tuple[int, bool, bool]],
                    window: timedelta) -> list[tuple[int, Fingerprint, int]]:
         """(ref, fingerprint, story) of what ``fp`` (with ``_keys_of(fp)``) is compared with:
-        same band key within ``window``, same lead or title key within NEAR_DAYS; of the stored
-        ones those in ``stored`` (its ``stored_refs``, loaded), newest first, then the poll's
-        earlier items in order."""
+        same band key within ``window``, same lead or title key within NEAR_DAYS (to the
+        microsecond); of the stored ones those in ``stored`` (its ``stored_refs``, loaded),
+        then the poll's earlier items."""
         assert fp.at is not None
         near = timedelta(days=dedupe.NEAR_DAYS)
-        stored = set(stored)
-        by_band: set[int] = set()  # (a copy shares several band keys: each ref is checked once)
+        found = []
+        for ref, band, other in stored:
+            copy = self.fingerprints.get(ref)  # (None: gone since it was looked up, pruned)
+            if copy is not None:
+                apart = abs(copy[0].at - fp.at)
+                if (band and apart <= window) or (other and apart <= near):
+                    found.append((ref, *copy))
+        by_band: set[int] = set()
         by_other: set[int] = set()
         for key in keys:
-            found = self.by_key.get(key)
-            if found:
-                (by_band if key[0] == "band" else by_other).update(found)
-        refs: set[int] = set()
-        # a ref found by both is within NEAR_DAYS only if it is within the window (when that is longer)
-        for reach, candidates in ((window, by_band), (near, by_other - by_band if window >= near else by_other)):
-            for ref in candidates:
-                if ref >= 0 and ref not in stored:
-                    continue
-                found = self.fingerprints.get(ref)
-                other = found[0] if found is not None else None
-                if other is not None and other.at is not None and abs(other.at - fp.at) <= reach:
-                    refs.add(ref)
-        earlier = sorted((r for r in refs if r < 0), reverse=True)  # ~0, ~1, ...: poll order
-        return [(r, *self.fingerprints[r]) for r in sorted((r for r in refs if r >= 0), reverse=True) + earlier]
+            refs = self.own.get(key)
+            if refs:
+                (by_band if key[0] == "band" else by_other).update(refs)
+        for ref in sorted(by_band | by_other, reverse=True):  # ~0, ~1, ...: poll order
+            copy = self.fingerprints[ref]
+            apart = abs(copy[0].at - fp.at)
+            if (ref in by_band and apart <= window) or (ref in by_other and apart <= near):
+                found.append((ref, *copy))
+        return found
 
 
 #: Where the (key, item id, hour) rows of each kind of story key are: an index of a table, and

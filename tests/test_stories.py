@@ -533,11 +533,19 @@ def test_stored_refs_ranks_candidates_by_shared_keys_then_nearness_and_leaves_ou
     # 1: three keys, four days away; 5: two keys, five days; then one key each: 2 (an hour
     # away), 9 (its lead, two hours ahead), 8 (its title, 10 hours), 3 (30 hours). Left out:
     # 4 (one band key, three days), 6 (nine days: outside the window), 7 (its lead, three days)
-    assert copies.stored_refs(fp, keys, timedelta(days=7), 10) == [1, 5, 2, 9, 8, 3]
-    assert copies.stored_refs(fp, keys, timedelta(days=7), 3) == [1, 5, 2]
+    def refs(window: timedelta, limit: int) -> list[int]:
+        return [ref for ref, *_ in copies.stored_refs(fp, keys, window, limit)]
+
+    assert refs(timedelta(days=7), 10) == [1, 5, 2, 9, 8, 3]
+    assert refs(timedelta(days=7), 3) == [1, 5, 2]
     # a 4-day window leaves 5 out; a 1-day one, 1 and 3 too (a lead or title key still reaches NEAR_DAYS)
-    assert copies.stored_refs(fp, keys, timedelta(days=4), 10) == [1, 2, 9, 8, 3]
-    assert copies.stored_refs(fp, keys, timedelta(days=1), 10) == [2, 9, 8]
+    assert refs(timedelta(days=4), 10) == [1, 2, 9, 8, 3]
+    assert refs(timedelta(days=1), 10) == [2, 9, 8]
+    # and by which kind of key each is in reach (``candidates`` checks the time exactly for that
+    # kind); 8 with a band key too shares two: before 5, which is further
+    copies.by_key[("band", 1)].append(8)
+    assert copies.stored_refs(fp, keys, timedelta(days=7), 10) == [
+        (1, True, False), (8, True, True), (5, True, False), (2, True, False), (9, False, True), (3, True, False)]
 
 
 def test_commit_polls_writes_polls_in_order_in_one_transaction_and_rolls_back_a_failing_one_alone(db_url):
