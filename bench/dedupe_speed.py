@@ -136,8 +136,8 @@ MEASURED_HOURS = 3
 #: Generated texts the synthetic fill items borrow (title, summary, content, fingerprint size).
 TEXT_POOL = 2048
 #: Band-key collisions per pair of unrelated items when the corpus is missing (briefs, texts):
-#: what ``collision_rates`` measured on ../shared/corpus on 2026-11-24.
-DEFAULT_COLLISIONS = {"brief": 2.3e-4, "text": 8.6e-5}
+#: what ``collision_rates`` measured on ../shared/corpus on 2026-11-25 (12 word bands of 4).
+DEFAULT_COLLISIONS = {"brief": 4.0e-5, "text": 8.6e-5}
 #: Real items remembered as originals for the measured reposts.
 RESERVOIR = 5000
 FILL_CHUNK = 25_000

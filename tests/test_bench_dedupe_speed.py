@@ -233,10 +233,10 @@ def test_collision_rates_count_unrelated_pairs_sharing_a_band_key(bench, tmp_pat
              "summary": " ".join(word() for _ in range(14)) + ".", "text": ""} for k in range(110)]
     rows += [
         {"id": "a", "title": "Army fires ballistic missiles into the sea", "summary": LAUNCH.format(3, 6, 2, 600, 50, 9, 12)},
-        {"id": "b", "title": "Army fires ballistic missiles off the coast", "summary": LAUNCH.format(5, 7, 4, 450, 80, 11, 13)},
+        {"id": "b", "title": "Army fires ballistic missiles off the coast", "summary": LAUNCH.format(14, 15, 16, 450, 80, 17, 18)},
         {"id": "c", "title": "Army fires ballistic missiles into the sea", "summary": LAUNCH.format(3, 6, 2, 600, 50, 9, 12)},
         {"id": "e", "title": "Car workers strike over pay", "summary": STRIKE.format(21, 22, 23, 24, 25, 26, 27)},
-        {"id": "f", "title": "Car workers walk out over pay", "summary": STRIKE.format(47, 48, 49, 50, 51, 52, 53)},
+        {"id": "f", "title": "Car workers walk out over pay", "summary": STRIKE.format(30, 31, 32, 33, 34, 35, 36)},
     ]
     for r in rows:
         r["text"] = ""

@@ -494,25 +494,35 @@ def test_migration_0008_makes_the_recent_band_rows_again_from_the_stored_fingerp
     s.close()
 
 
-def test_migration_0009_gives_band_rows_the_hour_of_their_fingerprint(db_url):
+def test_migration_0009_makes_the_recent_band_rows_again_with_their_hour(db_url):
     s = store_at_revision(db_url, "0008")
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = datetime.now(UTC).replace(microsecond=0)  # the refill looks 14 days back from the real clock
     article = original(now - timedelta(hours=3, minutes=20))
     brief = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(days=3, minutes=1))
-    # rows as the 0008 code wrote them: band rows without a time
-    ids = insert_as_before(s, [article, brief], now, words=True, bands=lambda fp: fp.bands, band_times=False)
+    old = make("old", "https://sputnik.example/old", TITLE_002, seed("002"), now - timedelta(days=30))
+    # rows as the 0008 code wrote them: band rows without a time, a brief's 16 word bands of 3
+    # (keys none of which is kept)
+    ids = insert_as_before(s, [article, brief, old], now, words=True, bands=lambda _fp: range(1, 17),
+                           band_times=False)
     s.upgrade()
     with Session(s.engine) as db:
-        hours = {(b.item_id, b.band_key): b.at_hour for b in db.scalars(select(BandRow))}
+        rows = [(b.item_id, b.band_key, b.at_hour) for b in db.scalars(select(BandRow))]
     for item in (article, brief):
-        keys = dedupe.fingerprint(item.title, item.text).bands
-        assert keys and {hours[(ids[item.guid], k)] for k in keys} == {_hour(item.published)}
+        want = dedupe.fingerprint(item.title, item.text)
+        assert len(want.bands) == (dedupe.WORD_BANDS if want.words else dedupe.BANDS)
+        assert sorted((k, h) for i, k, h in rows if i == ids[item.guid]) == sorted(
+            (k, _hour(item.published)) for k in set(want.bands))
+    assert ids["old"] not in {i for i, *_ in rows}  # first seen 30 days ago: outside any window
     assert _hour(article.published) == int(article.published.timestamp()) // 3600
-    # stories keep merging across the upgrade
+    # stories keep merging across the upgrade: a repost of the article, another outlet's brief
     s.sync_sources(SOURCES)
-    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT)], CHANNELS, now)
+    later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text,
+                 brief.published + timedelta(hours=1))
+    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT), NewItem(later, True, HIT)],
+                        CHANNELS, now)
     with Session(s.engine) as db:
-        assert out.stored[0].joined and out.stored[0].story_id == db.get(ItemRow, ids[article.guid]).story_id
+        assert [(st.joined, st.story_id) for st in out.stored] == [
+            (True, db.get(ItemRow, ids[article.guid]).story_id), (True, db.get(ItemRow, ids["brief"]).story_id)]
     s.close()
 
 
