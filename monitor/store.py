@@ -2078,10 +2078,7 @@ class _Copies:
         reach = _hours_in(window) + 1
         by_band: Counter[int] = Counter()
         by_other: Counter[int] = Counter()
-        for key in keys:
-            refs = self.by_key.get(key)
-            if refs:
-                (by_band if key[0] == "band" else by_other).update(refs)
+        _gather(self.by_key, keys, by_band, by_other)
         ranked = []
         for ref in by_band.keys() | by_other.keys() if by_other else by_band:
             apart = abs(hours[ref] - at)
@@ -2127,16 +2124,23 @@ class _Copies:
                     found.append((ref, *copy))
         by_band: set[int] = set()
         by_other: set[int] = set()
-        for key in keys:
-            refs = self.own.get(key)
-            if refs:
-                (by_band if key[0] == "band" else by_other).update(refs)
+        _gather(self.own, keys, by_band, by_other)
         for ref in sorted(by_band | by_other, reverse=True):  # ~0, ~1, ...: poll order
             copy = self.fingerprints[ref]
             apart = abs(copy[0].at - fp.at)
             if (ref in by_band and apart <= window) or (ref in by_other and apart <= near):
                 found.append((ref, *copy))
         return found
+
+
+def _gather(index: dict[tuple[str, object], list[int]], keys: list[tuple[str, object]],
+            by_band: Counter[int] | set[int], by_other: Counter[int] | set[int]) -> None:
+    """Add the refs ``index`` has under ``keys`` to ``by_band`` (band keys) or ``by_other``
+    (lead and title keys): counted (Counter) or collected (set)."""
+    for key in keys:
+        refs = index.get(key)
+        if refs:
+            (by_band if key[0] == "band" else by_other).update(refs)
 
 
 #: Where the (key, item id, hour) rows of each kind of story key are: an index of a table, and

@@ -465,6 +465,19 @@ def test_migration_0007_refreshes_recent_fingerprints_with_content_words(db_url)
     s.close()
 
 
+def assert_stories_still_merge(s: Store, ids: dict[str, int], article: Item, brief: Item, now: datetime) -> None:
+    """After an upgrade: a repost of the stored ``article`` and another outlet's brief an hour
+    after the stored ``brief`` join their stories."""
+    s.sync_sources(SOURCES)
+    later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text,
+                 brief.published + timedelta(hours=1))
+    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT), NewItem(later, True, HIT)],
+                        CHANNELS, now)
+    with Session(s.engine) as db:
+        assert [(st.joined, st.story_id) for st in out.stored] == [
+            (True, db.get(ItemRow, ids[article.guid]).story_id), (True, db.get(ItemRow, ids[brief.guid]).story_id)]
+
+
 def test_migration_0008_makes_the_recent_band_rows_again_from_the_stored_fingerprints(db_url):
     s = store_at_revision(db_url, "0007")
     now = datetime.now(UTC).replace(microsecond=0)  # the refill looks 14 days back from the real clock
@@ -483,14 +496,7 @@ def test_migration_0008_makes_the_recent_band_rows_again_from_the_stored_fingerp
         assert len(want.bands) == (dedupe.WORD_BANDS if want.words else dedupe.BANDS)
         assert bands[ids[item.guid]] == set(want.bands)
     assert ids["old"] not in bands  # first seen 30 days ago: outside any window, pruned anyway
-    # stories keep merging across the upgrade: a repost of the article, another outlet's brief
-    s.sync_sources(SOURCES)
-    later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text, now - timedelta(hours=1))
-    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT), NewItem(later, True, HIT)],
-                        CHANNELS, now)
-    with Session(s.engine) as db:
-        assert [(st.joined, st.story_id) for st in out.stored] == [
-            (True, db.get(ItemRow, ids[article.guid]).story_id), (True, db.get(ItemRow, ids["brief"]).story_id)]
+    assert_stories_still_merge(s, ids, article, brief, now)
     s.close()
 
 
@@ -514,15 +520,7 @@ def test_migration_0009_makes_the_recent_band_rows_again_with_their_hour(db_url)
             (k, _hour(item.published)) for k in set(want.bands))
     assert ids["old"] not in {i for i, *_ in rows}  # first seen 30 days ago: outside any window
     assert _hour(article.published) == int(article.published.timestamp()) // 3600
-    # stories keep merging across the upgrade: a repost of the article, another outlet's brief
-    s.sync_sources(SOURCES)
-    later = make("other-brief", OTHER_BRIEF.link, OTHER_BRIEF.title, OTHER_BRIEF.text,
-                 brief.published + timedelta(hours=1))
-    out = s.commit_poll("reposter", OK, [NewItem(repost(now - timedelta(hours=1)), True, HIT), NewItem(later, True, HIT)],
-                        CHANNELS, now)
-    with Session(s.engine) as db:
-        assert [(st.joined, st.story_id) for st in out.stored] == [
-            (True, db.get(ItemRow, ids[article.guid]).story_id), (True, db.get(ItemRow, ids["brief"]).story_id)]
+    assert_stories_still_merge(s, ids, article, brief, now)
     s.close()
 
 
