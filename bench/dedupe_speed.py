@@ -115,7 +115,6 @@ DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus"
 DEFAULT_SIZES = (10_000, 100_000, 1_000_000)
 
 TARGET_MS_PER_ITEM = 1.0
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TARGET_FLAT_RATIO = 1.5
 MEMORY_RATIO = 1.5
 MEMORY_SLACK_MB = 32.0
@@ -470,17 +469,19 @@ def plan_collisions(future: list[tuple[str, str, str, Fingerprint]],
     return plans
 
 
+def _stamps(bench: Bench, ages_s: np.ndarray) -> np.ndarray:
+    """``now - age``, to the microsecond (UTC, naive)."""
+    return np.datetime64(bench.now.replace(tzinfo=None), "us") - (ages_s * 1e6).astype("timedelta64[us]")
+
+
 def _at_strings(bench: Bench, ages_s: np.ndarray) -> list[str]:
     """``now - age`` as the store writes a UTCDateTime on SQLite ('YYYY-MM-DD HH:MM:SS.ffffff')."""
-    now = np.datetime64(bench.now.replace(tzinfo=None), "us")
-    stamps = now - (ages_s * 1e6).astype("timedelta64[us]")
-    return [s.replace("T", " ") for s in np.datetime_as_string(stamps, unit="us").tolist()]
+    return [s.replace("T", " ") for s in np.datetime_as_string(_stamps(bench, ages_s), unit="us").tolist()]
 
 
 def _at_hours(bench: Bench, ages_s: np.ndarray) -> np.ndarray:
     """The band rows' hour (``store._hour``) of the times ``_at_strings`` writes."""
-    now_us = (bench.now - EPOCH) // timedelta(microseconds=1)
-    return (now_us - (ages_s * 1e6).astype(np.int64)) // 3_600_000_000
+    return _stamps(bench, ages_s).astype("datetime64[h]").astype(np.int64)
 
 
 def check_time_format(bench: Bench) -> None:

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from itertools import groupby
+from itertools import chain, groupby
 from operator import itemgetter
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -1404,16 +1404,16 @@ class Store:
         fingerprint's ``at``): three queries for the whole poll, of (key, item, hour) rows
         only, from the indexes; the fingerprints compared are loaded after (``_Copies.load``),
         each once, however many keys it shares, and only those ``_Copies.stored_refs`` ranks
-        first. Hours are whole: each span reaches an hour further than the time it stands for."""
+        first. Hours are whole: each span reaches further than the time it stands for
+        (``_hours_reach``)."""
         found = _Copies()
         hours = [_hour(fp.at) for fp in fps if fp.at is not None]
         if not hours:
             return found
-        near = _hours_in(timedelta(days=dedupe.NEAR_DAYS)) + 1
-        reach = max(near, _hours_in(window) + 1) if window is not None else near
+        near = _NEAR_HOURS
+        reach = max(near, _hours_reach(window)) if window is not None else near
         conn = s.connection()
-        when = _DateTimeIO(conn.dialect)
-        mark = when.mark
+        mark = _marks(conn.dialect, 1)
         lookups = (
             ("band", sorted({b for fp in fps for b in fp.bands}), reach),
             ("lead", sorted({fp.lead_key for fp in fps if fp.lead_key}), near),
@@ -1423,7 +1423,8 @@ class Store:
             table, column, hour = _COPY_KEYS[kind]
             hour = hour.format(hours=_HOURS_SQL[conn.dialect.name])
             for chunk in _chunks(keys, 2000):
-                sql = f"FROM {table} WHERE {column} IN ({when.marks(len(chunk))}) AND {hour} >= {mark} AND {hour} <= {mark}"
+                sql = (f"FROM {table} WHERE {column} IN ({_marks(conn.dialect, len(chunk))}) "
+                       f"AND {hour} >= {mark} AND {hour} <= {mark}")
                 params = (*chunk, min(hours) - span, max(hours) + span)
                 for key, ref, at_hour in zip(*_json_columns(conn, (column, "item_id", hour), sql, params), strict=True):
                     found.by_key.setdefault((kind, key), []).append(ref)
@@ -2026,16 +2027,14 @@ def _json_columns(conn, columns: tuple[str, ...], tail: str, params: tuple) -> l
     return [json.loads(values) for values in packed]
 
 
-def _json_rows(conn, columns: tuple[str, ...], tail: str, params: tuple) -> list[list]:
-    """SQLite: the rows of ``SELECT columns tail`` packed into one JSON array (one step of the
-    driver, like ``_rows``; NULLs and any text survive it, numbers stay numbers)."""
-    packed = conn.exec_driver_sql(f"SELECT json_group_array(json_array({', '.join(columns)})) {tail}",
-                                  params).scalar()
-    return json.loads(packed) if packed else []
+def _json_rows(conn, columns: tuple[str, ...], tail: str, params: tuple) -> list[tuple]:
+    """The rows of ``SELECT columns tail``, through ``_json_columns`` (on SQLite one step of the
+    driver; NULLs and any text survive it, numbers stay numbers)."""
+    return list(zip(*_json_columns(conn, columns, tail, params), strict=True))
 
 
 def _keys_of(fp: Fingerprint) -> list[tuple[str, object]]:
-    """The (kind, key) pairs ``_copies_query`` finds ``fp`` by."""
+    """The (kind, key) pairs ``Store._stored_copies`` finds ``fp`` by."""
     keys: list[tuple[str, object]] = [("band", b) for b in fp.bands]
     if fp.lead_key:
         keys.append(("lead", fp.lead_key))
@@ -2074,8 +2073,7 @@ class _Copies:
         nearest in time."""
         assert fp.at is not None
         at, hours = _hour(fp.at), self.hours
-        near = _hours_in(timedelta(days=dedupe.NEAR_DAYS)) + 1
-        reach = _hours_in(window) + 1
+        near, reach = _NEAR_HOURS, _hours_reach(window)
         by_band: Counter[int] = Counter()
         by_other: Counter[int] = Counter()
         _gather(self.by_key, keys, by_band, by_other)
@@ -2115,21 +2113,17 @@ class _Copies:
         then the poll's earlier items."""
         assert fp.at is not None
         near = timedelta(days=dedupe.NEAR_DAYS)
+        by_band: set[int] = set()
+        by_other: set[int] = set()
+        _gather(self.own, keys, by_band, by_other)
+        own = [(ref, ref in by_band, ref in by_other) for ref in sorted(by_band | by_other, reverse=True)]  # poll order
         found = []
-        for ref, band, other in stored:
-            copy = self.fingerprints.get(ref)  # (None: gone since it was looked up, pruned)
+        for ref, band, other in chain(stored, own):
+            copy = self.fingerprints.get(ref)  # (None: a stored one gone since it was looked up, pruned)
             if copy is not None:
                 apart = abs(copy[0].at - fp.at)
                 if (band and apart <= window) or (other and apart <= near):
                     found.append((ref, *copy))
-        by_band: set[int] = set()
-        by_other: set[int] = set()
-        _gather(self.own, keys, by_band, by_other)
-        for ref in sorted(by_band | by_other, reverse=True):  # ~0, ~1, ...: poll order
-            copy = self.fingerprints[ref]
-            apart = abs(copy[0].at - fp.at)
-            if (ref in by_band and apart <= window) or (ref in by_other and apart <= near):
-                found.append((ref, *copy))
         return found
 
 
@@ -2157,9 +2151,14 @@ def _hour(at: datetime) -> int:
     return int(at.timestamp() // 3600)
 
 
-def _hours_in(span: timedelta) -> int:
-    """``span`` in whole hours, rounded up."""
-    return -int(-span.total_seconds() // 3600)
+def _hours_reach(span: timedelta) -> int:
+    """How many whole hours (``_hour``) apart two times at most ``span`` apart can be: ``span``
+    rounded up, and one more."""
+    return -int(-span.total_seconds() // 3600) + 1
+
+
+#: ``_hours_reach`` of NEAR_DAYS.
+_NEAR_HOURS = _hours_reach(timedelta(days=dedupe.NEAR_DAYS))
 
 
 def _marks(dialect, n: int) -> str:
