@@ -27,7 +27,8 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      measuring) of the rows ``commit_poll`` writes: a story, an item (a text of realistic
      length), a fingerprint row and its band rows. All fill items have their ``at`` inside
      the story window (the last 0.9 windows), so every band lookup ranges over all of them.
-     Most fill items are *synthetic*: a random MinHash signature (numpy) and random band
+     Most fill items are *synthetic*: a random MinHash signature (numpy; its band rows hold
+     its sketch, ``dedupe.sketches``) and random band
      keys — a signature's band keys are hashes, uniform 64-bit values, so they are drawn
      directly instead of hashing each random signature with ``dedupe.band_keys`` — unique
      lead and title keys, and a size, band count and content-word blob length (briefs)
@@ -541,7 +542,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         sources = nprng.integers(0, len(bench.source_ids), size=m)
         n_bands = np.zeros(m, dtype=np.int64)  # band keys of each synthetic item (its pool text's count)
         stories, items, fps = [], [], []
-        real_bands: list[tuple[int, int, int]] = []
+        real_bands: list[tuple[int, int, int, bytes | None]] = []
         for k in range(m):
             iid = int(ids[k])
             at, seen = ats[k], seens[k]
@@ -562,7 +563,8 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                 fp = dedupe.fingerprint(title, join_text(summary, content))
                 fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
                             fp.words or None))
-                real_bands.extend((band, iid, int(hours[k])) for band in set(fp.bands))
+                sketch = dedupe.sketch(fp.signature) or None
+                real_bands.extend((band, iid, int(hours[k]), sketch) for band in set(fp.bands))
                 bench.remember(Original(title, content, story))
             else:
                 ptitle, summary, content, pfp = bench.pool[int(pool_ix[k])]
@@ -587,11 +589,14 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         # band rows: the synthetic ones from numpy, the real ones as computed; in key order
         band_keys = keys[np.arange(width)[None, :] < n_bands[:, None]]  # row-major: item by item
         band_ids, band_hours = np.repeat(ids, n_bands), np.repeat(hours, n_bands)
+        sketches = dedupe.sketches(np.frombuffer(sigs, dtype="<u4").reshape(m, dedupe.NUM_PERM))
+        band_sketches = [row.tobytes() for row in np.repeat(sketches, n_bands, axis=0)]
         if real_bands:
-            rk, ri, rh = zip(*real_bands, strict=True)
+            rk, ri, rh, rs = zip(*real_bands, strict=True)
             band_keys = np.concatenate([band_keys, np.array(rk, dtype=np.int64)])
             band_ids = np.concatenate([band_ids, np.array(ri, dtype=np.int64)])
             band_hours = np.concatenate([band_hours, np.array(rh, dtype=np.int64)])
+            band_sketches += rs
         order = np.argsort(band_keys, kind="stable")
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO stories (id, title, created_at) VALUES (?, ?, ?)", stories)
@@ -600,9 +605,9 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", items)
         conn.executemany("INSERT INTO fingerprints (item_id, story_id, at, size, signature, lead_key, title_key, "
                          "title, words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", fps)
-        conn.executemany("INSERT INTO story_bands (band_key, item_id, at_hour) VALUES (?, ?, ?)",
+        conn.executemany("INSERT INTO story_bands (band_key, item_id, at_hour, sketch) VALUES (?, ?, ?, ?)",
                          zip(band_keys[order].tolist(), band_ids[order].tolist(), band_hours[order].tolist(),
-                             strict=True))
+                             [band_sketches[i] for i in order.tolist()], strict=True))
         conn.execute("COMMIT")
         rows_total += len(stories) + 2 * m + len(band_keys)
         next_item += m

@@ -77,7 +77,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: PostgreSQL advisory lock taken by a poll's transaction while it assigns items to stories.
 STORY_LOCK = 0x6E657773  # "news"
 #: The newest migration (monitor/migrations/versions; tests/test_store.py checks they agree).
-SCHEMA_HEAD = "0009"
+SCHEMA_HEAD = "0010"
 #: PostgreSQL advisory lock held while migrating: replicas starting together migrate once.
 MIGRATE_LOCK = 0x6D696772  # "migr"
 
@@ -200,6 +200,8 @@ class BandRow(Base):
     band_key: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     item_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # items.id (no foreign key: it costs)
     at_hour: Mapped[int | None] = mapped_column(Integer)  # _hour(fingerprint's at)
+    # dedupe.sketch of the fingerprint's signature (16 bytes; NULL in rows made before 0010)
+    sketch: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
 class AlertRow(Base):
@@ -1422,13 +1424,17 @@ class Store:
         for kind, keys, span in lookups:
             table, column, hour = _COPY_KEYS[kind]
             hour = hour.format(hours=_HOURS_SQL[conn.dialect.name])
+            sketch = (_SKETCH_SQL[conn.dialect.name],) if kind == "band" else ()
             for chunk in _chunks(keys, 2000):
                 sql = (f"FROM {table} WHERE {column} IN ({_marks(conn.dialect, len(chunk))}) "
                        f"AND {hour} >= {mark} AND {hour} <= {mark}")
                 params = (*chunk, min(hours) - span, max(hours) + span)
-                for key, ref, at_hour in zip(*_json_columns(conn, (column, "item_id", hour), sql, params), strict=True):
+                for key, ref, at_hour, *drawn in zip(*_json_columns(conn, (column, "item_id", hour, *sketch), sql,
+                                                                    params), strict=True):
                     found.by_key.setdefault((kind, key), []).append(ref)
                     found.hours[ref] = at_hour
+                    if drawn and drawn[0]:
+                        found.sketches[ref] = _sketch_bits(drawn[0])
         return found
 
     def _write_plan(self, s: Session, plan: _Plan) -> tuple[list[list[StoredItem]], list[int]]:
@@ -1475,9 +1481,10 @@ class Store:
             item_id, p.story, when.bind(p.fingerprint.at), p.fingerprint.size, p.fingerprint.signature,
             p.fingerprint.lead_key, p.fingerprint.title_key, p.fingerprint.title, p.fingerprint.words or None,
         ) for p, item_id in zip(items, item_ids, strict=True)])
-        _insert(conn, "story_bands", ("band_key", "item_id", "at_hour"), [
-            (band, item_id, _hour(p.fingerprint.at)) for p, item_id in zip(items, item_ids, strict=True)
-            for band in set(p.fingerprint.bands)])
+        sketches = [dedupe.sketch(p.fingerprint.signature) or None if p.fingerprint.bands else None for p in items]
+        _insert(conn, "story_bands", ("band_key", "item_id", "at_hour", "sketch"), [
+            (band, item_id, _hour(p.fingerprint.at), sketch)
+            for p, item_id, sketch in zip(items, item_ids, sketches, strict=True) for band in set(p.fingerprint.bands)])
 
         joined = sorted({p.story for p in items if p.joined})
         alerted: dict[int, int] = {}  # story -> its alert, made before this group
@@ -2052,6 +2059,7 @@ class _Copies:
         self.fingerprints: dict[int, tuple[Fingerprint, int]] = {}  # ref -> (fingerprint, story)
         self.by_key: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> stored refs
         self.hours: dict[int, int] = {}  # stored ref -> _hour of its fingerprint's at
+        self.sketches: dict[int, int] = {}  # stored ref -> its band rows' sketch (dedupe.sketch_int)
         self.own: dict[tuple[str, object], list[int]] = {}  # (kind, key) -> the poll's refs
 
     def add(self, ref: int, fp: Fingerprint, story: int, keys: Iterable[tuple[str, object]]) -> None:
@@ -2067,13 +2075,18 @@ class _Copies:
         title key within NEAR_DAYS, and of those further than NEAR_DAYS only those sharing two
         keys or more (only a near-identical text joins from that far, and it shares most of its
         band keys: at Jaccard 0.9, 8 bands of 3 share fewer than two with p = 0.0007). To the
-        hour: ``candidates`` checks the times exactly. At most ``limit``, the likeliest to be
-        its story first: those sharing the most keys (a near copy shares several band keys; a
-        common headline or a stock sentence, one), then those within NEAR_DAYS, then the
-        nearest in time."""
+        hour: ``candidates`` checks the times exactly. Of those found by band keys only, none
+        whose sketch shows a Jaccard estimate below JACCARD (``dedupe.sketch_same``) when
+        nothing else could join them (two briefs within WORD_NEAR can join by their word sets;
+        a shared lead or title key within NEAR_DAYS, by containment or headline): most
+        unrelated items that share a band key by chance, left out without loading them. At
+        most ``limit``, the likeliest to be its story first: those sharing the most keys (a
+        near copy shares several band keys; a common headline or a stock sentence, one), then
+        those within NEAR_DAYS, then the nearest in time."""
         assert fp.at is not None
-        at, hours = _hour(fp.at), self.hours
+        at, hours, sketches = _hour(fp.at), self.hours, self.sketches
         near, reach = _NEAR_HOURS, _hours_reach(window)
+        words_reach = _WORD_NEAR_HOURS if fp.words else -1
         by_band: Counter[int] = Counter()
         by_other: Counter[int] = Counter()
         _gather(self.by_key, keys, by_band, by_other)
@@ -2082,6 +2095,8 @@ class _Copies:
             apart = abs(hours[ref] - at)
             band = apart <= reach and ref in by_band
             other = apart <= near and ref in by_other
+            if band and not other and apart > words_reach and ref in sketches:
+                band = dedupe.sketch_same(fp.sketch_bits, sketches[ref]) >= dedupe.SKETCH_MIN_SAME
             n = by_band[ref] + by_other[ref]
             if (band or other) and (apart <= near or n > 1):
                 ranked.append((-n, apart > near, apart, -ref, band, other))
@@ -2141,6 +2156,8 @@ def _gather(index: dict[tuple[str, object], list[int]], keys: list[tuple[str, ob
 #: the hour (see ``_hour``) as it holds it.
 _COPY_KEYS = {"band": ("story_bands", "band_key", "at_hour"),
               "lead": ("fingerprints", "lead_key", "{hours}"), "title": ("fingerprints", "title_key", "{hours}")}
+#: A band row's sketch in SQL, per dialect (``_sketch_bits`` reads it).
+_SKETCH_SQL = {"sqlite": "hex(sketch)", "postgresql": "sketch"}
 #: ``_hour(at)`` in SQL, per dialect (whole hours since 1970 of a time in UTC).
 _HOURS_SQL = {"sqlite": "(CAST(strftime('%s', at) AS INTEGER) / 3600)",
               "postgresql": "CAST(floor(extract(epoch FROM at) / 3600) AS BIGINT)"}
@@ -2159,6 +2176,14 @@ def _hours_reach(span: timedelta) -> int:
 
 #: ``_hours_reach`` of NEAR_DAYS.
 _NEAR_HOURS = _hours_reach(timedelta(days=dedupe.NEAR_DAYS))
+#: ``_hours_reach`` of WORD_NEAR.
+_WORD_NEAR_HOURS = _hours_reach(dedupe.WORD_NEAR)
+
+
+def _sketch_bits(value: str | bytes) -> int:
+    """A band row's sketch as ``_SKETCH_SQL`` gives it (hex digits, or bytes), as
+    ``dedupe.sketch_int``."""
+    return int(value, 16) if isinstance(value, str) else dedupe.sketch_int(bytes(value))
 
 
 def _marks(dialect, n: int) -> str:

@@ -507,3 +507,41 @@ def test_similarities_are_similarity_for_many_candidates_at_once():
                           "text" if score >= JACCARD else "title" if not a.has_text else "other")
     assert dedupe.similarities(fps[0], []) == []
     assert rules == {"far", "text", "title", "other"}  # every kind of match was met
+
+
+def test_a_sketch_agrees_wherever_signatures_do_and_sets_most_unrelated_texts_apart():
+    """A band row's sketch (``dedupe.sketch``) lets the store leave out, unloaded, a stored item
+    that only shares a band key (``Store._Copies.stored_refs``): in at least as many lanes as
+    the two signatures share values, so no pair whose Jaccard estimate reaches JACCARD is left
+    out (on corpus reposts and natural duplicate groups); unrelated corpus texts reach
+    SKETCH_MIN_SAME rarely."""
+    import numpy as np
+    from conftest import SHARED
+
+    corpus = SHARED / "corpus"
+    items = {r["id"]: r for r in map(json.loads, (corpus / "items.jsonl").read_text().splitlines())}
+
+    def fp(row: dict) -> dedupe.Fingerprint:
+        return fingerprint(row["title"], row.get("text") or "", T0)
+
+    pairs = [(fp(items[r["repost_of"]]), fp(r))
+             for r in map(json.loads, (corpus / "reposts.jsonl").read_text().splitlines()[:300])]
+    for g in map(json.loads, (corpus / "dup_groups.jsonl").read_text().splitlines()):
+        group = [fp(items[i]) for i in g["ids"]]
+        pairs += [(a, b) for k, a in enumerate(group) for b in group[k + 1:]]
+    joined = 0
+    for a, b in pairs:
+        if not (a.has_text and b.has_text):
+            continue
+        shared = int(np.count_nonzero(a.values() == b.values()))
+        assert dedupe.sketch_same(a.sketch_bits, b.sketch_bits) >= shared
+        if shared >= JACCARD * dedupe.NUM_PERM:
+            joined += 1  # its shingles could join it: the screen must keep it
+            assert dedupe.sketch_same(a.sketch_bits, b.sketch_bits) >= dedupe.SKETCH_MIN_SAME
+    assert joined > 200
+    texts = [f for f in (fp(row) for row in list(items.values())[:400]) if f.has_text]
+    unrelated = [(a, b) for k, a in enumerate(texts) for b in texts[k + 1:] if similarity(a, b) == 0]
+    assert len(unrelated) > 50_000
+    kept = sum(dedupe.sketch_same(a.sketch_bits, b.sketch_bits) >= dedupe.SKETCH_MIN_SAME for a, b in unrelated)
+    assert kept / len(unrelated) < 0.001
+    assert len(dedupe.sketch(texts[0].signature)) == 16 and dedupe.sketch(b"") == b""

@@ -30,6 +30,7 @@ from monitor.store import (
     StoryRow,
     _Copies,
     _hour,
+    _keys_of,
 )
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -345,6 +346,10 @@ def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
 #: ``story_bands`` as revisions 0002 to 0007 made it (with a time), and as 0008 made it (none).
 BANDS_0007 = sa.table("story_bands", sa.column("band_key"), sa.column("at"), sa.column("item_id"))
 BANDS_0008 = sa.table("story_bands", sa.column("band_key"), sa.column("item_id"))
+BANDS_0009 = sa.table("story_bands", sa.column("band_key"), sa.column("item_id"), sa.column("at_hour"))
+#: The band rows of the older revisions: their table, and an item's values besides key and id.
+BAND_LAYOUTS = {"0007": (BANDS_0007, lambda item: {"at": item.published}), "0008": (BANDS_0008, lambda item: {}),
+                "0009": (BANDS_0009, lambda item: {"at_hour": _hour(item.published)})}
 
 
 def store_at_revision(url: str, revision: str) -> Store:
@@ -410,11 +415,12 @@ def test_migration_0002_backfills_fingerprints_of_items_stored_under_0001(db_url
 
 
 def insert_as_before(s: Store, items: list[Item], now: datetime, words: bool,
-                     bands: Callable[[dedupe.Fingerprint], Iterable[int]], band_times: bool = True) -> dict[str, int]:
+                     bands: Callable[[dedupe.Fingerprint], Iterable[int]], band_layout: str = "0007") -> dict[str, int]:
     """Store ``items`` (one source, a story each) with Core inserts naming only the columns of
     an older revision, their fingerprints (with ``words`` or without) and the band keys
-    ``bands(fingerprint)`` in the 0002-0007 ``story_bands`` (``band_times``) or the 0008 one;
-    returns {guid: item id}."""
+    ``bands(fingerprint)`` in the ``story_bands`` of revision ``band_layout`` (0002-0007, 0008
+    or 0009; ``BAND_LAYOUTS``); returns {guid: item id}."""
+    table, values = BAND_LAYOUTS[band_layout]
     ids: dict[str, int] = {}
     with Session(s.engine) as db, db.begin():
         src_id = db.execute(SourceRow.__table__.insert().values(
@@ -432,9 +438,7 @@ def insert_as_before(s: Store, items: list[Item], now: datetime, words: bool,
                 item_id=item_id, story_id=story_id, at=item.published, size=fp.size, signature=fp.signature,
                 lead_key=fp.lead_key, title_key=fp.title_key, title=fp.title,
                 **({"words": fp.words or None} if words else {})))
-            db.execute((BANDS_0007 if band_times else BANDS_0008).insert(),
-                       [{"band_key": b, "item_id": item_id, **({"at": item.published} if band_times else {})}
-                        for b in bands(fp)])
+            db.execute(table.insert(), [{"band_key": b, "item_id": item_id, **values(item)} for b in bands(fp)])
             ids[item.guid] = item_id
     return ids
 
@@ -509,7 +513,7 @@ def test_migration_0009_makes_the_recent_band_rows_again_with_their_hour(db_url)
     # rows as the 0008 code wrote them: band rows without a time, a brief's 16 word bands of 3
     # (keys none of which is kept)
     ids = insert_as_before(s, [article, brief, old], now, words=True, bands=lambda _fp: range(1, 17),
-                           band_times=False)
+                           band_layout="0008")
     s.upgrade()
     with Session(s.engine) as db:
         rows = [(b.item_id, b.band_key, b.at_hour) for b in db.scalars(select(BandRow))]
@@ -522,6 +526,46 @@ def test_migration_0009_makes_the_recent_band_rows_again_with_their_hour(db_url)
     assert _hour(article.published) == int(article.published.timestamp()) // 3600
     assert_stories_still_merge(s, ids, article, brief, now)
     s.close()
+
+
+def test_migration_0010_keeps_the_band_rows_and_new_ones_hold_their_sketch(db_url):
+    s = store_at_revision(db_url, "0009")
+    now = datetime.now(UTC).replace(microsecond=0)
+    article = original(now - timedelta(hours=3))
+    brief = make("brief", "https://wire.example/quake", BRIEF.title, BRIEF.text, now - timedelta(hours=5))
+    # rows as the 0009 code wrote them: band rows with their hour, no sketch
+    ids = insert_as_before(s, [article, brief], now, words=True, bands=lambda fp: fp.bands, band_layout="0009")
+    s.upgrade()
+    with Session(s.engine) as db:
+        assert {b.sketch for b in db.scalars(select(BandRow))} == {None}  # kept, unsketched: loaded as before
+    assert_stories_still_merge(s, ids, article, brief, now)
+    with Session(s.engine) as db:  # the new rows hold their fingerprint's sketch
+        new = {b.item_id: b.sketch for b in db.scalars(select(BandRow).where(BandRow.item_id.not_in(ids.values())))}
+        signatures = {f.item_id: f.signature for f in db.scalars(select(FingerprintRow))}
+    assert len(new) == 2 and all(sketch == dedupe.sketch(signatures[i]) and len(sketch) == 16 for i, sketch in new.items())
+    s.close()
+
+
+def test_stored_refs_leaves_out_an_item_its_sketch_shows_is_no_copy():
+    """A stored item found by a band key alone, whose sketch agrees with the new item's in
+    fewer than SKETCH_MIN_SAME lanes (its Jaccard estimate is below JACCARD), is not loaded;
+    kept are: a near copy, a row without a sketch (made before 0010), one found by the lead
+    key too (a copy cut short joins by containment), and for a brief, one within WORD_NEAR
+    (briefs join by their word sets too)."""
+    h = _hour(NOW)
+    article = dedupe.fingerprint(TITLE_000, _original_text(), NOW)
+    brief = dedupe.fingerprint(BRIEF.title, BRIEF.text, NOW)
+    assert article.bands and not article.words and brief.words
+    for fp in (article, brief):
+        other = fp.sketch_bits ^ ((1 << 128) - 1)  # agrees in no lane
+        copies = _Copies()
+        copies.by_key = {("band", fp.bands[0]): [1, 2, 3, 4, 5], ("lead", fp.lead_key): [4]}
+        copies.hours = {1: h - 1, 2: h - 1, 3: h - 1, 4: h - 1, 5: h - 20}
+        copies.sketches = {1: fp.sketch_bits, 2: other, 4: other, 5: other}
+        keys = _keys_of(fp)
+        kept = sorted(ref for ref, *_ in copies.stored_refs(fp, keys, timedelta(days=7), 20))
+        assert kept == ([1, 3, 4] if fp is article else [1, 2, 3, 4])
+        assert dedupe.sketch_same(fp.sketch_bits, other) == 0 < dedupe.SKETCH_MIN_SAME
 
 
 def test_stored_refs_ranks_candidates_by_shared_keys_then_nearness_and_leaves_out_unlikely_ones():
