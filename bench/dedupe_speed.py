@@ -542,7 +542,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         sources = nprng.integers(0, len(bench.source_ids), size=m)
         n_bands = np.zeros(m, dtype=np.int64)  # band keys of each synthetic item (its pool text's count)
         stories, items, fps = [], [], []
-        real_bands: list[tuple[int, int, int, bytes | None]] = []
+        real_bands: list[tuple[int, int, int, bytes]] = []
         for k in range(m):
             iid = int(ids[k])
             at, seen = ats[k], seens[k]
@@ -563,7 +563,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                 fp = dedupe.fingerprint(title, join_text(summary, content))
                 fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
                             fp.words or None))
-                sketch = dedupe.sketch(fp.signature) or None
+                sketch = dedupe.sketch(fp.signature)
                 real_bands.extend((band, iid, int(hours[k]), sketch) for band in set(fp.bands))
                 bench.remember(Original(title, content, story))
             else:

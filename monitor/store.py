@@ -1481,7 +1481,7 @@ class Store:
             item_id, p.story, when.bind(p.fingerprint.at), p.fingerprint.size, p.fingerprint.signature,
             p.fingerprint.lead_key, p.fingerprint.title_key, p.fingerprint.title, p.fingerprint.words or None,
         ) for p, item_id in zip(items, item_ids, strict=True)])
-        sketches = [dedupe.sketch(p.fingerprint.signature) or None if p.fingerprint.bands else None for p in items]
+        sketches = [dedupe.sketch(p.fingerprint.signature) for p in items]  # (an item with bands has a signature)
         _insert(conn, "story_bands", ("band_key", "item_id", "at_hour", "sketch"), [
             (band, item_id, _hour(p.fingerprint.at), sketch)
             for p, item_id, sketch in zip(items, item_ids, sketches, strict=True) for band in set(p.fingerprint.bands)])
