@@ -73,7 +73,7 @@ stored items: only caches bounded by configuration may); at least 95% of the rep
 their original's story (a broken lookup would otherwise look fast). Speeds depend on the
 machine and its load (this VM varies up to 1.5x); the ratios are the portable figures. The
 WAL is copied into the database file by the store's checkpointer thread, as in the daemon
-(at most every half second, concurrently with the polls: the figure is wall time, so its
+(at most every ``CHECKPOINT_EVERY_S``, concurrently with the polls: the figure is wall time, so its
 work shows only as what it takes from them, disk and CPU); 5,000 items (100 polls of each
 kind) average over enough of its runs that one more or less does not move the figure.
 Progress goes to stderr. Filling 1M items takes a few minutes.
