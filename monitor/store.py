@@ -609,7 +609,8 @@ def safe_url(url: str) -> str:
 
 
 #: A writer copies the WAL back into the database itself (SQLite's autocheckpoint) only when
-#: it holds this many pages; normally the checkpointer thread has done it long before.
+#: it holds this many pages: after a burst of writes the checkpointer thread has copied it all
+#: and the WAL has started over long before; under steady writes it grows to this (see below).
 WAL_BACKSTOP_PAGES = 40_000
 #: The checkpointer runs at most this often while writes come in. Often, so that it keeps up:
 #: the WAL starts over from its beginning only when a write begins with every frame of it
