@@ -563,8 +563,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                 fp = dedupe.fingerprint(title, join_text(summary, content))
                 fps.append((iid, story, at, fp.size, fp.signature, fp.lead_key, fp.title_key, fp.title,
                             fp.words or None))
-                sketch = dedupe.sketch(fp.signature)
-                real_bands.extend((band, iid, int(hours[k]), sketch) for band in set(fp.bands))
+                real_bands.extend((band, iid, int(hours[k]), fp.band_sketch) for band in set(fp.bands))
                 bench.remember(Original(title, content, story))
             else:
                 ptitle, summary, content, pfp = bench.pool[int(pool_ix[k])]

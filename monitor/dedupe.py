@@ -363,9 +363,14 @@ class Fingerprint:
         return frozenset(h for h in self.word_set if h >= _NUMBER_BIT)
 
     @cached_property
+    def band_sketch(self) -> bytes:
+        """``sketch(signature)``: what its band rows keep."""
+        return sketch(self.signature)
+
+    @cached_property
     def sketch_bits(self) -> int:
-        """``sketch(signature)`` as an integer (``sketch_int``), for ``sketch_same``."""
-        return sketch_int(sketch(self.signature))
+        """``band_sketch`` as an integer (``sketch_int``), for ``sketch_same``."""
+        return sketch_int(self.band_sketch)
 
     @cached_property
     def title_set(self) -> frozenset[str]:

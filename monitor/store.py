@@ -1488,10 +1488,9 @@ class Store:
             item_id, p.story, when.bind(p.fingerprint.at), p.fingerprint.size, p.fingerprint.signature,
             p.fingerprint.lead_key, p.fingerprint.title_key, p.fingerprint.title, p.fingerprint.words or None,
         ) for p, item_id in zip(items, item_ids, strict=True)])
-        sketches = [dedupe.sketch(p.fingerprint.signature) for p in items]  # (an item with bands has a signature)
         _insert(conn, "story_bands", ("band_key", "item_id", "at_hour", "sketch"), [
-            (band, item_id, _hour(p.fingerprint.at), sketch)
-            for p, item_id, sketch in zip(items, item_ids, sketches, strict=True) for band in set(p.fingerprint.bands)])
+            (band, item_id, _hour(p.fingerprint.at), p.fingerprint.band_sketch)
+            for p, item_id in zip(items, item_ids, strict=True) for band in set(p.fingerprint.bands)])
 
         joined = sorted({p.story for p in items if p.joined})
         alerted: dict[int, int] = {}  # story -> its alert, made before this group
