@@ -719,6 +719,10 @@ def make_engine(url: str, writer: bool = False) -> Engine:
             # the WAL is copied back into the database by a thread of its own (_Checkpointer);
             # a writer does it itself only when that falls this far behind (160 MB of WAL)
             cur.execute(f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}")
+            if writer:
+                # statement journals (see SQLITE_MAX_ROWS) in memory: on disk (the default) a
+                # multi-row insert spilled them to a temporary file, ~20-30 writes an item
+                cur.execute("PRAGMA temp_store=MEMORY")
             cur.close()
             # SQLAlchemy, not the driver, begins transactions (see _sqlite_begin)
             dbapi_conn.isolation_level = None
@@ -1986,6 +1990,10 @@ def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None
 
 #: Bound parameters in one SQLite statement (SQLITE_MAX_VARIABLE_NUMBER since 3.32 is 32766).
 SQLITE_MAX_PARAMS = 32_000
+#: Rows in one multi-row INSERT on SQLite. Such a statement keeps a statement journal (the
+#: pages it changed, to undo it alone if it fails), held in memory on the writer
+#: (``temp_store=MEMORY``, see make_engine): this bounds it to about this many index pages.
+SQLITE_MAX_ROWS = 2_000
 #: On SQLite, quiet polls are recorded and sources claimed in statements of one step each (see
 #: below; ``UPDATE … FROM`` needs SQLite 3.33); else, and on PostgreSQL, through the ORM. Tests
 #: set it False to compare the two.
@@ -2013,7 +2021,7 @@ def _insert(conn, table: str, columns: tuple[str, ...], rows: list[tuple]) -> No
     if conn.dialect.name != "sqlite":
         conn.exec_driver_sql(head + one, rows)
         return
-    for chunk in _chunks(rows, max(1, SQLITE_MAX_PARAMS // len(columns))):
+    for chunk in _chunks(rows, max(1, min(SQLITE_MAX_ROWS, SQLITE_MAX_PARAMS // len(columns)))):
         conn.exec_driver_sql(head + ", ".join([one] * len(chunk)), tuple(v for row in chunk for v in row))
 
 

@@ -144,10 +144,12 @@ def test_sqlite_writes_go_through_one_connection_with_the_big_page_cache_and_rea
         list(pool.map(lambda i: s.commit_poll(names[i], OK, [NewItem(item(i), True)], [], NOW), range(len(names))))
     with s._writing() as w:
         assert w.execute(text("PRAGMA cache_size")).scalar() == -WRITER_CACHE_KB
+        assert w.execute(text("PRAGMA temp_store")).scalar() == 2  # MEMORY: statement journals (SQLITE_MAX_ROWS)
     assert s._write_engine.pool.checkedin() == 1
     with s._session() as r1, s._session() as r2:
         for r in (r1, r2):
             assert r.execute(text("PRAGMA cache_size")).scalar() == -READER_CACHE_KB
+            assert r.execute(text("PRAGMA temp_store")).scalar() == 0  # the default: big sorts may spill
             assert r.execute(text("SELECT count(*) FROM items")).scalar() == 8
     s.close()
 

@@ -307,6 +307,33 @@ def test_a_restarted_store_still_merges(db_url):
     b.close()
 
 
+def test_a_poll_written_in_capped_multi_row_inserts_stores_the_same_rows(tmp_path, monkeypatch):
+    """On SQLite a poll's rows go in as multi-row INSERTs of at most SQLITE_MAX_ROWS rows (the
+    statement journal's bound): split into many statements, the same rows and stories result."""
+    import monitor.store as store_module
+
+    def scenario(path) -> tuple[list, list, list]:
+        s = fresh_store(f"sqlite:///{path}")
+        s.commit_poll("reposter", OK, [NewItem(x, True, HIT) for x in (
+            original(guid="a", link="https://repost.example/a"), repost(), later_event(), BRIEF, OTHER_BRIEF)],
+            CHANNELS, NOW)
+        with Session(s.engine) as db:
+            items = db.execute(sa.text("SELECT guid, story_id, title FROM items ORDER BY id")).all()
+            prints = db.execute(sa.text("SELECT i.guid, f.signature, f.words FROM fingerprints f "
+                                        "JOIN items i ON i.id = f.item_id ORDER BY i.id")).all()
+            bands = db.execute(sa.text("SELECT i.guid, b.band_key, b.at_hour, b.sketch FROM story_bands b "
+                                       "JOIN items i ON i.id = b.item_id ORDER BY i.id, b.band_key")).all()
+        s.close()
+        return items, prints, bands
+
+    whole = scenario(tmp_path / "whole.db")
+    monkeypatch.setattr(store_module, "SQLITE_MAX_ROWS", 3)
+    capped = scenario(tmp_path / "capped.db")
+    assert capped == whole
+    assert len(whole[0]) == 5 and len({story for _, story, _ in whole[0]}) == 3  # 000 twice, 002, the quake twice
+    assert len(whole[2]) > 3 * 5  # so the band rows did go in several statements
+
+
 def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
     s = fresh_store(db_url)
     day = timedelta(days=1)
