@@ -1992,7 +1992,8 @@ def _pending(q, now: datetime, all_pending: bool, channels: Iterable[str] | None
 SQLITE_MAX_PARAMS = 32_000
 #: Rows in one multi-row INSERT on SQLite. Such a statement keeps a statement journal (the
 #: pages it changed, to undo it alone if it fails), held in memory on the writer
-#: (``temp_store=MEMORY``, see make_engine): this bounds it to about this many index pages.
+#: (``temp_store=MEMORY``, see make_engine): this bounds it to about this many pages per index
+#: the rows go into (a few MB).
 SQLITE_MAX_ROWS = 2_000
 #: On SQLite, quiet polls are recorded and sources claimed in statements of one step each (see
 #: below; ``UPDATE … FROM`` needs SQLite 3.33); else, and on PostgreSQL, through the ORM. Tests

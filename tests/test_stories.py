@@ -331,7 +331,7 @@ def test_a_poll_written_in_capped_multi_row_inserts_stores_the_same_rows(tmp_pat
     capped = scenario(tmp_path / "capped.db")
     assert capped == whole
     assert len(whole[0]) == 5 and len({story for _, story, _ in whole[0]}) == 3  # 000 twice, 002, the quake twice
-    assert len(whole[2]) > 3 * 5  # so the band rows did go in several statements
+    assert min(len(rows) for rows in whole) > 3  # so each table's rows did go in several statements
 
 
 def test_iter_stories_lists_every_item_in_exactly_one_story(db_url):
