@@ -28,11 +28,11 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      length), a fingerprint row and its band rows. All fill items have their ``at`` inside
      the story window (the last 0.9 windows), so every band lookup ranges over all of them.
      Most fill items are *synthetic*: a random MinHash signature (numpy; its band rows hold
-     its sketch, ``dedupe.sketches``) and random band
-     keys — a signature's band keys are hashes, uniform 64-bit values, so they are drawn
-     directly instead of hashing each random signature with ``dedupe.band_keys`` — unique
-     lead and title keys, and a size, band count and content-word blob length (briefs)
-     taken from a real fingerprint of a generated text. Some of their band keys are
+     its sketch, ``dedupe.sketches``) and random band keys — a signature's band keys are
+     hashes, uniform 64-bit values, so they are drawn directly instead of hashing each
+     random signature with ``dedupe.band_keys`` — unique lead and title keys, and a size,
+     band count and content-word blob length (briefs) taken from a real fingerprint of a
+     generated text. Some of their band keys are
      *colliding* ones (``--collisions corpus``, the default): unrelated news shares band keys
      now and then (same-topic briefs, an agency's stock phrases), and every stored item that
      shares one with a new item is a candidate the store reads and compares. How often is
@@ -589,13 +589,14 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
         band_keys = keys[np.arange(width)[None, :] < n_bands[:, None]]  # row-major: item by item
         band_ids, band_hours = np.repeat(ids, n_bands), np.repeat(hours, n_bands)
         sketches = dedupe.sketches(np.frombuffer(sigs, dtype="<u4").reshape(m, dedupe.NUM_PERM))
-        band_sketches = [row.tobytes() for row in np.repeat(sketches, n_bands, axis=0)]
+        band_sketches = np.repeat(sketches, n_bands, axis=0)
         if real_bands:
             rk, ri, rh, rs = zip(*real_bands, strict=True)
             band_keys = np.concatenate([band_keys, np.array(rk, dtype=np.int64)])
             band_ids = np.concatenate([band_ids, np.array(ri, dtype=np.int64)])
             band_hours = np.concatenate([band_hours, np.array(rh, dtype=np.int64)])
-            band_sketches += rs
+            band_sketches = np.concatenate([band_sketches,
+                                            np.frombuffer(b"".join(rs), dtype=np.uint8).reshape(len(rs), -1)])
         order = np.argsort(band_keys, kind="stable")
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO stories (id, title, created_at) VALUES (?, ?, ?)", stories)
@@ -606,7 +607,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
                          "title, words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", fps)
         conn.executemany("INSERT INTO story_bands (band_key, item_id, at_hour, sketch) VALUES (?, ?, ?, ?)",
                          zip(band_keys[order].tolist(), band_ids[order].tolist(), band_hours[order].tolist(),
-                             [band_sketches[i] for i in order.tolist()], strict=True))
+                             [row.tobytes() for row in band_sketches[order]], strict=True))
         conn.execute("COMMIT")
         rows_total += len(stories) + 2 * m + len(band_keys)
         next_item += m
