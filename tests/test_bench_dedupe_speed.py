@@ -57,6 +57,8 @@ def test_a_row_per_size_with_times_and_ratios(tiny):
         assert r["items_after"] == r["stored"] + 2 * 10 + 2 * 50
     assert rows[0]["ratio"] == 1.0
     assert rows[1]["ratio"] == pytest.approx(rows[1]["ms_per_item"] / rows[0]["ms_per_item"], abs=1e-3)
+    assert rows[0]["plain_ratio"] == 1.0
+    assert rows[1]["plain_ratio"] == pytest.approx(rows[1]["plain_commit_ms"] / rows[0]["plain_commit_ms"], abs=1e-3)
     names = [t["name"] for t in report["targets"]]
     assert names == ["ms/item at 200 stored", "ms/item at 1,000 stored", "cost at 1,000 / at 200",
                      "peak RSS growth at 1,000", "reposts joined their story"]
