@@ -888,8 +888,8 @@ def print_report(r: dict, out=None) -> None:
               f"{s['reposts_joined']:>6,}/{s['reposts']:<7,} {s['new_joined']:>4,}/{s['new_stories']:<5,} "
               f"{s['rss_mb']:>7,.0f} {s['peak_rss_growth_mb']:>8.1f}", file=out)
     print("  (ms/item = fingerprint + commit_poll per item; plain = commit_poll per item with an empty fingerprint;"
-          " ratio = ms/item / ms/item at the smallest size; plain r. = the same for plain, what the database's own"
-          " growth costs without story merging; false c. = stored items sharing a band key with a new"
+          " ratio = ms/item / ms/item at the smallest size; plain r. = plain / plain at the smallest size, how storing"
+          " an item grows with the database without story merging; false c. = stored items sharing a band key with a new"
           " story without being a copy, expected from the collision rates)", file=out)
     print(f"  memory rule: {r['memory_rule']}", file=out)
     for t in r["targets"]:

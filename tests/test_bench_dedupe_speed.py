@@ -119,6 +119,7 @@ def test_text_report(bench, tiny, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("dedupe speed bench:")
     assert sum(1 for line in lines if line.strip().startswith(("200 ", "1,000 "))) == 2
+    assert any("ratio" in line and "plain r." in line for line in lines)  # the header of the table
     assert any(line.strip().startswith("reposts joined their story") and line.rstrip().endswith(("PASS", "FAIL"))
                for line in lines)
 
