@@ -310,7 +310,6 @@ def test_a_restarted_store_still_merges(db_url):
 def test_a_poll_written_in_capped_multi_row_inserts_stores_the_same_rows(tmp_path, monkeypatch):
     """On SQLite a poll's rows go in as multi-row INSERTs of at most SQLITE_MAX_ROWS rows (the
     statement journal's bound): split into many statements, the same rows and stories result."""
-    import monitor.store as store_module
 
     def scenario(path) -> tuple[list, list, list]:
         s = fresh_store(f"sqlite:///{path}")
@@ -327,7 +326,7 @@ def test_a_poll_written_in_capped_multi_row_inserts_stores_the_same_rows(tmp_pat
         return items, prints, bands
 
     whole = scenario(tmp_path / "whole.db")
-    monkeypatch.setattr(store_module, "SQLITE_MAX_ROWS", 3)
+    monkeypatch.setattr("monitor.store.SQLITE_MAX_ROWS", 3)
     capped = scenario(tmp_path / "capped.db")
     assert capped == whole
     assert len(whole[0]) == 5 and len({story for _, story, _ in whole[0]}) == 3  # 000 twice, 002, the quake twice
