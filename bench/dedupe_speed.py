@@ -56,12 +56,19 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      wall time / items, fingerprinting included. Interleaved with those polls, as many other
      new items go through ``commit_poll`` with an *empty* fingerprint (nothing to look up,
      no band rows): the **plain** baseline — what storing an item costs at that size without
-     story merging. One poll of each kind runs first as a warm-up (not timed).
+     story merging. One poll of each kind runs first as a warm-up (not timed). The size
+     holds while measuring: the measured, plain and warm-up items may add at most
+     ``MAX_GROWTH`` (20%) of the stored items, so where they would add more (at 10k, 10,000
+     items would double it) the items are measured in rounds (``round_items``: at 10k 6
+     rounds of ~850; at 100k and 1M one), the database file put back as it was
+     before each round but the first, with a warm-up before each (``rounds`` and
+     ``stored_most`` in the JSON output).
   3. Checks that the lookups worked: each repost must have joined its original's story, and
      a new story should join none.
-  4. **Memory**: the growth of the process's peak RSS during the measured polls over its RSS
-     when they start (Linux: the peak is reset through ``/proc/self/clear_refs``; elsewhere
-     ``ru_maxrss``, which cannot be reset, is used and the figure is only an upper bound).
+  4. **Memory**: the growth of the process's peak RSS during the measured polls (all rounds,
+     and the restores and warm-ups between them) over its RSS when they start (Linux: the
+     peak is reset through ``/proc/self/clear_refs``; elsewhere ``ru_maxrss``, which cannot
+     be reset, is used and the figure is only an upper bound).
      Before they start, the store's writing connection reads the tables until its SQLite page
      cache is full (``WRITER_CACHE_KB``) or holds the whole database (``fill_writer_cache``),
      as in a daemon that has run a while: the figure is what the polls add beyond that bound.
@@ -715,36 +722,110 @@ def fill_writer_cache(bench: Bench) -> None:
             s.connection().exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
 
 
-def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
-    """Time ``n`` items through fingerprint + commit_poll, interleaved with ``n`` plain ones."""
-    gc.collect()
-    warm = make_batches(bench, poll, poll, repost_share)[0], make_batches(bench, poll, poll, 0, plain=True)[0]
-    batches = make_batches(bench, n, poll, repost_share)
-    plain = make_batches(bench, n, poll, 0, plain=True)
-    _commit(bench, warm[0], False)
-    _commit(bench, warm[1], True)
+#: The items a measurement stores (the measured ones, as many plain ones and a warm-up poll of
+#: each) may grow the database by at most this share of its stored items before its file is
+#: put back as it was (``measure``): else the figure at 10k would be that of 10k to 20k (5,000
+#: measured and 5,000 plain items), and the cost per item rises over that span (more index
+#: pages per poll's rows: ~0.53 ms an item at 10-12k, ~0.63 at 16-22k). Not much less: each
+#: round starts on new connections (cold statement and page caches), which costs more the
+#: shorter the rounds (rounds of 200 items at 10k measured ~0.6 ms).
+MAX_GROWTH = 0.2
+
+
+def round_items(stored: int, n: int, poll: int) -> int:
+    """How many measured items ``measure`` times at ``stored`` items before it puts the
+    database back: whole polls that, with as many plain items and a warm-up poll of each kind,
+    add at most MAX_GROWTH x ``stored`` items (at least one poll), in rounds of about equal
+    size (at most ``n``)."""
+    most = max(1, int(MAX_GROWTH * stored / (2 * poll)) - 1) * poll
+    rounds = -(-n // most)
+    return min(n, -(-n // (rounds * poll)) * poll)
+
+
+def measure_rounds(stored: int, n: int, poll: int) -> int:
+    """How many rounds ``measure`` runs at ``stored`` items (one warm-up poll of each kind
+    before each)."""
+    return -(-n // round_items(stored, n, poll))
+
+
+def _checkpointed_copy(bench: Bench, to: Path) -> None:
+    """Copy the database file to ``to`` with nothing left in its WAL (the store's connections
+    closed first: the next use opens new ones)."""
+    bench.store.disconnect()
+    conn = sqlite3.connect(bench.path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    shutil.copyfile(bench.path, to)
+
+
+def _restore(bench: Bench, snapshot: Path) -> None:
+    """Put the database file back as ``snapshot`` holds it."""
+    bench.store.disconnect()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{bench.path}{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(snapshot, bench.path)
+
+
+def _warm_up(bench: Bench, poll: int, repost_share: float) -> None:
+    """A poll of each kind, not timed (connections, statements), then the writer's page cache
+    filled (``fill_writer_cache``)."""
+    _commit(bench, make_batches(bench, poll, poll, repost_share)[0], False)
+    _commit(bench, make_batches(bench, poll, poll, 0, plain=True)[0], True)
     fill_writer_cache(bench)
-    gc.collect()
-    rss0 = rss_mb()
-    exact = reset_peak_rss()
-    peak0 = peak_rss_mb()
+
+
+def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
+    """Time ``n`` items through fingerprint + commit_poll, interleaved with ``n`` plain ones, at
+    the database's size: in rounds of ``round_items`` measured items, the database file put
+    back as it was before each round but the first (and a warm-up before each), so that it
+    never holds more than MAX_GROWTH more items than at the start."""
+    stored, _ = bench.counts()
+    per_round = round_items(stored, n, poll)
+    snapshot = None
+    if per_round < n:
+        snapshot = bench.path.with_name(bench.path.name + ".steady")
+        _checkpointed_copy(bench, snapshot)
     fp_s = commit_s = plain_s = 0.0
     per_poll: list[float] = []
     reposts = joined_right = new_stories = new_joined = 0
-    for batch, other in zip(batches, plain, strict=True):
-        f, c, stored = _commit(bench, batch, False)
-        fp_s += f
-        commit_s += c
-        per_poll.append(1000 * (f + c) / len(batch.items))
-        _, c, _ = _commit(bench, other, True)
-        plain_s += c
-        for st, expect in zip(stored, batch.expect, strict=True):
-            if expect is None:
-                new_stories += 1
-                new_joined += st.joined
-            else:
-                reposts += 1
-                joined_right += st.joined and st.story_id == expect
+    rss0 = peak0 = 0.0
+    exact = False
+    most = rounds = 0
+    # every round's polls made up front (their texts are not what the figure is about)
+    work = [(make_batches(bench, k, poll, repost_share), make_batches(bench, k, poll, 0, plain=True))
+            for k in (min(per_round, n - start) for start in range(0, n, per_round))]
+    try:
+        for batches, plain in work:
+            if rounds:
+                _restore(bench, snapshot)
+            gc.collect()
+            _warm_up(bench, poll, repost_share)
+            gc.collect()
+            if not rounds:  # the peak from here on, over every round (and what the later rounds' starts do)
+                rss0 = rss_mb()
+                exact = reset_peak_rss()
+                peak0 = peak_rss_mb()
+            for batch, other in zip(batches, plain, strict=True):
+                f, c, stored_items = _commit(bench, batch, False)
+                fp_s += f
+                commit_s += c
+                per_poll.append(1000 * (f + c) / len(batch.items))
+                _, c, _ = _commit(bench, other, True)
+                plain_s += c
+                for st, expect in zip(stored_items, batch.expect, strict=True):
+                    if expect is None:
+                        new_stories += 1
+                        new_joined += st.joined
+                    else:
+                        reposts += 1
+                        joined_right += st.joined and st.story_id == expect
+            most = max(most, bench.counts()[0])
+            rounds += 1
+    finally:
+        if snapshot is not None:
+            snapshot.unlink(missing_ok=True)
     peak = peak_rss_mb()
     growth = peak - rss0 if exact else max(0.0, peak - peak0)
     per_poll.sort()
@@ -759,6 +840,8 @@ def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
         "reposts_joined": joined_right,
         "new_stories": new_stories,
         "new_joined": new_joined,
+        "rounds": rounds,
+        "stored_most": most,
         "rss_mb": rss0,
         "peak_rss_growth_mb": growth,
         "memory_method": "VmHWM reset" if exact else "ru_maxrss (upper bound)",
@@ -787,7 +870,8 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
     try:
         progress(f"creating {path} and generating texts ...")
         # the new stories the measured polls bring (each size: its warm-up poll's and its own)
-        future = len(sizes) * sum(k - round(k * repost_share) for k in (poll, n_measure)) if rates["rates"] else 0
+        future = (sum(measure_rounds(size, n_measure, poll) * (poll - round(poll * repost_share))
+                      + n_measure - round(n_measure * repost_share) for size in sizes) if rates["rates"] else 0)
         bench = open_bench(path, seed, corpus, window, future, rates["rates"])
         kind_share = Counter(_kind(fp) for *_, fp in bench.pool)
         rates["copy_chance"] = {kind: round(q, 4) for kind, (_, q) in bench.collide.items()}
@@ -806,7 +890,8 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
             items_after, stories_after = bench.counts()
             progress(f"  {m['ms_per_item']:.3f} ms/item (fingerprint {m['fingerprint_ms']:.3f} + commit "
                      f"{m['commit_ms']:.3f}; plain commit {m['plain_commit_ms']:.3f}); reposts joined "
-                     f"{m['reposts_joined']}/{m['reposts']}; peak RSS +{m['peak_rss_growth_mb']:.1f} MB")
+                     f"{m['reposts_joined']}/{m['reposts']}; peak RSS +{m['peak_rss_growth_mb']:.1f} MB; "
+                     f"{m['rounds']} round(s), at most {m['stored_most']:,} items stored")
             expected = sum(rate * stored * kind_share[kind] / len(bench.pool) * kind_share[kind] / len(bench.pool)
                            for kind, rate in (rates["rates"] or {}).items())
             rows.append({"size": size, "stored": stored, "stories": stories, "db_mb": round(db_mb, 1),
