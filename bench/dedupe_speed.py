@@ -59,7 +59,7 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      story merging. One poll of each kind runs first as a warm-up (not timed). The size
      holds while measuring: the measured, plain and warm-up items may add at most
      ``MAX_GROWTH`` (20%) of the stored items, so where they would add more (at 10k, 10,000
-     items would double it) the items are measured in rounds (``round_items``: at 10k 6
+     items would double it) the items are measured in rounds (``measure_rounds``: at 10k 6
      rounds of ~850; at 100k and 1M one), the database file put back as it was
      before each round but the first, with a warm-up before each (``rounds`` and
      ``stored_most`` in the JSON output).
@@ -732,20 +732,15 @@ def fill_writer_cache(bench: Bench) -> None:
 MAX_GROWTH = 0.2
 
 
-def round_items(stored: int, n: int, poll: int) -> int:
-    """How many measured items ``measure`` times at ``stored`` items before it puts the
-    database back: whole polls that, with as many plain items and a warm-up poll of each kind,
-    add at most MAX_GROWTH x ``stored`` items (at least one poll), in rounds of about equal
-    size (at most ``n``)."""
+def measure_rounds(stored: int, n: int, poll: int) -> list[int]:
+    """The measured items of each round ``measure`` runs at ``stored`` items, the database put
+    back before each but the first: whole polls that, with as many plain items and a warm-up
+    poll of each kind, add at most MAX_GROWTH x ``stored`` items (at least one poll), in rounds
+    of about equal size (one round of ``n`` where that fits)."""
     most = max(1, int(MAX_GROWTH * stored / (2 * poll)) - 1) * poll
     rounds = -(-n // most)
-    return min(n, -(-n // (rounds * poll)) * poll)
-
-
-def measure_rounds(stored: int, n: int, poll: int) -> int:
-    """How many rounds ``measure`` runs at ``stored`` items (one warm-up poll of each kind
-    before each)."""
-    return -(-n // round_items(stored, n, poll))
+    per_round = min(n, -(-n // (rounds * poll)) * poll)  # whole polls, the rounds about equal
+    return [min(per_round, n - start) for start in range(0, n, per_round)]
 
 
 def _checkpointed_copy(bench: Bench, to: Path) -> None:
@@ -778,13 +773,13 @@ def _warm_up(bench: Bench, poll: int, repost_share: float) -> None:
 
 def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
     """Time ``n`` items through fingerprint + commit_poll, interleaved with ``n`` plain ones, at
-    the database's size: in rounds of ``round_items`` measured items, the database file put
+    the database's size: in the rounds of ``measure_rounds``, the database file put
     back as it was before each round but the first (and a warm-up before each), so that it
     never holds more than MAX_GROWTH more items than at the start."""
     stored, _ = bench.counts()
-    per_round = round_items(stored, n, poll)
+    plan = measure_rounds(stored, n, poll)
     snapshot = None
-    if per_round < n:
+    if len(plan) > 1:
         snapshot = bench.path.with_name(bench.path.name + ".steady")
         _checkpointed_copy(bench, snapshot)
     fp_s = commit_s = plain_s = 0.0
@@ -794,8 +789,7 @@ def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
     exact = False
     most = rounds = 0
     # every round's polls made up front (their texts are not what the figure is about)
-    work = [(make_batches(bench, k, poll, repost_share), make_batches(bench, k, poll, 0, plain=True))
-            for k in (min(per_round, n - start) for start in range(0, n, per_round))]
+    work = [(make_batches(bench, k, poll, repost_share), make_batches(bench, k, poll, 0, plain=True)) for k in plan]
     try:
         for batches, plain in work:
             if rounds:
@@ -870,7 +864,7 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
     try:
         progress(f"creating {path} and generating texts ...")
         # the new stories the measured polls bring (each size: its warm-up poll's and its own)
-        future = (sum(measure_rounds(size, n_measure, poll) * (poll - round(poll * repost_share))
+        future = (sum(len(measure_rounds(size, n_measure, poll)) * (poll - round(poll * repost_share))
                       + n_measure - round(n_measure * repost_share) for size in sizes) if rates["rates"] else 0)
         bench = open_bench(path, seed, corpus, window, future, rates["rates"])
         kind_share = Counter(_kind(fp) for *_, fp in bench.pool)
