@@ -73,6 +73,12 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      cache is full (``WRITER_CACHE_KB``) or holds the whole database (``fill_writer_cache``),
      as in a daemon that has run a while: the figure is what the polls add beyond that bound.
 
+  Steps 2-4 run in a new Python process of their own (``measure_apart``; the fill's in this
+  one), which opens the database anew, as a daemon started on a database of that size does:
+  how much the same allocations add to a process's RSS depends on what its heap went through
+  before (the fill's 1 GB cache and rows, freed), so in the filling process the memory figure
+  grew with the fill, not with what the polls hold.
+
 Targets (PASS/FAIL; ``--strict`` exits 1 when one is missed): at every size <= 1 ms per item
 (fingerprint + commit); cost(size) / cost(smallest size) <= 1.5 ("flat"); peak RSS growth of
 the measured phase <= 1.5 x that at the smallest size + 32 MB (memory does not grow with the
@@ -98,16 +104,18 @@ import hashlib
 import itertools
 import json
 import os
+import pickle
 import random
 import re
 import resource
 import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -842,6 +850,63 @@ def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
     }
 
 
+#: The argument that makes the script the process ``measure_apart`` starts (not a user option).
+CHILD_FLAG = "--measure-handoff"
+
+
+def measure_apart(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
+    """``measure`` in a new Python process of its own, which opens the database anew; the
+    bench's generator state (random streams, the serial, the new stories taken) comes back.
+
+    Why: the memory figure is the growth of the process's peak RSS, and how much a poll's
+    allocations add to it depends on what the process's heap went through before, more than
+    on the database's size: measured in the process that had just filled the database to a
+    million items (a 1 GB SQLite cache and the fill's rows, freed), the same polls grew it by
+    ~44 MB; in a process that had only loaded the bench's state, by ~19 MB, and by ~21 MB at
+    10,000 items (both there ~13 MB of what SQLite and Python hold, at every size). In a
+    process of its own every size starts alike, as a daemon started on a database of that
+    size does."""
+    bench.store.disconnect()  # the measuring process is the database's only user meanwhile
+    state = {f.name: getattr(bench, f.name) for f in fields(bench) if f.name != "store"}
+    with tempfile.TemporaryDirectory(prefix="dedupe-measure-") as tmp:
+        handoff = Path(tmp) / "handoff.pickle"
+        with handoff.open("wb") as f:
+            pickle.dump({"bench": state, "n": n, "poll": poll, "repost_share": repost_share,
+                         "max_growth": MAX_GROWTH}, f, protocol=pickle.HIGHEST_PROTOCOL)
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), CHILD_FLAG, str(handoff), __name__],
+                              stdout=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"measuring in a process of its own failed (exit status {done.returncode}); "
+                               "its messages are above")
+        with handoff.open("rb") as f:
+            back = pickle.load(f)  # builtins only
+    bench.rng.setstate(back["rng"])  # the text generator's too: it draws from bench.rng
+    bench.nprng.bit_generator.state = back["nprng"]
+    bench.serial, bench.future_next = back["serial"], back["future_next"]
+    return back["figures"]
+
+
+def _measure_handoff(handoff: Path, home: str) -> int:
+    """The process ``measure_apart`` starts: measure, and hand back the figures and the state
+    that measuring changed. ``home`` is the name the starting process knows this module by
+    (its pickle names this module's classes by it)."""
+    global MAX_GROWTH
+    sys.modules.setdefault(home, sys.modules[__name__])
+    with handoff.open("rb") as f:
+        job = pickle.load(f)
+    MAX_GROWTH = job["max_growth"]
+    state = job["bench"]
+    bench = Bench(store=Store(f"sqlite:///{state['path']}"), **state)
+    try:
+        figures = measure(bench, job["n"], job["poll"], job["repost_share"])
+    finally:
+        bench.store.close()
+    with handoff.open("wb") as f:
+        pickle.dump({"figures": figures, "rng": bench.rng.getstate(), "nprng": bench.nprng.bit_generator.state,
+                     "serial": bench.serial, "future_next": bench.future_next}, f)
+    return 0
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -880,7 +945,7 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
             db_mb = bench.db_mb()
             progress(f"measuring at {stored:,} stored items ({db_mb:,.0f} MB): {n_measure:,} items in polls of "
                      f"{poll}, and as many plain ...")
-            m = measure(bench, n_measure, poll, repost_share)
+            m = measure_apart(bench, n_measure, poll, repost_share)
             items_after, stories_after = bench.counts()
             progress(f"  {m['ms_per_item']:.3f} ms/item (fingerprint {m['fingerprint_ms']:.3f} + commit "
                      f"{m['commit_ms']:.3f}; plain commit {m['plain_commit_ms']:.3f}); reposts joined "
@@ -999,6 +1064,9 @@ def _collisions(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [CHILD_FLAG]:
+        return _measure_handoff(Path(argv[1]), argv[2])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=_sizes, default=DEFAULT_SIZES,
                     help="stored items to measure at, ascending (10000,100000,1000000)")

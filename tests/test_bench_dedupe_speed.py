@@ -260,3 +260,41 @@ def test_collision_rates_count_unrelated_pairs_sharing_a_band_key(bench, tmp_pat
     assert got["false_pairs"] == {"brief": 2}
     assert got["brief"] == pytest.approx(2 / (len(rows) * (len(rows) - 1) / 2)) and got["text"] == 0
     assert bench.collision_rates(tmp_path / "missing") is None
+
+
+def _small_bench(bench, tmp_path, future: int = 40):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench, "TEXT_POOL", 100)
+        b = bench.open_bench(tmp_path / "apart.db", 3, bench.DEFAULT_CORPUS, bench.timedelta(days=7), future=future)
+    bench.fill(b, 300, real_min=50)
+    return b
+
+
+def test_measuring_apart_hands_back_the_generator_state(bench, tmp_path):
+    """measure_apart runs in a process of its own; the texts it drew and the new stories it
+    took count in this one (else the next size would store the same new stories again)."""
+    b = _small_bench(bench, tmp_path)
+    try:
+        serial, taken, before = b.serial, b.future_next, b.rng.getstate()
+        draw = b.rng.random()  # the next draw, were the state not moved on
+        b.rng.setstate(before)
+        m = bench.measure_apart(b, 20, 10, 0.3)
+        items, _ = b.counts()
+    finally:
+        b.store.close()
+    assert m["items"] == 20 and m["rounds"] == 1 and m["reposts"] == 6 and m["new_stories"] == 14
+    assert m["reposts_joined"] >= 5
+    # a warm-up poll of each kind (10 + 10 items) and 20 measured + 20 plain ones, in the database
+    assert b.serial == serial + 60 and items == 300 + 60
+    assert b.future_next == taken + 7 + 14  # the warm-up's new stories and the measured ones
+    assert b.rng.random() != draw  # moved on as the measuring process drew
+
+
+def test_a_failed_measuring_process_is_an_error(bench, tmp_path, monkeypatch):
+    b = _small_bench(bench, tmp_path, future=0)
+    monkeypatch.setattr(bench, "CHILD_FLAG", "--no-such-option")  # the started process refuses it
+    try:
+        with pytest.raises(RuntimeError, match="process of its own failed"):
+            bench.measure_apart(b, 10, 10, 0.3)
+    finally:
+        b.store.close()
