@@ -73,8 +73,8 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
      cache is full (``WRITER_CACHE_KB``) or holds the whole database (``fill_writer_cache``),
      as in a daemon that has run a while: the figure is what the polls add beyond that bound.
 
-  Steps 2-4 run in a new Python process of their own (``measure_apart``; the fill's in this
-  one), which opens the database anew, as a daemon started on a database of that size does:
+  Steps 2-4 run in a new Python process of their own (``measure_apart``; the fill runs in the
+  first one), which opens the database anew, as a daemon started on a database of that size does:
   how much the same allocations add to a process's RSS depends on what its heap went through
   before (the fill's 1 GB cache and rows, freed), so in the filling process the memory figure
   grew with the fill, not with what the polls hold.
