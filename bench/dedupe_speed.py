@@ -640,7 +640,8 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
     conn.close()
     # The fill wrote without syncing: flush it to disk now, or the kernel's writeback of it
     # would slow the fsyncs of the measured polls' checkpoints. And give the fill's page
-    # cache back to the system, or the measured phase would reuse that heap unseen.
+    # cache back to the system while the measuring process (measure_apart) runs: it and the
+    # kernel's file cache of the database need that memory more than this idle heap.
     t = time.perf_counter()
     fd = os.open(bench.path, os.O_RDONLY)
     try:

@@ -310,7 +310,6 @@ def test_a_restarted_store_still_merges(db_url):
 def test_a_poll_written_in_capped_multi_row_inserts_stores_the_same_rows(tmp_path, monkeypatch):
     """On SQLite a poll's rows go in as multi-row INSERTs of at most SQLITE_MAX_ROWS rows (the
     statement journal's bound): split into many statements, the same rows and stories result."""
-
     def scenario(path) -> tuple[list, list, list]:
         s = fresh_store(f"sqlite:///{path}")
         s.commit_poll("reposter", OK, [NewItem(x, True, HIT) for x in (
