@@ -582,6 +582,11 @@ class PollCommit:
     schedule: PollSchedule | None = None
 
 
+#: A story's alert to make: its first matching item, the hits, the poll's channels (name, accepts)
+#: and the time (``Store._add_alerts``).
+_NewAlert = tuple[int, Sequence[WatchlistHit], Sequence[tuple[str, object]], datetime]
+
+
 def _key(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -1440,12 +1445,14 @@ class Store:
                 sql = (f"FROM {table} WHERE {column} IN ({_marks(conn.dialect, len(chunk))}) "
                        f"AND {hour} >= {mark} AND {hour} <= {mark}")
                 params = (*chunk, min(hours) - span, max(hours) + span)
-                for key, ref, at_hour, *drawn in zip(*_json_columns(conn, (column, "item_id", hour, *sketch), sql,
-                                                                    params), strict=True):
-                    found.by_key.setdefault((kind, key), []).append(ref)
-                    found.hours[ref] = at_hour
-                    if drawn and drawn[0]:
-                        found.sketches[ref] = _sketch_bits(drawn[0])
+                got, refs, at_hours, *drawn = _json_columns(conn, (column, "item_id", hour, *sketch), sql, params)
+                by_key = found.by_key
+                for key, ref in zip(got, refs, strict=True):
+                    by_key.setdefault((kind, key), []).append(ref)
+                found.hours.update(zip(refs, at_hours, strict=True))
+                if drawn:  # an item's band rows all hold its sketch
+                    found.sketches.update((ref, _sketch_bits(bits)) for ref, bits in zip(refs, drawn[0], strict=True)
+                                          if bits)
         return found
 
     def _write_plan(self, s: Session, plan: _Plan) -> tuple[list[list[StoredItem]], list[int]]:
@@ -1502,28 +1509,29 @@ class Store:
         new_ids = set(item_ids)
         notify = any(policy.notify_on_repost for policy in plan.policy)
         for chunk in _chunks(joined, 500):
-            alerted.update((story, alert) for story, alert in s.execute(
-                select(AlertRow.story_id, AlertRow.id).where(AlertRow.story_id.in_(chunk))))
+            alerted.update((int(story), int(alert)) for story, alert in _rows(
+                conn, ("story_id", "id"), f"FROM alerts WHERE story_id IN ({when.marks(len(chunk))})", tuple(chunk)))
             if notify:
                 # by story only (ix_items_story; a story has few items), the source checked here:
                 # filtering on source_id in SQL can make SQLite walk the source's whole history
                 carried.update((story, src) for story, src, item in s.execute(
                     select(ItemRow.story_id, ItemRow.source_id, ItemRow.id).where(ItemRow.story_id.in_(chunk)))
                     if item not in new_ids)
-        alerted_now: set[int] = set()
+        alerted_now: dict[int, _NewAlert] = {}
         for p, item_id in zip(items, item_ids, strict=True):
             poll, _src = plan.polls[p.poll]
             now, made = plan.now[p.poll], False
             if p.story not in alerted and p.story not in alerted_now:
                 if p.new.fresh and p.new.hits:
-                    alerts[p.poll] += self._add_alert(s, p.story, item_id, p.new.hits, poll.channels, now)
-                    alerted_now.add(p.story)
+                    alerted_now[p.story] = (item_id, p.new.hits, poll.channels, now)
+                    alerts[p.poll] += 1
                     made = True
             elif (p.story in alerted and plan.policy[p.poll].notify_on_repost
                   and (p.story, p.source_id) not in carried):
                 self._add_update(s, alerted[p.story], now)
             carried.add((p.story, p.source_id))
             stored[p.poll].append(StoredItem(item_id, p.story, poll.source, p.new.item, p.new.fresh, p.joined, made))
+        self._add_alerts(conn, when, alerted_now)
         return stored, alerts
 
     @staticmethod
@@ -1539,15 +1547,26 @@ class Store:
                                   attempts=0, next_attempt_at=now, created_at=now, queued_at=now))
 
     @staticmethod
-    def _add_alert(s: Session, story_id, item_id, hits, channels, now) -> int:
-        alert = AlertRow(story_id=story_id, item_id=item_id, created_at=now, hits=_hits_json(hits))
-        s.add(alert)
-        s.flush()
-        for name, accepts in channels:
-            if any(accepts(h) for h in hits):  # type: ignore[operator]
-                s.add(DeliveryRow(alert_id=alert.id, channel=name, kind="alert", status="pending", attempts=0,
-                                  next_attempt_at=now, created_at=now, queued_at=now))
-        return 1
+    def _add_alerts(conn, when: _DateTimeIO, new: dict[int, _NewAlert]) -> None:
+        """The alerts of stories ``new`` (story -> its first matching item, the hits, the
+        poll's channels, the time) and their outbox rows, one per channel that accepts one of
+        the hits: a multi-row insert each and one query for the alerts' ids (``alerts.story_id``
+        is unique), not an ORM flush per alert (~0.7 ms each)."""
+        if not new:
+            return
+        hits_json = AlertRow.__table__.c.hits.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        _insert(conn, "alerts", ("story_id", "item_id", "created_at", "hits"), [
+            (story, item_id, when.bind(now), hits_json(_hits_json(hits)) if hits_json else _hits_json(hits))
+            for story, (item_id, hits, _, now) in new.items()])
+        alert_of: dict[int, int] = {}
+        for chunk in _chunks(list(new), 500):
+            alert_of.update((int(story), int(alert)) for story, alert in _rows(
+                conn, ("story_id", "id"), f"FROM alerts WHERE story_id IN ({when.marks(len(chunk))})", tuple(chunk)))
+        _insert(conn, "deliveries", ("alert_id", "channel", "kind", "status", "attempts", "next_attempt_at",
+                                     "created_at", "queued_at", "folded"), [
+            (alert_of[story], name, "alert", "pending", 0, when.bind(now), when.bind(now), when.bind(now), False)
+            for story, (_, hits, channels, now) in new.items()
+            for name, accepts in channels if any(accepts(h) for h in hits)])  # type: ignore[operator]
 
     @staticmethod
     def _lock_in_order(s: Session, model: type[Base], *where) -> None:
@@ -2106,13 +2125,14 @@ class _Copies:
         by_other: Counter[int] = Counter()
         _gather(self.by_key, keys, by_band, by_other)
         ranked = []
+        same, least = dedupe.sketch_same, dedupe.SKETCH_MIN_SAME
         for ref in by_band.keys() | by_other.keys() if by_other else by_band:
             apart = abs(hours[ref] - at)
             band = apart <= reach and ref in by_band
             other = apart <= near and ref in by_other
             if band and not other and apart > words_reach and ref in sketches:
-                band = dedupe.sketch_same(fp.sketch_bits, sketches[ref]) >= dedupe.SKETCH_MIN_SAME
-            n = by_band[ref] + by_other[ref]
+                band = same(fp.sketch_bits, sketches[ref]) >= least
+            n = by_band.get(ref, 0) + by_other.get(ref, 0)
             if (band or other) and (apart <= near or n > 1):
                 ranked.append((-n, apart > near, apart, -ref, band, other))
         return [(-ref, band, other) for *_, ref, band, other in heapq.nsmallest(limit, ranked)]
