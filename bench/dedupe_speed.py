@@ -7,10 +7,11 @@ Usage (from the project root)::
     .venv/bin/python bench/dedupe_speed.py [--sizes 10000,100000,1000000] [--measure N]
                                            [--reposts F] [--poll N] [--window DAYS] [--seed N]
                                            [--db PATH] [--keep] [--corpus DIR]
-                                           [--collisions corpus|none|RATE] [--json] [--strict]
+                                           [--collisions corpus|none|RATE] [--repeats N]
+                                           [--json] [--strict]
 
 What one run does (defaults: sizes 10,000, 100,000 and 1,000,000, 5,000 measured items per
-size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
+size in polls of 50, 30% of them reposts, a 7-day window, seed 1, each size measured 3 times):
 
 - Creates a SQLite database in a temporary directory (``--db PATH`` names a new file instead,
   which is kept; ``--keep`` keeps the temporary one), applies the migrations
@@ -19,7 +20,15 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1):
   titles and texts, words drawn by frequency; synthetic words without it): a title, and a
   text whose length in words is drawn from the corpus's texts (so a few are headline-only
   pages), in sentences and paragraphs; the summary is the first sentence.
-- For each size, ascending:
+- Grows the database to each size in turn, ascending (step 1), and keeps a copy of it at
+  each size and the generator's state then; then measures each size from its copy and that
+  state (steps 2-4), the sizes in turn, ``--repeats`` times: every size and every run stores
+  the same new stories (the reposts are of each size's own stored items), and a slow spell of
+  the machine falls on every size alike instead of on one. A size's row is its median run
+  (by ms/item; of two, the faster), its memory figure the largest of its runs; each run's
+  ms/item and its ratio to the smallest size's in the same run are listed too. The copies
+  take the database's size again on disk (2.6 GB at 1M) and are deleted at the end.
+  At each size:
 
   1. **Fill**: grows the database to that many stored items with direct inserts (sqlite3
      ``executemany`` on its own connection, ``journal_mode=OFF``, ``synchronous=OFF`` and a
@@ -141,6 +150,8 @@ TARGET_FLAT_RATIO = 1.5
 MEMORY_RATIO = 1.5
 MEMORY_SLACK_MB = 32.0
 TARGET_REPOSTS_JOINED = 0.95
+#: Times each size is measured (``--repeats``), the sizes in turn; the figures are the median run's.
+DEFAULT_REPEATS = 3
 
 SOURCES = 20
 #: Share of the measured items that matched a watchlist.
@@ -911,9 +922,26 @@ def _measure_handoff(handoff: Path, home: str) -> int:
 # --------------------------------------------------------------------------- the run
 
 
+def _state_of(bench: Bench) -> bytes:
+    """The bench's generator state (every field but the store), pickled: ``_set_state`` puts it back."""
+    return pickle.dumps({f.name: getattr(bench, f.name) for f in fields(bench) if f.name != "store"},
+                        protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _set_state(bench: Bench, state: bytes) -> None:
+    for name, value in pickle.loads(state).items():
+        setattr(bench, name, value)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run whose ms/item is the median of ``runs`` (the lower one of an even count)."""
+    return sorted(runs, key=lambda m: m["ms_per_item"])[(len(runs) - 1) // 2]
+
+
 def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int = 50, repost_share: float = 0.3,
         window_days: float = 7.0, seed: int = 1, db: Path | None = None, keep: bool = False,
-        corpus: Path = DEFAULT_CORPUS, real_min: int = REAL_MIN, collisions: str = "corpus") -> dict:
+        corpus: Path = DEFAULT_CORPUS, real_min: int = REAL_MIN, collisions: str = "corpus",
+        repeats: int = DEFAULT_REPEATS) -> dict:
     t_start = time.perf_counter()
     progress(f"band-key collisions: {collisions} ...")
     rates = collision_plan(collisions, corpus)
@@ -927,10 +955,11 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
     rows = []
     fill_total = 0.0
     bench = None
+    filled: list[tuple[int, dict, Path, bytes]] = []  # (size, its row so far, snapshot, generator state)
     try:
         progress(f"creating {path} and generating texts ...")
-        # the new stories the measured polls bring (each size: its warm-up poll's and its own)
-        future = (sum(len(measure_rounds(size, n_measure, poll)) * (poll - round(poll * repost_share))
+        # the new stories the measured polls bring: the same at every size (its warm-up polls' and its own)
+        future = (max(len(measure_rounds(size, n_measure, poll)) * (poll - round(poll * repost_share))
                       + n_measure - round(n_measure * repost_share) for size in sizes) if rates["rates"] else 0)
         bench = open_bench(path, seed, corpus, window, future, rates["rates"])
         kind_share = Counter(_kind(fp) for *_, fp in bench.pool)
@@ -943,33 +972,51 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
             f = fill(bench, to_fill, real_min=real_min)
             fill_total += f["seconds"]
             stored, stories = bench.counts()
-            db_mb = bench.db_mb()
-            progress(f"measuring at {stored:,} stored items ({db_mb:,.0f} MB): {n_measure:,} items in polls of "
-                     f"{poll}, and as many plain ...")
-            m = measure_apart(bench, n_measure, poll, repost_share)
-            items_after, stories_after = bench.counts()
-            progress(f"  {m['ms_per_item']:.3f} ms/item (fingerprint {m['fingerprint_ms']:.3f} + commit "
-                     f"{m['commit_ms']:.3f}; plain commit {m['plain_commit_ms']:.3f}); reposts joined "
-                     f"{m['reposts_joined']}/{m['reposts']}; peak RSS +{m['peak_rss_growth_mb']:.1f} MB; "
-                     f"{m['rounds']} round(s), at most {m['stored_most']:,} items stored")
             expected = sum(rate * stored * kind_share[kind] / len(bench.pool) * kind_share[kind] / len(bench.pool)
                            for kind, rate in (rates["rates"] or {}).items())
-            rows.append({"size": size, "stored": stored, "stories": stories, "db_mb": round(db_mb, 1),
-                         "false_candidates": round(expected, 1),
-                         "filled": f["items"], "fill_rows": f["rows"], "fill_seconds": round(f["seconds"], 2),
-                         "fill_items_per_s": round(f["items"] / f["seconds"]) if f["seconds"] else None,
-                         "fill_rows_per_s": round(f["rows"] / f["seconds"]) if f["seconds"] else None,
-                         **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()},
-                         "items_after": items_after, "stories_after": stories_after,
-                         "db_mb_after": round(bench.db_mb(), 1)})
+            row = {"size": size, "stored": stored, "stories": stories, "db_mb": round(bench.db_mb(), 1),
+                   "false_candidates": round(expected, 1),
+                   "filled": f["items"], "fill_rows": f["rows"], "fill_seconds": round(f["seconds"], 2),
+                   "fill_items_per_s": round(f["items"] / f["seconds"]) if f["seconds"] else None,
+                   "fill_rows_per_s": round(f["rows"] / f["seconds"]) if f["seconds"] else None}
+            snapshot = path.with_name(f"{path.name}.at-{size}")
+            _checkpointed_copy(bench, snapshot)  # measured from this copy; the fill goes on in the file
+            filled.append((size, row, snapshot, _state_of(bench)))
+        runs: dict[int, list[dict]] = {size: [] for size in sizes}
+        for rep in range(repeats):
+            for size, row, snapshot, state in filled:
+                _restore(bench, snapshot)
+                _set_state(bench, state)  # the same polls at every size and in every run
+                progress(f"measuring at {row['stored']:,} stored items ({row['db_mb']:,.0f} MB), run {rep + 1} of "
+                         f"{repeats}: {n_measure:,} items in polls of {poll}, and as many plain ...")
+                m = measure_apart(bench, n_measure, poll, repost_share)
+                m["items_after"], m["stories_after"] = bench.counts()
+                m["db_mb_after"] = round(bench.db_mb(), 1)
+                progress(f"  {m['ms_per_item']:.3f} ms/item (fingerprint {m['fingerprint_ms']:.3f} + commit "
+                         f"{m['commit_ms']:.3f}; plain commit {m['plain_commit_ms']:.3f}); reposts joined "
+                         f"{m['reposts_joined']}/{m['reposts']}; peak RSS +{m['peak_rss_growth_mb']:.1f} MB; "
+                         f"{m['rounds']} round(s), at most {m['stored_most']:,} items stored")
+                runs[size].append(m)
+        for size, row, _, _ in filled:
+            m = median_run(runs[size])
+            rows.append({**row, **{k: round(v, 4) if isinstance(v, float) else v for k, v in m.items()},
+                         # memory: the bound must hold in every run
+                         "peak_rss_growth_mb": round(max(r["peak_rss_growth_mb"] for r in runs[size]), 4),
+                         "runs_ms_per_item": [round(r["ms_per_item"], 4) for r in runs[size]],
+                         "runs_plain_commit_ms": [round(r["plain_commit_ms"], 4) for r in runs[size]]})
     finally:
         if bench is not None:
             bench.store.close()  # its writer and checkpointer threads too, also when a size failed
+        for *_, snapshot, _ in filled:
+            snapshot.unlink(missing_ok=True)
         if tmpdir is not None and not keep:
             shutil.rmtree(tmpdir, ignore_errors=True)
     base = rows[0]
     for r in rows:
         r["ratio"] = round(r["ms_per_item"] / base["ms_per_item"], 3) if base["ms_per_item"] else None
+        # each run's against the smallest size's in the same run (measured minutes apart)
+        r["runs_ratio"] = [round(a / b, 3) for a, b in zip(r["runs_ms_per_item"], base["runs_ms_per_item"],
+                                                           strict=True)]
         r["dedupe_over_plain"] = round(r["ms_per_item"] / r["plain_commit_ms"], 2) if r["plain_commit_ms"] else None
         r["plain_ratio"] = (round(r["plain_commit_ms"] / base["plain_commit_ms"], 3) if base["plain_commit_ms"]
                             else None)
@@ -993,6 +1040,7 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
         "db": str(path) if (tmpdir is None or keep) else None,
         "window_days": window_days,
         "measure": n_measure,
+        "repeats": repeats,
         "poll": poll,
         "reposts_share": repost_share,
         "fill_seconds": round(fill_total, 1),
@@ -1036,6 +1084,12 @@ def print_report(r: dict, out=None) -> None:
           " ratio = ms/item / ms/item at the smallest size; plain r. = plain / plain at the smallest size, how storing"
           " an item grows with the database without story merging; false c. = stored items sharing a band key with a new"
           " story without being a copy, expected from the collision rates)", file=out)
+    if r.get("repeats", 1) > 1:
+        print(f"  {r['repeats']} runs a size, the sizes in turn; a row shows its median run (peak +MB: the largest of"
+              " its runs); each run's ms/item and ratio (to the smallest size's in the same run):", file=out)
+        for s in r["sizes"]:
+            print(f"  {s['stored']:>10,}  ms/item {' '.join(f'{x:.3f}' for x in s['runs_ms_per_item'])}   ratio "
+                  f"{' '.join(f'{x:.2f}x' for x in s['runs_ratio'])}", file=out)
     print(f"  memory rule: {r['memory_rule']}", file=out)
     for t in r["targets"]:
         print(f"  {t['name']:<36} {t['value']!s:>10}  target {t['target']:<12} {'PASS' if t['pass'] else 'FAIL'}",
@@ -1081,11 +1135,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS, help="corpus directory (%(default)s)")
     ap.add_argument("--collisions", default="corpus", type=_collisions,
                     help="band keys unrelated items share: corpus (measured on it), none, or a rate per pair")
+    ap.add_argument("--repeats", type=int, default=DEFAULT_REPEATS,
+                    help="times each size is measured, the sizes in turn; figures of the median run (%(default)s)")
     ap.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     ap.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = ap.parse_args(argv)
-    if args.measure < 1 or args.poll < 1:
-        ap.error("--measure and --poll must be at least 1")
+    if args.measure < 1 or args.poll < 1 or args.repeats < 1:
+        ap.error("--measure, --poll and --repeats must be at least 1")
     if not 0 <= args.reposts <= 1:
         ap.error("--reposts must be between 0 and 1")
     if args.window <= 0:
@@ -1093,7 +1149,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.db is not None and (args.db.exists() or Path(f"{args.db}-wal").exists()):
         ap.error(f"--db {args.db} exists: name a new file")
     report = run(args.sizes, args.measure, args.poll, args.reposts, args.window, args.seed, args.db, args.keep,
-                 args.corpus, collisions=args.collisions)
+                 args.corpus, collisions=args.collisions, repeats=args.repeats)
     return emit(report, args.json, args.strict, print_report)
 
 

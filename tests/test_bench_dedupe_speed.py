@@ -9,6 +9,7 @@ import contextlib
 import io
 import json
 import random
+import re
 import sqlite3
 from collections import Counter
 
@@ -26,21 +27,29 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def tiny(bench, tmp_path_factory):
-    """One run at 200 and 1,000 stored items, 50 measured items each: at 200 in two rounds (30
-    and 20 items), the database put back before the second, at 1,000 in one; (report, db path)."""
+def tiny_run(bench, tmp_path_factory):
+    """One run at 200 and 1,000 stored items, 50 measured items each, each size measured
+    twice, in turn: at 200 in two rounds (30 and 20 items), the database put back before the
+    second, at 1,000 in one; (report, db path, progress lines)."""
     db = tmp_path_factory.mktemp("dedupe") / "bench.db"
     mp = pytest.MonkeyPatch()
     mp.setattr(bench, "TEXT_POOL", 300)  # fewer texts to borrow: a quicker start
     mp.setattr(bench, "MAX_GROWTH", 0.5)  # at 200: 40 items a round at most (with plain and warm-up ones, 100)
-    out = io.StringIO()
+    out, err = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stdout(out):
-            status = bench.main(["--sizes", "200,1000", "--measure", "50", "--poll", "10", "--db", str(db), "--json"])
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = bench.main(["--sizes", "200,1000", "--measure", "50", "--poll", "10", "--repeats", "2",
+                                 "--db", str(db), "--json"])
     finally:
         mp.undo()
     assert status == 0
-    return json.loads(out.getvalue()), db
+    return json.loads(out.getvalue()), db, err.getvalue().splitlines()
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_run):
+    """(report, db path) of ``tiny_run``."""
+    return tiny_run[:2]
 
 
 def test_a_row_per_size_with_times_and_ratios(tiny):
@@ -48,8 +57,7 @@ def test_a_row_per_size_with_times_and_ratios(tiny):
     rows = report["sizes"]
     assert [r["size"] for r in rows] == [200, 1000]
     assert rows[0]["stored"] == 200 and rows[0]["filled"] == 200
-    assert rows[1]["stored"] == 1000  # topped up past the first size's measured items
-    assert rows[1]["filled"] == 1000 - rows[0]["items_after"]
+    assert rows[1]["stored"] == 1000 and rows[1]["filled"] == 800  # each size measured on a copy of its database
     for r in rows:
         assert r["items"] == 50
         assert r["ms_per_item"] > 0 and r["fingerprint_ms"] > 0 and r["commit_ms"] > 0 and r["plain_commit_ms"] > 0
@@ -93,10 +101,35 @@ def test_reposts_joined_their_stories(tiny):
     last = report["sizes"][-1]
     assert items == last["items_after"] == fingerprints
     assert stories == last["stories_after"] < items
-    assert bench_items == (2 * 10 + 2 * 20) + (2 * 10 + 2 * 50)  # of the first size, its last round's
+    assert bench_items == 2 * 10 + 2 * 50  # only the last measurement's: at 1,000, on a copy of the filled database
     assert bench_joined >= report["sizes"][-1]["reposts_joined"]
     # measured joins add items, not stories (at 1,000, measured in one round: all of them are there)
     assert (last["items_after"] - last["stories_after"]) - (last["stored"] - last["stories"]) >= last["reposts_joined"]
+
+
+def test_each_size_is_measured_in_turn_and_shows_its_median_run(bench, tiny_run):
+    report, db, lines = tiny_run
+    measuring = [re.sub(r" \(.* MB\)", "", line.split(": ")[0]) for line in lines if line.startswith("measuring at")]
+    assert measuring == ["measuring at 200 stored items, run 1 of 2", "measuring at 1,000 stored items, run 1 of 2",
+                         "measuring at 200 stored items, run 2 of 2", "measuring at 1,000 stored items, run 2 of 2"]
+    assert report["repeats"] == 2
+    base, big = report["sizes"]
+    for r in (base, big):
+        assert len(r["runs_ms_per_item"]) == len(r["runs_plain_commit_ms"]) == 2
+        assert r["ms_per_item"] == pytest.approx(min(r["runs_ms_per_item"]), abs=1e-4)  # the lower of two
+        assert r["plain_commit_ms"] in r["runs_plain_commit_ms"]
+    assert base["runs_ratio"] == [1.0, 1.0]
+    assert big["runs_ratio"] == [pytest.approx(a / b, abs=1e-3)
+                                 for a, b in zip(big["runs_ms_per_item"], base["runs_ms_per_item"], strict=True)]
+    # no snapshot left beside the kept database
+    assert sorted(p.name for p in db.parent.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["bench.db"]
+
+
+def test_the_median_run(bench):
+    runs = [{"ms_per_item": x, "k": k} for k, x in enumerate([0.9, 0.7, 0.8])]
+    assert bench.median_run(runs)["k"] == 2
+    assert bench.median_run(runs[:2])["k"] == 1  # of two, the lower
+    assert bench.median_run(runs[:1])["k"] == 0
 
 
 def test_fill_rows_look_like_commit_poll_rows(tiny):
@@ -124,7 +157,8 @@ def test_text_report(bench, tiny, capsys):
     bench.print_report(report)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("dedupe speed bench:")
-    assert sum(1 for line in lines if line.strip().startswith(("200 ", "1,000 "))) == 2
+    assert sum(1 for line in lines if line.strip().startswith(("200 ", "1,000 "))) == 4  # a row and its runs each
+    assert sum(1 for line in lines if line.strip().startswith(("200  ms/item", "1,000  ms/item"))) == 2
     assert any("ratio" in line and "plain r." in line for line in lines)  # the header of the table
     assert any(line.strip().startswith("reposts joined their story") and line.rstrip().endswith(("PASS", "FAIL"))
                for line in lines)
@@ -149,6 +183,12 @@ def test_sizes_must_ascend(bench):
     for bad in ("1000,100", "0,10", "a,b", ""):
         with pytest.raises(argparse.ArgumentTypeError):
             bench._sizes(bad)
+
+
+def test_repeats_must_be_at_least_one(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--repeats", "0"])
+    assert "--repeats must be at least 1" in capsys.readouterr().err
 
 
 def test_existing_db_is_refused(bench, tmp_path, capsys):
@@ -272,7 +312,7 @@ def _small_bench(bench, tmp_path, future: int = 40):
 
 def test_measuring_apart_hands_back_the_generator_state(bench, tmp_path):
     """measure_apart runs in a process of its own; the texts it drew and the new stories it
-    took count in this one (else the next size would store the same new stories again)."""
+    took count in this one, as when ``measure`` runs in this process."""
     b = _small_bench(bench, tmp_path)
     try:
         serial, taken, before = b.serial, b.future_next, b.rng.getstate()
