@@ -653,13 +653,7 @@ def fill(bench: Bench, n: int, real_min: int = REAL_MIN, chunk: int = FILL_CHUNK
     # would slow the fsyncs of the measured polls' checkpoints. And give the fill's page
     # cache back to the system while the measuring process (measure_apart) runs: it and the
     # kernel's file cache of the database need that memory more than this idle heap.
-    t = time.perf_counter()
-    fd = os.open(bench.path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    progress(f"  synced to disk in {time.perf_counter() - t:.1f} s")
+    progress(f"  synced to disk in {_sync(bench.path):.1f} s")
     release_heap()
     return {"items": n, "rows": rows_total, "seconds": time.perf_counter() - t0}
 
@@ -763,9 +757,22 @@ def measure_rounds(stored: int, n: int, poll: int) -> list[int]:
     return [min(per_round, n - start) for start in range(0, n, per_round)]
 
 
+def _sync(path: Path) -> float:
+    """Flush ``path`` to disk (fsync); the seconds it took. After a file is written in bulk
+    (the fill, a copy of the database), else the kernel's writeback of it (2.6 GB at 1M) runs
+    during the measured polls and slows the fsyncs of their checkpoints."""
+    t = time.perf_counter()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return time.perf_counter() - t
+
+
 def _checkpointed_copy(bench: Bench, to: Path) -> None:
     """Copy the database file to ``to`` with nothing left in its WAL (the store's connections
-    closed first: the next use opens new ones)."""
+    closed first: the next use opens new ones), flushed to disk."""
     bench.store.disconnect()
     conn = sqlite3.connect(bench.path)
     try:
@@ -773,14 +780,16 @@ def _checkpointed_copy(bench: Bench, to: Path) -> None:
     finally:
         conn.close()
     shutil.copyfile(bench.path, to)
+    _sync(to)
 
 
 def _restore(bench: Bench, snapshot: Path) -> None:
-    """Put the database file back as ``snapshot`` holds it."""
+    """Put the database file back as ``snapshot`` holds it, flushed to disk."""
     bench.store.disconnect()
     for suffix in ("-wal", "-shm"):
         Path(f"{bench.path}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(snapshot, bench.path)
+    _sync(bench.path)
 
 
 def _warm_up(bench: Bench, poll: int, repost_share: float) -> None:
