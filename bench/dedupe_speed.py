@@ -22,9 +22,10 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1, each size meas
   pages), in sentences and paragraphs; the summary is the first sentence.
 - Grows the database to each size in turn, ascending (step 1), and keeps a copy of it at
   each size and the generator's state then; then measures each size from its copy and that
-  state (steps 2-4), the sizes in turn, ``--repeats`` times: every size and every run stores
-  the same new stories (the reposts are of each size's own stored items), and a slow spell of
-  the machine falls on every size alike instead of on one. A size's row is its median run
+  state (steps 2-4), the sizes in turn, ``--repeats`` times, each run starting at another
+  size (100k, 1M, 10k; then 1M, 10k, 100k; then 10k, 100k, 1M): every size and every run
+  stores the same new stories (the reposts are of each size's own stored items), and a slow
+  spell of the machine, or a place in the order, falls on every size alike instead of on one. A size's row is its median run
   (by ms/item; of two, the faster), its memory figure the largest of its runs; each run's
   ms/item and its ratio to the smallest size's in the same run are listed too. The copies
   take the database's size again on disk (2.6 GB at 1M) and are deleted at the end.
@@ -993,7 +994,11 @@ def run(sizes: tuple[int, ...] = DEFAULT_SIZES, n_measure: int = 5000, poll: int
             filled.append((size, row, snapshot, _state_of(bench)))
         runs: dict[int, list[dict]] = {size: [] for size in sizes}
         for rep in range(repeats):
-            for size, row, snapshot, state in filled:
+            # each run starts at another size (a Latin square): the measurement in a given place of
+            # a run was seen to be faster or slower by a few percent, whichever code it ran. The
+            # last run goes in order, so that a kept database ends at the largest size.
+            turn = (rep - repeats + 1) % len(filled)
+            for size, row, snapshot, state in filled[turn:] + filled[:turn]:
                 _restore(bench, snapshot)
                 _set_state(bench, state)  # the same polls at every size and in every run
                 progress(f"measuring at {row['stored']:,} stored items ({row['db_mb']:,.0f} MB), run {rep + 1} of "
