@@ -107,7 +107,7 @@ def test_reposts_joined_their_stories(tiny):
     assert (last["items_after"] - last["stories_after"]) - (last["stored"] - last["stories"]) >= last["reposts_joined"]
 
 
-def test_each_size_is_measured_in_turn_and_shows_its_median_run(bench, tiny_run):
+def test_each_size_is_measured_in_turn_and_shows_its_median_run(tiny_run):
     report, db, lines = tiny_run
     measuring = [re.sub(r" \(.* MB\)", "", line.split(": ")[0]) for line in lines if line.startswith("measuring at")]
     # each run starts at another size; the last one in order (a kept database ends at the largest)
