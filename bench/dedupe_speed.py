@@ -25,10 +25,11 @@ size in polls of 50, 30% of them reposts, a 7-day window, seed 1, each size meas
   state (steps 2-4), the sizes in turn, ``--repeats`` times, each run starting at another
   size (100k, 1M, 10k; then 1M, 10k, 100k; then 10k, 100k, 1M): every size and every run
   stores the same new stories (the reposts are of each size's own stored items), and a slow
-  spell of the machine, or a place in the order, falls on every size alike instead of on one. A size's row is its median run
-  (by ms/item; of two, the faster), its memory figure the largest of its runs; each run's
-  ms/item and its ratio to the smallest size's in the same run are listed too. The copies
-  take the database's size again on disk (2.6 GB at 1M) and are deleted at the end.
+  spell of the machine, or a place in the order, falls on every size alike instead of on one.
+  A size's row is its median run (by ms/item; of two, the faster), its memory figure the
+  largest of its runs; each run's ms/item and its ratio to the smallest size's in the same run
+  are listed too. The copies take the database's size again on disk (2.6 GB at 1M) and are
+  deleted at the end.
   At each size:
 
   1. **Fill**: grows the database to that many stored items with direct inserts (sqlite3
@@ -872,6 +873,11 @@ def measure(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
     }
 
 
+def _generator_fields(bench: Bench) -> dict:
+    """The bench's fields but the store: the generator's state, by field name."""
+    return {f.name: getattr(bench, f.name) for f in fields(bench) if f.name != "store"}
+
+
 #: The argument that makes the script the process ``measure_apart`` starts (not a user option).
 CHILD_FLAG = "--measure-handoff"
 
@@ -889,7 +895,7 @@ def measure_apart(bench: Bench, n: int, poll: int, repost_share: float) -> dict:
     process of its own every size starts alike, as a daemon started on a database of that
     size does."""
     bench.store.disconnect()  # the measuring process is the database's only user meanwhile
-    state = {f.name: getattr(bench, f.name) for f in fields(bench) if f.name != "store"}
+    state = _generator_fields(bench)
     with tempfile.TemporaryDirectory(prefix="dedupe-measure-") as tmp:
         handoff = Path(tmp) / "handoff.pickle"
         with handoff.open("wb") as f:
@@ -933,9 +939,8 @@ def _measure_handoff(handoff: Path, home: str) -> int:
 
 
 def _state_of(bench: Bench) -> bytes:
-    """The bench's generator state (every field but the store), pickled: ``_set_state`` puts it back."""
-    return pickle.dumps({f.name: getattr(bench, f.name) for f in fields(bench) if f.name != "store"},
-                        protocol=pickle.HIGHEST_PROTOCOL)
+    """``_generator_fields``, pickled: ``_set_state`` puts them back."""
+    return pickle.dumps(_generator_fields(bench), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _set_state(bench: Bench, state: bytes) -> None:
